@@ -1,0 +1,115 @@
+"""Tests for tfdist.strategy: names, auto selection, logical CPUs, errors."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import tensorflow as tf
+
+import tfdist
+from tfdist import cluster, strategy
+from tests.multiworker import REPO_ROOT
+
+
+def test_unknown_name_lists_valid_names():
+    with pytest.raises(strategy.StrategyError) as err:
+        tfdist.get_strategy("tpu")
+    assert "Received: name='tpu'" in str(err.value)
+    assert "auto, default, one_device, mirrored, multi_worker_mirrored" in str(err.value)
+
+
+def test_unknown_communication():
+    with pytest.raises(strategy.StrategyError, match="Received: communication='mpi'"):
+        tfdist.get_strategy("default", communication="mpi")
+
+
+def test_default_is_a_real_strategy():
+    s = tfdist.get_strategy("default")
+    assert s is tf.distribute.get_strategy()
+    assert s.num_replicas_in_sync == 1
+    assert tfdist.describe(s).startswith("DefaultDistributionStrategy: 1 replica(s)")
+
+
+def test_auto_on_one_cpu_is_the_default_strategy():
+    assert tfdist.get_strategy() is tf.distribute.get_strategy()
+
+
+def test_one_device(cpus):
+    s = tfdist.get_strategy("one_device", devices=cpus(2)[1:])
+    assert isinstance(s, tf.distribute.OneDeviceStrategy)
+    assert "CPU:1" in tfdist.describe(s)
+    with pytest.raises(strategy.StrategyError, match="exactly one device"):
+        tfdist.get_strategy("one_device", devices=cpus(2))
+
+
+@pytest.mark.parametrize("n", [2, 4])
+def test_mirrored_over_logical_cpus(cpus, n):
+    s = tfdist.get_strategy("mirrored", devices=cpus(n))
+    assert s.num_replicas_in_sync == n
+    assert tfdist.describe(s).startswith(f"MirroredStrategy: {n} replica(s), 1 worker(s)")
+
+
+def test_auto_with_virtual_cpus_mirrors_over_them():
+    # The test process already split the CPU into 4; asking for 2 reuses them.
+    s = tfdist.get_strategy(virtual_cpus=2)
+    assert isinstance(s, tf.distribute.MirroredStrategy)
+    assert s.num_replicas_in_sync == 2
+
+
+def test_virtual_cpus_after_initialisation_says_what_to_do():
+    with pytest.raises(strategy.StrategyError) as err:
+        tfdist.get_strategy(virtual_cpus=8)
+    message = str(err.value)
+    assert "already initialised with 4 logical CPU(s)" in message
+    assert "at the start of the program" in message
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True])
+def test_virtual_cpus_must_be_a_positive_int(bad):
+    with pytest.raises(strategy.StrategyError, match="Received: virtual_cpus="):
+        strategy.configure_virtual_cpus(bad)
+
+
+def test_more_gpus_than_present():
+    with pytest.raises(strategy.StrategyError, match="Received: num_gpus=2, but this machine has 0"):
+        tfdist.get_strategy("mirrored", num_gpus=2)
+
+
+def _two_workers(task_type="worker", task_id=0):
+    return cluster.resolve(
+        cluster.make_tf_config(
+            workers=["localhost:20001", "localhost:20002"], task_type=task_type, task_id=task_id
+        )
+    )
+
+
+def test_single_process_strategy_in_a_multi_worker_cluster_is_an_error():
+    with pytest.raises(strategy.StrategyError, match="cannot train a cluster of 2 workers"):
+        tfdist.get_strategy("mirrored", cluster=_two_workers())
+
+
+def test_evaluator_gets_the_default_strategy_from_auto():
+    info = cluster.resolve(
+        json.dumps(
+            {
+                "cluster": {"worker": ["localhost:20001", "localhost:20002"]},
+                "task": {"type": "evaluator", "index": 0},
+            }
+        )
+    )
+    assert tfdist.get_strategy(cluster=info) is tf.distribute.get_strategy()
+    with pytest.raises(strategy.StrategyError, match="this task is evaluator:0"):
+        tfdist.get_strategy("multi_worker_mirrored", cluster=info)
+
+
+def test_virtual_cpus_in_a_fresh_process():
+    code = (
+        "import tfdist; s = tfdist.get_strategy(virtual_cpus=3); "
+        "print(tfdist.describe(s))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    assert "MirroredStrategy: 3 replica(s), 1 worker(s), devices=[CPU:0, CPU:1, CPU:2]" in out.stdout

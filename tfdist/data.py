@@ -1,0 +1,413 @@
+"""The one `tf.data` sharding layer that every route uses.
+
+A `DataSpec` says what to read and the *global* batch size; this module decides how each input
+pipeline (one per worker) gets its share, derives the per-replica batch size, and hands the result
+out in the form each route needs:
+
+- `distribute(strategy, spec)`: a distributed dataset for `strategy.run` loops;
+- `for_fit(strategy, spec)`: what Keras `Model.fit` takes;
+- `input_fn(spec)`: an Estimator-style `input_fn(input_context=None)`.
+
+Sharding (see `plan_sharding`): by file when there are at least as many files as input pipelines
+(every worker shuffles the file list with the same seed, then takes its slice), otherwise by
+example. Sharding happens before shuffling, and TensorFlow's own auto-sharding is switched off on
+the result, so data is never sharded twice.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob as globlib
+import random
+from collections.abc import Callable, Sequence
+from typing import Any, Union
+
+import tensorflow as tf
+from absl import logging
+
+SHARDING_POLICIES = ("auto", "off", "file", "data")
+DatasetFn = Callable[[tf.distribute.InputContext], tf.data.Dataset]
+Source = Union[tf.data.Dataset, DatasetFn, str, Sequence[str]]
+
+_DEFAULT_SHUFFLE_BUFFER = 10_000
+# Odd constant that spreads per-pipeline seeds apart; any fixed value keeps runs reproducible.
+_SEED_STRIDE = 7919
+
+
+class DataConfigError(ValueError):
+    """A `DataSpec` or its use does not fit the strategy or the data."""
+
+
+@dataclasses.dataclass(frozen=True)
+class DataSpec:
+    """What to read and how to batch it; the data layer derives everything per replica.
+
+    Args:
+        source: The examples, unbatched: a `tf.data.Dataset`; a `dataset_fn(input_context)`
+            returning this input pipeline's examples (it shards itself, as with
+            `distribute_datasets_from_function`); or TFRecord file patterns (a string or a list).
+        global_batch_size: Examples per step across all replicas and workers.
+        training: Training data shuffles, repeats and drops the short final batch by default;
+            evaluation data does none of these. Defaults to `True`.
+        shuffle_buffer: Shuffle buffer size in examples; 0 disables shuffling. Defaults to
+            10,000 for training, 0 otherwise.
+        repeat: Repeat the data forever. Defaults to `training`.
+        drop_remainder: Drop the short final batch. Defaults to `training`.
+        seed: Seed for file-list and example shuffling; each input pipeline derives its own
+            example-shuffle seed from it. `None` shuffles examples differently on every run
+            (the file list still uses seed 0, since all workers must agree on it).
+            Defaults to `0`.
+        sharding: `"auto"`, `"off"`, `"file"` or `"data"`. Defaults to `"auto"`.
+        map_fn: Per-example preprocessing, applied in parallel after sharding and shuffling.
+            Defaults to `None`.
+        reader: Turns one file name into a dataset of records. Defaults to
+            `tf.data.TFRecordDataset`.
+        cache: Cache this pipeline's examples in memory after `map_fn`. Defaults to `False`.
+
+    Example:
+
+    ```python
+    spec = tfdist.data.DataSpec(source=tf.data.Dataset.from_tensor_slices((x, y)),
+                                global_batch_size=256)
+    dist_ds = tfdist.data.distribute(strategy, spec)
+    ```
+    """
+
+    source: Source
+    global_batch_size: int
+    training: bool = True
+    shuffle_buffer: int | None = None
+    repeat: bool | None = None
+    drop_remainder: bool | None = None
+    seed: int | None = 0
+    sharding: str = "auto"
+    map_fn: Callable[..., Any] | None = None
+    reader: Callable[[tf.Tensor], tf.data.Dataset] = tf.data.TFRecordDataset
+    cache: bool = False
+
+    def __post_init__(self) -> None:
+        gbs = self.global_batch_size
+        if not isinstance(gbs, int) or isinstance(gbs, bool) or gbs < 1:
+            raise DataConfigError(
+                "Invalid value for argument `global_batch_size`. "
+                f"Received: global_batch_size={gbs!r}. Pass a positive integer."
+            )
+        if self.sharding not in SHARDING_POLICIES:
+            raise DataConfigError(
+                f"Invalid value for argument `sharding`. Received: sharding={self.sharding!r}. "
+                f"Valid values: {', '.join(SHARDING_POLICIES)}."
+            )
+        if self.shuffle_buffer is not None and self.shuffle_buffer < 0:
+            raise DataConfigError(
+                "Invalid value for argument `shuffle_buffer`. "
+                f"Received: shuffle_buffer={self.shuffle_buffer!r}. Pass 0 (no shuffle) or more."
+            )
+        if not isinstance(self.source, (tf.data.Dataset, str, list, tuple)) and not callable(
+            self.source
+        ):
+            raise DataConfigError(
+                f"Invalid value for argument `source`. Received: {type(self.source).__name__}. "
+                "Pass a tf.data.Dataset, a dataset_fn(input_context), or TFRecord file patterns."
+            )
+        if self.sharding == "file" and not self._is_files():
+            raise DataConfigError(
+                "sharding='file' needs file patterns as the source; received a "
+                f"{type(self.source).__name__}. Use sharding='data' or pass file patterns."
+            )
+
+    def _is_files(self) -> bool:
+        return isinstance(self.source, (str, list, tuple))
+
+    @property
+    def effective_shuffle_buffer(self) -> int:
+        if self.shuffle_buffer is not None:
+            return self.shuffle_buffer
+        return _DEFAULT_SHUFFLE_BUFFER if self.training else 0
+
+    @property
+    def effective_repeat(self) -> bool:
+        return self.training if self.repeat is None else self.repeat
+
+    @property
+    def effective_drop_remainder(self) -> bool:
+        return self.training if self.drop_remainder is None else self.drop_remainder
+
+    def per_replica_batch_size(self, num_replicas_in_sync: int) -> int:
+        """The batch each replica gets per step.
+
+        Args:
+            num_replicas_in_sync: Replicas across all workers.
+
+        Returns:
+            `global_batch_size // num_replicas_in_sync`.
+
+        Raises:
+            DataConfigError: The global batch does not divide evenly over the replicas.
+        """
+        if self.global_batch_size % num_replicas_in_sync:
+            lower = self.global_batch_size - self.global_batch_size % num_replicas_in_sync
+            upper = lower + num_replicas_in_sync
+            hint = f"{lower} or {upper}" if lower else f"{upper}"
+            raise DataConfigError(
+                f"global_batch_size={self.global_batch_size} does not divide evenly over "
+                f"{num_replicas_in_sync} replicas. Use a multiple of {num_replicas_in_sync} "
+                f"(e.g. {hint})."
+            )
+        return self.global_batch_size // num_replicas_in_sync
+
+
+@dataclasses.dataclass(frozen=True)
+class ShardingInfo:
+    """What the data layer applied for one input pipeline (for logs and debugging).
+
+    Attributes:
+        policy: `"file"`, `"data"` or `"off"`.
+        reason: Why that policy was chosen.
+        input_pipeline_id: This pipeline's index.
+        num_input_pipelines: Pipelines across the job (one per worker).
+        num_replicas_in_sync: Replicas across the job.
+        global_batch_size: Examples per step across the job.
+        per_replica_batch_size: Examples per step on each replica.
+        num_files: Files matched by the patterns, or `None` for other sources.
+        files: The files this pipeline reads (file sources only).
+    """
+
+    policy: str
+    reason: str
+    input_pipeline_id: int
+    num_input_pipelines: int
+    num_replicas_in_sync: int
+    global_batch_size: int
+    per_replica_batch_size: int
+    num_files: int | None = None
+    files: tuple[str, ...] = ()
+
+    def describe(self) -> str:
+        """One line for logs."""
+        files = ""
+        if self.num_files is not None:
+            files = f", files {len(self.files) if self.policy == 'file' else self.num_files}/{self.num_files}"
+        return (
+            f"input pipeline {self.input_pipeline_id}/{self.num_input_pipelines}: "
+            f"sharding={self.policy} ({self.reason}){files}, global batch "
+            f"{self.global_batch_size} = {self.num_replicas_in_sync} replica(s) x "
+            f"{self.per_replica_batch_size}"
+        )
+
+
+def list_files(patterns: str | Sequence[str]) -> list[str]:
+    """Expands file patterns into a sorted, de-duplicated file list.
+
+    Args:
+        patterns: One glob pattern or a list of them.
+
+    Returns:
+        The matching files, sorted so every worker sees the same order.
+
+    Raises:
+        FileNotFoundError: A pattern matches no file.
+    """
+    if isinstance(patterns, str):
+        patterns = [patterns]
+    files: set[str] = set()
+    for pattern in patterns:
+        matched = tf.io.gfile.glob(pattern) if "://" in pattern else globlib.glob(pattern)
+        if not matched:
+            raise FileNotFoundError(
+                f"File pattern {pattern!r} matches no file. Check the path, or write the files "
+                "first (input_pipelines.tfrecord.write_shards)."
+            )
+        files.update(matched)
+    return sorted(files)
+
+
+def plan_sharding(
+    spec: DataSpec, input_context: tf.distribute.InputContext | None = None
+) -> ShardingInfo:
+    """Decides how one input pipeline gets its share of the data, without reading any.
+
+    Args:
+        spec: The data.
+        input_context: The pipeline's context; `None` means one pipeline and one replica.
+
+    Returns:
+        The `ShardingInfo` that `make_dataset` applies.
+
+    Raises:
+        DataConfigError: The global batch does not divide over the replicas.
+        FileNotFoundError: A file pattern matches nothing.
+    """
+    ctx = input_context or tf.distribute.InputContext()
+    per_replica = spec.per_replica_batch_size(ctx.num_replicas_in_sync)
+    n, i = ctx.num_input_pipelines, ctx.input_pipeline_id
+    common = dict(
+        input_pipeline_id=i,
+        num_input_pipelines=n,
+        num_replicas_in_sync=ctx.num_replicas_in_sync,
+        global_batch_size=spec.global_batch_size,
+        per_replica_batch_size=per_replica,
+    )
+    files: list[str] | None = list_files(spec.source) if spec._is_files() else None
+    num_files = len(files) if files is not None else None
+
+    if spec.sharding == "off":
+        policy, reason = "off", "sharding='off' requested; every pipeline reads all data"
+    elif n == 1 and spec.sharding == "auto":
+        policy, reason = "off", "one input pipeline"
+    elif callable(spec.source) and not isinstance(spec.source, tf.data.Dataset):
+        if spec.sharding == "data":
+            policy, reason = "data", "sharding='data' requested on the dataset_fn's output"
+        else:
+            policy, reason = "off", "dataset_fn receives the input context and shards itself"
+    elif spec.sharding == "data":
+        policy, reason = "data", "sharding='data' requested"
+    elif spec.sharding == "file":
+        if num_files < n:
+            raise DataConfigError(
+                f"sharding='file' needs at least one file per input pipeline; received "
+                f"{num_files} file(s) for {n} pipelines. Write more shards or use sharding='data'."
+            )
+        policy, reason = "file", "sharding='file' requested"
+    elif files is not None and num_files >= n:
+        policy, reason = "file", f"{num_files} files >= {n} input pipelines"
+    elif files is not None:
+        policy, reason = "data", f"only {num_files} file(s) for {n} input pipelines"
+    else:
+        policy, reason = "data", "in-memory dataset source"
+
+    mine: tuple[str, ...] = tuple(files or ())
+    if policy == "file":
+        shuffled = list(files)
+        # Same seed on every worker, so the slices are disjoint and complete.
+        random.Random(spec.seed or 0).shuffle(shuffled)
+        mine = tuple(shuffled[i::n])
+    return ShardingInfo(policy=policy, reason=reason, num_files=num_files, files=mine, **common)
+
+
+_logged: set[tuple[Any, ...]] = set()
+
+
+def _log_once(info: ShardingInfo) -> None:
+    key = (info.policy, info.reason, info.input_pipeline_id, info.num_input_pipelines)
+    if key not in _logged:
+        _logged.add(key)
+        logging.info("tfdist.data: %s", info.describe())
+
+
+def make_dataset(
+    spec: DataSpec, input_context: tf.distribute.InputContext | None = None
+) -> tf.data.Dataset:
+    """Builds one input pipeline: shard, shuffle, repeat, map, batch per replica, prefetch.
+
+    Args:
+        spec: The data.
+        input_context: The pipeline's context; `None` means one pipeline and one replica.
+
+    Returns:
+        A dataset of per-replica batches for this pipeline, with TensorFlow's auto-sharding off.
+    """
+    ctx = input_context or tf.distribute.InputContext()
+    info = plan_sharding(spec, ctx)
+    _log_once(info)
+    n, i = info.num_input_pipelines, info.input_pipeline_id
+
+    if spec._is_files():
+        files = info.files if info.policy == "file" else tuple(list_files(spec.source))
+        ds = tf.data.Dataset.from_tensor_slices(list(files))
+        ds = ds.interleave(
+            spec.reader,
+            cycle_length=max(1, min(len(files), 8)),
+            num_parallel_calls=tf.data.AUTOTUNE,
+            deterministic=spec.seed is not None,
+        )
+    elif isinstance(spec.source, tf.data.Dataset):
+        ds = spec.source
+    else:
+        ds = spec.source(ctx)
+        if not isinstance(ds, tf.data.Dataset):
+            raise DataConfigError(
+                f"dataset_fn must return a tf.data.Dataset; it returned {type(ds).__name__}."
+            )
+    if info.policy == "data":
+        ds = ds.shard(n, i)
+
+    buffer = spec.effective_shuffle_buffer
+    if buffer:
+        seed = None if spec.seed is None else spec.seed + _SEED_STRIDE * i
+        ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
+    if spec.map_fn is not None:
+        ds = ds.map(
+            spec.map_fn,
+            num_parallel_calls=tf.data.AUTOTUNE,
+            deterministic=spec.seed is not None,
+        )
+    if spec.cache:
+        ds = ds.cache()
+    if spec.effective_repeat:
+        ds = ds.repeat()
+    ds = ds.batch(info.per_replica_batch_size, drop_remainder=spec.effective_drop_remainder)
+    ds = ds.prefetch(tf.data.AUTOTUNE)
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+    if spec.seed is not None:
+        options.deterministic = True
+    return ds.with_options(options)
+
+
+def distribute(
+    strategy: tf.distribute.Strategy, spec: DataSpec
+) -> tf.distribute.DistributedDataset:
+    """The distributed dataset for loops built on `strategy.run`.
+
+    Args:
+        strategy: The strategy that will consume it.
+        spec: The data.
+
+    Returns:
+        A distributed dataset whose elements are per-replica batches.
+
+    Raises:
+        DataConfigError: The global batch does not divide over `strategy`'s replicas.
+    """
+    spec.per_replica_batch_size(strategy.num_replicas_in_sync)  # fail before TF does
+    return strategy.distribute_datasets_from_function(lambda ctx: make_dataset(spec, ctx))
+
+
+def for_fit(
+    strategy: tf.distribute.Strategy, spec: DataSpec
+) -> tf.data.Dataset | tf.distribute.DistributedDataset:
+    """The dataset to pass to Keras `Model.fit`, `evaluate` or `predict`.
+
+    A plain dataset of global batches on one replica; a distributed dataset (which Keras accepts
+    as is) when there are several replicas, so Keras does not shard or rebatch again.
+
+    Args:
+        strategy: The strategy the model was built under.
+        spec: The data.
+
+    Returns:
+        A dataset Keras can iterate.
+    """
+    if strategy.num_replicas_in_sync == 1 and not _is_multi_worker(strategy):
+        return make_dataset(spec)
+    return distribute(strategy, spec)
+
+
+def input_fn(spec: DataSpec) -> Callable[..., tf.data.Dataset]:
+    """An Estimator-style `input_fn(input_context=None)` for the data.
+
+    Args:
+        spec: The data.
+
+    Returns:
+        A function building this pipeline's dataset of per-replica batches.
+    """
+
+    def _input_fn(input_context: tf.distribute.InputContext | None = None) -> tf.data.Dataset:
+        return make_dataset(spec, input_context)
+
+    return _input_fn
+
+
+def _is_multi_worker(strategy: tf.distribute.Strategy) -> bool:
+    return bool(getattr(strategy.extended, "_num_workers", 1) > 1)
