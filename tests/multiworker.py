@@ -23,6 +23,7 @@ import portpicker
 from tfdist import cluster
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+_FAILURE_GRACE_SECS = 15.0
 _PORT_CLASH_MARKERS = ("Address already in use", "Failed to add port", "failed to bind")
 
 
@@ -162,9 +163,11 @@ def _run_once(argv, num_workers, chief, evaluator, timeout, extra_env) -> list[W
         timed_out = False
         while any(p.poll() is None for p in procs):
             if any(p.poll() not in (None, 0) for p in procs):
-                break  # one failed: the rest would hang in collectives
+                # One failed: the rest would hang in collectives. Give them a moment to finish
+                # on their own (a preempted group exits together), then stop them.
+                deadline = min(deadline, time.monotonic() + _FAILURE_GRACE_SECS)
             if time.monotonic() > deadline:
-                timed_out = True
+                timed_out = not any(p.poll() not in (None, 0) for p in procs)
                 break
             time.sleep(0.2)
     finally:

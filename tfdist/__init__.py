@@ -12,7 +12,9 @@ __version__ = "0.1.0"
 _LAZY = {
     "cluster": ("tfdist.cluster", None),
     "compat": ("tfdist.compat", None),
+    "checkpoint": ("tfdist.checkpoint", None),
     "data": ("tfdist.data", None),
+    "loop": ("tfdist.loop", None),
     "strategy": ("tfdist.strategy", None),
     "get_strategy": ("tfdist.strategy", "get_strategy"),
     "describe": ("tfdist.strategy", "describe"),

@@ -111,6 +111,8 @@ def get_strategy(
 
     Returns:
         A `tf.distribute.Strategy`. The default strategy is a real strategy object, never `None`.
+        Asking again for `mirrored` over the same devices returns the same strategy: TensorFlow
+        cannot run two of them side by side in one process.
 
     Raises:
         StrategyError: Unknown name or communication, or arguments that do not fit the name.
@@ -159,11 +161,18 @@ def get_strategy(
         device = devices[0] if devices else _local_devices(None, num_gpus)[0]
         strategy = tf.distribute.OneDeviceStrategy(device)
     else:  # mirrored
-        strategy = tf.distribute.MirroredStrategy(
-            devices=list(devices) if devices else _local_devices(virtual_cpus, num_gpus)
-        )
+        key = tuple(devices) if devices else tuple(_local_devices(virtual_cpus, num_gpus))
+        if key not in _MIRRORED:
+            _MIRRORED[key] = tf.distribute.MirroredStrategy(devices=list(key))
+        strategy = _MIRRORED[key]
     compat.apply(strategy)
     return strategy
+
+
+# One MirroredStrategy per device set and process: a second one over the same devices reuses
+# collective instance keys, and its all-reduces fail with "Shape mismatch in the collective
+# instance" against the first one's cached parameters (TF 2.21).
+_MIRRORED: dict[tuple[str, ...], tf.distribute.Strategy] = {}
 
 
 def _auto_name(
@@ -200,6 +209,11 @@ def _multi_worker(cluster: cluster_lib.ClusterInfo, communication: str) -> tf.di
     )
 
 
+def num_workers(strategy: tf.distribute.Strategy) -> int:
+    """Number of training worker processes the strategy spans (1 unless multi-worker)."""
+    return int(getattr(strategy.extended, "_num_workers", 1))
+
+
 def describe(strategy: tf.distribute.Strategy) -> str:
     """One line for logs: strategy kind, replicas, workers and local devices.
 
@@ -214,11 +228,7 @@ def describe(strategy: tf.distribute.Strategy) -> str:
     except RuntimeError:  # the default strategy has no device list: it runs where ops are placed
         worker_devices = ("default placement",)
     devices = [d.split("device:")[-1] for d in worker_devices]
-    workers = 1
-    resolver = getattr(strategy, "cluster_resolver", None)
-    if resolver is not None and resolver.cluster_spec().as_dict():
-        spec = resolver.cluster_spec().as_dict()
-        workers = len(spec.get("chief", [])) + len(spec.get("worker", []))
+    workers = num_workers(strategy)
     kind = type(strategy).__name__.replace("V2", "").lstrip("_")
     kind = {"CollectiveAllReduceStrategy": "MultiWorkerMirroredStrategy"}.get(kind, kind)
     return (

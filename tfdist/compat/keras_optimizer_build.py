@@ -50,3 +50,8 @@ def install() -> None:
 def uninstall() -> None:
     """Restores the upstream method (for the canary test)."""
     _TARGET.apply_gradients = _original_apply_gradients
+
+
+def strategy_of(optimizer) -> tf.distribute.Strategy:
+    """The strategy a Keras TF optimizer captured when it was created (a private attribute)."""
+    return optimizer._distribution_strategy

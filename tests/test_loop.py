@@ -1,0 +1,319 @@
+"""Tests for route 1 (tfdist.loop): loss scaling, resume, preemption, multi-worker, errors."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import tfdist
+from tfdist import checkpoint, data
+from tests import multiworker
+from tests.workers import ctl_job
+
+JOB = str(Path(__file__).parent / "workers" / "ctl_job.py")
+
+
+def _controller(trainer, model_dir, **kwargs):
+    kwargs.setdefault("steps_per_loop", 5)
+    kwargs.setdefault("progress", False)
+    kwargs.setdefault("handle_preemption", False)
+    return tfdist.loop.Controller(trainer, model_dir=str(model_dir), **kwargs)
+
+
+def _weights(trainer):
+    return [np.asarray(w) for w in trainer.model.get_weights()]
+
+
+def test_one_replica_and_two_replicas_agree(tmp_path, cpus):
+    """The proof that loss scaling is right: same global batch, same result."""
+    runs = {}
+    for name, strategy in [
+        ("one", tfdist.get_strategy("default")),
+        ("two", tfdist.get_strategy("mirrored", devices=cpus(2))),
+    ]:
+        trainer = ctl_job.make_trainer(strategy, optimizer="sgd")
+        controller = _controller(trainer, tmp_path / name, export=False)
+        controller.train(30)
+        runs[name] = (_weights(trainer), controller.evaluate()["loss"])
+    for a, b in zip(runs["one"][0], runs["two"][0]):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert runs["one"][1] == pytest.approx(runs["two"][1], rel=1e-5)
+
+
+def test_regularization_counted_once_across_replicas(tmp_path, cpus):
+    def build():
+        keras.utils.set_random_seed(2)
+        return keras.Sequential(
+            [keras.Input((8,)), keras.layers.Dense(2, kernel_regularizer=keras.regularizers.L2(0.1))]
+        )
+
+    weights = []
+    for strategy in (tfdist.get_strategy("default"), tfdist.get_strategy("mirrored", devices=cpus(2))):
+        trainer = tfdist.loop.Trainer(
+            strategy=strategy, model=build, optimizer="sgd",
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            train_data=data.DataSpec(source=ctl_job.dataset(), global_batch_size=32, shuffle_buffer=0),
+        )
+        _controller(trainer, tmp_path / str(len(weights)), export=False).train(10)
+        weights.append(_weights(trainer))
+    for a, b in zip(*weights):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_train_checkpoints_exports_and_learns(tmp_path, cpus):
+    trainer = ctl_job.make_trainer(tfdist.get_strategy("mirrored", devices=cpus(2)))
+    controller = _controller(trainer, tmp_path, checkpoint_every=20, max_to_keep=2)
+    before = controller.evaluate()["loss"]
+    results = controller.train_and_evaluate(60, eval_interval=20)
+    assert controller.global_step == 60
+    assert results["eval_loss"] < before
+    assert results["steps_per_sec"] > 0 and results["examples_per_sec"] > 0
+    assert Path(checkpoint_path := controller.checkpoints.latest()).name == "ckpt-60"
+    assert len(tf.train.get_checkpoint_state(str(tmp_path)).all_model_checkpoint_paths) == 2
+    restored = keras.models.load_model(tmp_path / "model.keras")
+    np.testing.assert_allclose(restored.get_weights()[0], _weights(trainer)[0])
+    serving = tf.saved_model.load(str(tmp_path / "saved_model"))
+    assert serving.serve(tf.zeros((3, 8))).shape == (3, 2)
+    assert list((tmp_path / "train").glob("events.*")) and list((tmp_path / "eval").glob("events.*"))
+    assert checkpoint_path
+
+
+def test_many_steps_per_call_does_not_retrace(tmp_path):
+    trainer = ctl_job.make_trainer(tfdist.get_strategy("default"))
+    controller = _controller(trainer, tmp_path, steps_per_loop=7, export=False)
+    controller.train(30)  # loop calls of 7, 7, 6 (checkpoint boundary at 20), 7, 3
+    assert trainer._train_loop_fn.experimental_get_tracing_count() == 1
+
+
+@pytest.mark.parametrize("strategy_name", ["default", "mirrored"])
+def test_resume_matches_an_uninterrupted_run(tmp_path, cpus, strategy_name):
+    def strategy():
+        if strategy_name == "default":
+            return tfdist.get_strategy("default")
+        return tfdist.get_strategy("mirrored", devices=cpus(2))
+
+    # 512 examples / 32 = 16 steps an epoch. The default strategy checkpoints the input position
+    # (with its shuffle buffer); distributed iterators cannot be checkpointed, so the mirrored
+    # run stops on an epoch boundary and reads unshuffled data.
+    shuffle = 256 if strategy_name == "default" else 0
+    stop = 14 if strategy_name == "default" else 16
+    full = ctl_job.make_trainer(strategy(), shuffle_buffer=shuffle)
+    _controller(full, tmp_path / "full", export=False).train(32)
+
+    first = ctl_job.make_trainer(strategy(), shuffle_buffer=shuffle)
+    _controller(first, tmp_path / "resumed", export=False).train(stop)
+    second = ctl_job.make_trainer(strategy(), shuffle_buffer=shuffle)
+    resumed = _controller(second, tmp_path / "resumed", export=False)
+    assert resumed.global_step == stop and resumed.restored_from.endswith(f"ckpt-{stop}")
+    resumed.train(32)
+    assert resumed.global_step == 32
+    for a, b in zip(_weights(full), _weights(second)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_nonfinite_loss_stops_naming_the_step(tmp_path):
+    trainer = ctl_job.make_trainer(tfdist.get_strategy("default"), optimizer=keras.optimizers.SGD(1e30))
+    controller = _controller(trainer, tmp_path, export=False)
+    with pytest.raises(tfdist.loop.NonFiniteLossError, match=r"not finite at global step \d+ \(mean loss of the last loop: nan\)"):
+        controller.train(50)
+
+
+def test_nonfinite_loss_restore_recovers(tmp_path):
+    trainer = ctl_job.make_trainer(tfdist.get_strategy("default"))
+    controller = _controller(trainer, tmp_path, export=False, on_nonfinite="restore")
+    controller.train(10)  # a good checkpoint at step 10, saved with the sane learning rate
+    trainer.optimizer.learning_rate.assign(1e30)
+    controller.train(30)  # diverges, goes back to step 10 (learning rate included), finishes
+    assert controller.global_step == 30
+    assert np.all(np.isfinite(_weights(trainer)[0]))
+
+
+def test_nonfinite_loss_restore_gives_up_after_bounded_retries(tmp_path):
+    class PoisonedAfterStep12(tfdist.loop.Trainer):
+        def train_step(self, inputs):
+            loss = super().train_step(inputs)
+            return tf.where(self.global_step >= 12, tf.constant(float("nan")), loss)
+
+    trainer = PoisonedAfterStep12(
+        strategy=tfdist.get_strategy("default"), model=ctl_job.build_model, optimizer="sgd",
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        train_data=data.DataSpec(source=ctl_job.dataset(), global_batch_size=32))
+    controller = _controller(trainer, tmp_path, export=False, on_nonfinite="restore",
+                             max_nonfinite_restores=2)
+    controller.train(10)
+    with pytest.raises(tfdist.loop.NonFiniteLossError, match="at global step 13.*2 restores did not help"):
+        controller.train(50)
+    assert controller.global_step == 10  # back at the last good checkpoint
+
+
+# --- errors ----------------------------------------------------------------------------------
+
+
+def test_model_built_outside_the_scope(cpus):
+    model = ctl_job.build_model()
+    with pytest.raises(tfdist.loop.TrainerError, match="created outside this strategy's scope"):
+        tfdist.loop.Trainer(strategy=tfdist.get_strategy("mirrored", devices=cpus(2)), model=model,
+                            optimizer="sgd", loss="mse")
+
+
+def test_optimizer_from_another_strategy(cpus):
+    other = tfdist.get_strategy("mirrored", devices=cpus(2))
+    with other.scope():
+        optimizer = keras.optimizers.Adam()
+    with pytest.raises(tfdist.loop.TrainerError, match="belongs to another strategy"):
+        tfdist.loop.Trainer(strategy=tfdist.get_strategy("mirrored", devices=cpus(4)),
+                            model=ctl_job.build_model, optimizer=optimizer, loss="mse")
+
+
+def test_unused_optimizer_made_outside_any_scope_is_accepted(cpus):
+    trainer = tfdist.loop.Trainer(strategy=tfdist.get_strategy("mirrored", devices=cpus(2)),
+                                  model=ctl_job.build_model, optimizer=keras.optimizers.Adam(0.5),
+                                  loss="mse")
+    assert trainer.learning_rate() == 0.5
+    assert keras_strategy_is(trainer)
+
+
+def keras_strategy_is(trainer):
+    from tfdist.compat import keras_optimizer_build
+
+    return keras_optimizer_build.strategy_of(trainer.optimizer) is trainer.strategy
+
+
+def test_indivisible_batch(cpus):
+    spec = data.DataSpec(source=ctl_job.dataset(), global_batch_size=30)
+    with pytest.raises(data.DataConfigError, match="global_batch_size=30 does not divide evenly over 4"):
+        tfdist.loop.Trainer(strategy=tfdist.get_strategy("mirrored", devices=cpus(4)),
+                            model=ctl_job.build_model, optimizer="sgd", loss="mse", train_data=spec)
+
+
+@pytest.mark.parametrize("bad", [0, -3, 2.5])
+def test_steps_per_loop_must_be_positive(tmp_path, bad):
+    trainer = ctl_job.make_trainer(tfdist.get_strategy("default"))
+    with pytest.raises(ValueError, match=f"Received: steps_per_loop={bad}"):
+        _controller(trainer, tmp_path, steps_per_loop=bad)
+
+
+def test_model_dir_that_is_a_file(tmp_path):
+    path = tmp_path / "a_file"
+    path.write_text("keep me")
+    trainer = ctl_job.make_trainer(tfdist.get_strategy("default"))
+    with pytest.raises(checkpoint.CheckpointError, match="is a file, not a directory"):
+        _controller(trainer, path)
+    assert path.read_text() == "keep me"
+
+
+def test_missing_loss_and_bad_model():
+    with pytest.raises(tfdist.loop.TrainerError, match="needs a `loss`"):
+        tfdist.loop.Trainer(strategy=tf.distribute.get_strategy(), model=ctl_job.build_model,
+                            optimizer="sgd")
+    with pytest.raises(tfdist.loop.TrainerError, match="Received: str"):
+        tfdist.loop.Trainer(strategy=tf.distribute.get_strategy(), model="resnet",
+                            optimizer="sgd", loss="mse")
+
+
+def test_on_nonfinite_choice(tmp_path):
+    trainer = ctl_job.make_trainer(tfdist.get_strategy("default"))
+    with pytest.raises(ValueError, match="Received: on_nonfinite='skip'"):
+        _controller(trainer, tmp_path, on_nonfinite="skip")
+
+
+def test_custom_train_step_override(tmp_path):
+    class CountingTrainer(tfdist.loop.Trainer):
+        def train_step(self, inputs):
+            self.seen.assign_add(tf.shape(inputs[0])[0])
+            return super().train_step(inputs)
+
+    strategy = tfdist.get_strategy("default")
+    with strategy.scope():
+        seen = tf.Variable(0)
+    trainer = CountingTrainer.__new__(CountingTrainer)
+    trainer.seen = seen
+    CountingTrainer.__init__(trainer, strategy=strategy, model=ctl_job.build_model, optimizer="sgd",
+                             loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                             train_data=data.DataSpec(source=ctl_job.dataset(), global_batch_size=32))
+    _controller(trainer, tmp_path, export=False).train(4)
+    assert int(seen.numpy()) == 4 * 32
+
+
+# --- real processes --------------------------------------------------------------------------
+
+
+@pytest.mark.multiworker
+def test_two_workers_train_identically_and_only_the_chief_writes(tmp_path):
+    model_dir, out, scratch = tmp_path / "model", tmp_path / "out", tmp_path / "scratch"
+    out.mkdir()
+    scratch.mkdir()
+    multiworker.run_workers(["python", JOB, str(model_dir), str(out), "40"], num_workers=2,
+                            env={"TMPDIR": str(scratch)})
+    reports = [json.loads((out / f"worker-{i}.json").read_text()) for i in range(2)]
+    for report in reports:
+        assert report["end"] == 40
+        assert report["losses"][1] < report["losses"][0]
+    for a, b in zip(reports[0]["weights"], reports[1]["weights"]):
+        np.testing.assert_array_equal(np.array(a), np.array(b))
+    assert tf.train.latest_checkpoint(str(model_dir)).endswith("ckpt-40")
+    top = {p.name for p in model_dir.iterdir()}
+    assert top == {"checkpoint", "ckpt-20.index", "ckpt-20.data-00000-of-00001", "ckpt-40.index",
+                   "ckpt-40.data-00000-of-00001", "train", "eval", "model.keras", "saved_model"}
+    assert len(list((model_dir / "train").iterdir())) == 1  # one events file: the chief's
+    assert not list(scratch.glob("tfdist-*"))  # the non-chief removed its scratch checkpoints
+
+
+@pytest.mark.multiworker
+def test_sigterm_to_one_worker_checkpoints_the_whole_group(tmp_path):
+    model_dir, out = tmp_path / "model", tmp_path / "out"
+    out.mkdir()
+    results = multiworker.run_workers(
+        ["python", JOB, str(model_dir), str(out), "100000", str(tmp_path / "ready")],
+        num_workers=2, env={"CTL_JOB_SIGTERM_SELF": "worker:1"}, check=False)
+    assert [r.returncode for r in results] == [checkpoint.PREEMPTED_EXIT_CODE] * 2, [
+        r.output[-2000:] for r in results]
+    saved_step = int(tf.train.latest_checkpoint(str(model_dir)).rsplit("-", 1)[1])
+    assert saved_step >= 10 and saved_step % 5 == 0
+    for r in results:
+        assert f"saved a checkpoint at step {saved_step}" in r.output, r.output[-2000:]
+
+
+def test_sigterm_saves_at_the_current_step_and_resume_continues(tmp_path):
+    model_dir, out = tmp_path / "model", tmp_path / "out"
+    out.mkdir()
+    ready = tmp_path / "ready"
+    env = dict(os.environ, PYTHONPATH=str(multiworker.REPO_ROOT))
+    proc = subprocess.Popen([sys.executable, JOB, str(model_dir), str(out), "100000", str(ready)],
+                            env=env, cwd=multiworker.REPO_ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 180
+        while not ready.exists():  # a file written by the job, not a guess at timing
+            assert proc.poll() is None, proc.stdout.read()
+            assert time.monotonic() < deadline, "job never became ready"
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == checkpoint.PREEMPTED_EXIT_CODE, output
+    assert "Traceback" not in output
+    assert "preempted by SIGTERM; saved a checkpoint at step" in output
+    saved = tf.train.latest_checkpoint(str(model_dir))
+    saved_step = int(saved.rsplit("-", 1)[1])
+    assert saved_step > 10 and saved_step % 5 == 0  # at a loop boundary after the signal
+
+    # A restart resumes from exactly that step.
+    multiworker_env = {"TF_CONFIG": ""}
+    result = subprocess.run([sys.executable, JOB, str(model_dir), str(out), str(saved_step + 10)],
+                            env={**env, **multiworker_env}, cwd=multiworker.REPO_ROOT,
+                            capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((out / "worker-0.json").read_text())
+    assert report["start"] == saved_step and report["end"] == saved_step + 10

@@ -1,0 +1,85 @@
+"""A small custom-loop job used in-process by tests and as a worker program.
+
+With CTL_JOB_SIGTERM_SELF=worker:1 that worker sends itself SIGTERM once ready.
+
+Usage: ctl_job.py MODEL_DIR OUT_DIR STEPS [READY_FILE]  (writes OUT_DIR/<task>-<id>.json)
+With READY_FILE: trains 10 more steps, writes READY_FILE, then trains on (steps_per_loop=5) so a
+test can send SIGTERM mid-run; the process exits 143 after checkpointing.
+"""
+
+import json
+import os
+import signal
+import sys
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+import tfdist
+from tfdist import data
+
+GLOBAL_BATCH = 32
+
+
+def dataset(num: int = 512, seed: int = 0) -> tf.data.Dataset:
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(num, 8)).astype(np.float32)
+    y = (x[:, :4].sum(axis=1) > 0).astype(np.int64)
+    return tf.data.Dataset.from_tensor_slices((x, y))
+
+
+def build_model() -> keras.Model:
+    keras.utils.set_random_seed(1)
+    return keras.Sequential(
+        [keras.Input((8,)), keras.layers.Dense(16, activation="relu"), keras.layers.Dense(2)]
+    )
+
+
+def make_trainer(strategy, *, shuffle_buffer=256, optimizer="sgd", num=512):
+    return tfdist.loop.Trainer(
+        strategy=strategy,
+        model=build_model,
+        optimizer=keras.optimizers.get(optimizer) if isinstance(optimizer, str) else optimizer,
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["sparse_categorical_accuracy"],
+        train_data=data.DataSpec(
+            source=dataset(num), global_batch_size=GLOBAL_BATCH, shuffle_buffer=shuffle_buffer
+        ),
+        eval_data=data.DataSpec(source=dataset(256, seed=1), global_batch_size=GLOBAL_BATCH,
+                                training=False),
+    )
+
+
+def main(model_dir: str, out_dir: str, steps: int, ready_file: str | None = None) -> None:
+    info = tfdist.cluster.resolve()
+    strategy = tfdist.get_strategy()
+    with strategy.scope():
+        optimizer = keras.optimizers.SGD(0.1)
+    trainer = make_trainer(strategy, optimizer=optimizer)
+    controller = tfdist.loop.Controller(
+        trainer, model_dir=model_dir, steps_per_loop=5, checkpoint_every=20, progress=False
+    )
+    start = controller.global_step
+    first = controller.evaluate()
+    if ready_file:
+        controller.train(start + 10)
+        with open(ready_file, "w") as f:
+            f.write(str(controller.global_step))
+        if os.environ.get("CTL_JOB_SIGTERM_SELF") == f"{info.task_type}:{info.task_id}":
+            os.kill(os.getpid(), signal.SIGTERM)  # a preemption of this one worker
+    results = controller.train(steps)
+    last = controller.evaluate()
+    report = {
+        "start": start,
+        "end": controller.global_step,
+        "losses": [first["loss"], last["loss"]],
+        "weights": [w.tolist() for w in trainer.model.get_weights()],
+        "results": results,
+    }
+    with open(f"{out_dir}/{info.task_type}-{info.task_id}.json", "w") as f:
+        json.dump(report, f)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4] if len(sys.argv) > 4 else None)

@@ -1,0 +1,224 @@
+"""Checkpoints that are safe across workers, and preemption handling, for every route.
+
+In a multi-worker job every worker must take part in a save (reading synchronised variables may
+run collectives), but only the chief may write into the model directory: two processes writing
+one file corrupt it. So the chief writes to `model_dir` and every other worker writes to a
+private temporary directory that it deletes straight after. All workers restore from the chief's
+directory (a shared filesystem, as with TF's own multi-worker checkpointing).
+
+Preemption: `PreemptionWatcher` turns SIGTERM into a flag that the training loop checks between
+loop calls; the workers agree on it (one tiny all-reduce), save at the same step and exit with
+`PREEMPTED_EXIT_CODE`, so a restarted job resumes from exactly that step.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import tempfile
+import threading
+from typing import Any
+
+import tensorflow as tf
+from absl import logging
+
+from tfdist import cluster as cluster_lib
+from tfdist import strategy as strategy_lib
+
+# 128 + SIGTERM, what a shell reports for a process ended by SIGTERM: launchers restart on it.
+PREEMPTED_EXIT_CODE = 143
+
+
+class CheckpointError(ValueError):
+    """A model directory or checkpoint cannot be used."""
+
+
+class Preempted(SystemExit):
+    """Raised after a preemption checkpoint was saved; exits the program with code 143."""
+
+    def __init__(self, step: int, path: str | None) -> None:
+        super().__init__(PREEMPTED_EXIT_CODE)
+        self.step = step
+        self.path = path
+
+    def __str__(self) -> str:
+        return f"preempted by SIGTERM; saved a checkpoint at step {self.step} ({self.path})"
+
+
+def validate_model_dir(model_dir: str) -> str:
+    """Checks that `model_dir` can hold checkpoints and creates it.
+
+    Args:
+        model_dir: Directory for checkpoints, summaries and exports.
+
+    Returns:
+        The directory path.
+
+    Raises:
+        CheckpointError: The path is a file or cannot be created or written.
+    """
+    if not model_dir or not isinstance(model_dir, (str, os.PathLike)):
+        raise CheckpointError(
+            f"Invalid value for argument `model_dir`. Received: model_dir={model_dir!r}. "
+            "Pass a directory path."
+        )
+    model_dir = os.fspath(model_dir)
+    if tf.io.gfile.exists(model_dir) and not tf.io.gfile.isdir(model_dir):
+        raise CheckpointError(
+            f"model_dir={model_dir!r} is a file, not a directory. Pass a directory path "
+            "(it is created if missing), or move the file away."
+        )
+    try:
+        tf.io.gfile.makedirs(model_dir)
+    except (OSError, tf.errors.OpError) as err:
+        raise CheckpointError(
+            f"Cannot create model_dir={model_dir!r}: {err}. Pass a writable directory."
+        ) from None
+    if "://" not in model_dir and not os.access(model_dir, os.W_OK):
+        raise CheckpointError(
+            f"model_dir={model_dir!r} is not writable by this process. Pass a writable directory."
+        )
+    return model_dir
+
+
+class CheckpointManager:
+    """Saves and restores a `tf.train.Checkpoint` from every worker; only the chief writes `model_dir`.
+
+    Args:
+        checkpoint: What to save (model, optimizer, global step, ...).
+        model_dir: The chief's checkpoint directory, shared by all workers for restores.
+        cluster: This task's place in the cluster. Defaults to `tfdist.cluster.resolve()`.
+        max_to_keep: Checkpoints kept in `model_dir`. Defaults to 5.
+
+    Example:
+
+    ```python
+    ckpt = tf.train.Checkpoint(model=model, optimizer=optimizer, step=step)
+    manager = tfdist.checkpoint.CheckpointManager(ckpt, "/tmp/run")
+    manager.restore_latest()
+    manager.save(step=100)
+    ```
+    """
+
+    def __init__(
+        self,
+        checkpoint: tf.train.Checkpoint,
+        model_dir: str,
+        *,
+        cluster: cluster_lib.ClusterInfo | None = None,
+        max_to_keep: int = 5,
+    ) -> None:
+        if not isinstance(max_to_keep, int) or max_to_keep < 1:
+            raise CheckpointError(
+                f"Invalid value for argument `max_to_keep`. Received: max_to_keep={max_to_keep!r}. "
+                "Pass an integer >= 1."
+            )
+        self._checkpoint = checkpoint
+        self._cluster = cluster or cluster_lib.resolve()
+        self.model_dir = validate_model_dir(model_dir) if self._cluster.is_chief else model_dir
+        self._max_to_keep = max_to_keep
+        self._chief_manager = (
+            tf.train.CheckpointManager(checkpoint, self.model_dir, max_to_keep=max_to_keep)
+            if self._cluster.is_chief
+            else None
+        )
+
+    @property
+    def is_chief(self) -> bool:
+        return self._cluster.is_chief
+
+    def latest(self) -> str | None:
+        """Path prefix of the newest checkpoint in `model_dir`, or `None`."""
+        return tf.train.latest_checkpoint(self.model_dir)
+
+    def save(self, step: int) -> str | None:
+        """Saves on every worker; returns the chief's checkpoint path (`None` on other workers).
+
+        Args:
+            step: The global step, used as the checkpoint number.
+        """
+        if self._chief_manager is not None:
+            path = self._chief_manager.save(checkpoint_number=step)
+            logging.info("tfdist.checkpoint: saved %s", path)
+            return path
+        # Same save on a private directory, so collectives inside the save match the chief's.
+        scratch = tempfile.mkdtemp(prefix=f"tfdist-{self._cluster.task_type}-{self._cluster.task_id}-")
+        try:
+            tf.train.CheckpointManager(self._checkpoint, scratch, max_to_keep=1).save(
+                checkpoint_number=step
+            )
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        return None
+
+    def restore_latest(self) -> str | None:
+        """Restores the newest checkpoint in `model_dir`, if any.
+
+        Returns:
+            The restored path, or `None` when there is no checkpoint yet.
+        """
+        path = self.latest()
+        if path is None:
+            return None
+        self._checkpoint.restore(path).expect_partial()
+        logging.info("tfdist.checkpoint: restored %s", path)
+        return path
+
+    def restore(self, path: str) -> None:
+        """Restores a given checkpoint (e.g. one that the evaluator found)."""
+        self._checkpoint.restore(path).expect_partial()
+
+
+class PreemptionWatcher:
+    """Turns SIGTERM into a flag the training loop checks between loop calls.
+
+    Installed only from the main thread (Python delivers signals there); elsewhere it is inert.
+    The previous handler is restored by `close()`.
+    """
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self._previous: Any = None
+        self._installed = False
+        self._any_worker_fns: dict[int, Any] = {}
+
+    def install(self) -> PreemptionWatcher:
+        if threading.current_thread() is threading.main_thread() and not self._installed:
+            self._previous = signal.signal(signal.SIGTERM, self._on_sigterm)
+            self._installed = True
+        return self
+
+    def _on_sigterm(self, signum, frame) -> None:
+        del signum, frame
+        logging.warning("tfdist: SIGTERM received; saving a checkpoint at the next loop boundary")
+        self._event.set()
+
+    @property
+    def requested(self) -> bool:
+        """True once this process received SIGTERM."""
+        return self._event.is_set()
+
+    def agreed(self, strategy: tf.distribute.Strategy) -> bool:
+        """True when any worker of the job received SIGTERM (all workers get the same answer).
+
+        Args:
+            strategy: The training strategy; multi-worker strategies all-reduce the flag.
+        """
+        if strategy_lib.num_workers(strategy) == 1:
+            return self.requested
+        fn = self._any_worker_fns.get(id(strategy))
+        if fn is None:
+
+            @tf.function
+            def fn(flag):
+                per_replica = strategy.run(tf.identity, args=(flag,))
+                return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
+
+            self._any_worker_fns[id(strategy)] = fn
+        return int(fn(tf.constant(1 if self.requested else 0, tf.int32))) > 0
+
+    def close(self) -> None:
+        if self._installed:
+            signal.signal(signal.SIGTERM, self._previous)
+            self._installed = False

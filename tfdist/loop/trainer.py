@@ -1,0 +1,305 @@
+"""The inner loop of route 1: one `Trainer` holds the model and runs many steps per call.
+
+`Trainer` owns what a step needs (model, optimizer, loss, metrics, global step) and the two
+compiled loops: `train_loop(num_steps)` runs `num_steps` steps inside one `tf.function`
+(`tf.range` over `strategy.run`, the step count passed as a tensor so it never retraces), and
+`eval_loop(num_steps)` runs to the end of the data or `num_steps`. The outer loop (checkpoints,
+summaries, evaluation cadence) is `tfdist.loop.Controller`.
+
+Subclass and override `train_step` / `eval_step` for full control; both run in replica context.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+from tfdist import data as data_lib
+from tfdist.compat import keras_optimizer_build
+
+# Evaluation "to the end of the data" runs the loop with this many steps at most.
+_UNTIL_END = 2**62
+
+LossLike = keras.losses.Loss | Callable[..., tf.Tensor] | str
+
+
+class TrainerError(ValueError):
+    """The trainer's inputs do not fit together (model, optimizer, strategy, data)."""
+
+
+def _tf_variable(variable: Any) -> Any:
+    return variable.value if isinstance(variable, keras.Variable) else variable
+
+
+def _copy_metric(metric: keras.metrics.Metric | str) -> keras.metrics.Metric:
+    metric = keras.metrics.get(metric)
+    if not isinstance(metric, keras.metrics.Metric):
+        metric = keras.metrics.MeanMetricWrapper(metric, name=getattr(metric, "__name__", "metric"))
+    return metric.__class__.from_config(metric.get_config())
+
+
+class Trainer:
+    """Model, optimizer, loss and metrics under one strategy, with compiled multi-step loops.
+
+    Args:
+        strategy: The strategy to train under (e.g. from `tfdist.get_strategy`).
+        model: A Keras model built under `strategy.scope()`, or a zero-argument builder that
+            tfdist calls under the scope (preferred: nothing can be built outside it). An
+            unbuilt model is built from the training data's shapes.
+        optimizer: A Keras optimizer (created under the scope, or outside any scope and not yet
+            used) or its name, e.g. `"adam"`.
+        loss: A Keras loss object, a function `loss(y_true, y_pred)` returning per-example losses,
+            or a loss name. Required unless `train_step` and `eval_step` are overridden.
+        metrics: Keras metrics or their names; the trainer keeps separate copies for training and
+            evaluation. Defaults to none.
+        train_data: Training data (`tfdist.data.DataSpec`). Defaults to `None`.
+        eval_data: Evaluation data (`tfdist.data.DataSpec`). Defaults to `None`.
+
+    Raises:
+        TrainerError: A model built outside the scope, an optimizer from another strategy, or a
+            missing loss.
+        tfdist.data.DataConfigError: The global batch does not divide over the replicas.
+
+    Example:
+
+    ```python
+    strategy = tfdist.get_strategy("mirrored", virtual_cpus=2)
+    trainer = tfdist.loop.Trainer(
+        strategy=strategy, model=build_model, optimizer="adam",
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["sparse_categorical_accuracy"], train_data=train_spec, eval_data=eval_spec)
+    ```
+    """
+
+    def __init__(
+        self,
+        *,
+        strategy: tf.distribute.Strategy,
+        model: keras.Model | Callable[[], keras.Model],
+        optimizer: keras.optimizers.Optimizer | str,
+        loss: LossLike | None = None,
+        metrics: Sequence[keras.metrics.Metric | str] = (),
+        train_data: data_lib.DataSpec | None = None,
+        eval_data: data_lib.DataSpec | None = None,
+    ) -> None:
+        self.strategy = strategy
+        self.train_data = train_data
+        self.eval_data = eval_data
+        for spec in (train_data, eval_data):
+            if spec is not None:
+                spec.per_replica_batch_size(strategy.num_replicas_in_sync)
+        if loss is None and type(self).train_step is Trainer.train_step:
+            raise TrainerError(
+                "Trainer needs a `loss` (a Keras loss, a function or a name) unless you "
+                "override `train_step` and `eval_step`."
+            )
+        self._loss_fn = keras.losses.get(loss) if isinstance(loss, str) else loss
+
+        with strategy.scope():
+            if isinstance(model, keras.Model):
+                self.model = model
+            elif callable(model):
+                self.model = model()
+                if not isinstance(self.model, keras.Model):
+                    raise TrainerError(
+                        f"The model builder returned {type(self.model).__name__}, not a keras.Model."
+                    )
+            else:
+                raise TrainerError(
+                    f"Invalid value for argument `model`. Received: {type(model).__name__}. Pass "
+                    "a keras.Model or a function that builds one."
+                )
+            self._build_model_if_needed()
+            self._check_model_in_scope()
+            self.optimizer = self._resolve_optimizer(optimizer)
+            # Built here, under the scope and before any tracing (FINDINGS §3).
+            self.optimizer.build(self.model.trainable_variables)
+            self.global_step = tf.Variable(
+                0,
+                dtype=tf.int64,
+                trainable=False,
+                name="global_step",
+                aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA,
+            )
+            # First step whose loss was not finite on replica 0 (-1: none).
+            self.nonfinite_step = tf.Variable(
+                -1,
+                dtype=tf.int64,
+                trainable=False,
+                name="nonfinite_step",
+                synchronization=tf.VariableSynchronization.ON_READ,
+                aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA,
+            )
+            self.train_loss = keras.metrics.Mean(name="loss")
+            self.eval_loss = keras.metrics.Mean(name="loss")
+            self.train_metrics = [_copy_metric(m) for m in metrics]
+            self.eval_metrics = [_copy_metric(m) for m in metrics]
+        self._train_loop_fn = tf.function(self._train_loop)
+        self._eval_loop_fn = tf.function(self._eval_loop)
+
+    # --- construction checks -----------------------------------------------------------------
+
+    def _build_model_if_needed(self) -> None:
+        if self.model.weights:
+            return
+        spec = self.train_data or self.eval_data
+        if spec is None:
+            raise TrainerError(
+                "The model has no weights yet and there is no data to infer input shapes from. "
+                "Build it (e.g. start it with keras.Input) or pass train_data/eval_data."
+            )
+        element = data_lib.make_dataset(spec).element_spec
+        x_spec = element[0] if isinstance(element, tuple) else element
+        self.model.build(tf.nest.map_structure(lambda s: s.shape, x_spec))
+
+    def _check_model_in_scope(self) -> None:
+        if not tf.distribute.has_strategy() or self.strategy is tf.distribute.get_strategy() and (
+            type(self.strategy).__name__ == "_DefaultDistributionStrategy"
+        ):
+            return
+        outside = [
+            v.path
+            for v in self.model.weights
+            if not self.strategy.extended.variable_created_in_scope(_tf_variable(v))
+        ]
+        if outside:
+            raise TrainerError(
+                f"The model's variables were created outside this strategy's scope (e.g. "
+                f"{outside[0]!r}). Build the model inside `with strategy.scope():`, or pass a "
+                "function that builds it as `model=` and tfdist calls it under the scope."
+            )
+
+    def _resolve_optimizer(self, optimizer: Any) -> keras.optimizers.Optimizer:
+        if isinstance(optimizer, str):
+            return keras.optimizers.get(optimizer)
+        if not isinstance(optimizer, keras.optimizers.Optimizer):
+            raise TrainerError(
+                f"Invalid value for argument `optimizer`. Received: {type(optimizer).__name__}. "
+                "Pass a keras.optimizers.Optimizer or its name (e.g. 'adam')."
+            )
+        owner = keras_optimizer_build.strategy_of(optimizer)
+        if owner is self.strategy:
+            return optimizer
+        default = type(owner).__name__ == "_DefaultDistributionStrategy"
+        if default and not optimizer.built:
+            # Created outside any scope and unused: an equivalent one made here is safe.
+            return optimizer.__class__.from_config(optimizer.get_config())
+        raise TrainerError(
+            f"The optimizer {optimizer.name!r} belongs to another strategy "
+            f"({type(owner).__name__}{', already built' if optimizer.built else ''}), not to the "
+            f"{type(self.strategy).__name__} it would train under. Create it inside "
+            "`with strategy.scope():` of this strategy, or pass its name (e.g. 'adam')."
+        )
+
+    # --- steps (replica context) ---------------------------------------------------------------
+
+    @property
+    def global_batch_size(self) -> int:
+        if self.train_data is None:
+            raise TrainerError("This trainer has no train_data.")
+        return self.train_data.global_batch_size
+
+    def per_example_loss(self, y_true: Any, y_pred: Any) -> tf.Tensor:
+        """Per-example losses, shape `[batch]` (extra dimensions are averaged)."""
+        fn = self._loss_fn
+        losses = fn.call(y_true, y_pred) if isinstance(fn, keras.losses.Loss) else fn(y_true, y_pred)
+        losses = tf.convert_to_tensor(losses)
+        if losses.shape.rank and losses.shape.rank > 1:
+            losses = tf.reduce_mean(losses, axis=list(range(1, losses.shape.rank)))
+        return losses
+
+    def compute_loss(self, y_true: Any, y_pred: Any, sample_weight: Any = None) -> tf.Tensor:
+        """This replica's share of the global mean loss (the value to differentiate).
+
+        Averages over the *global* batch, so the gradients summed across replicas are those of
+        the global mean; the model's regularization losses are divided by the replica count, so
+        they are counted once in that sum.
+        """
+        loss = tf.nn.compute_average_loss(
+            self.per_example_loss(y_true, y_pred),
+            sample_weight=sample_weight,
+            global_batch_size=self.global_batch_size,
+        )
+        if self.model.losses:
+            loss += tf.nn.scale_regularization_loss(tf.add_n(self.model.losses))
+        return loss
+
+    def train_step(self, inputs: Any) -> tf.Tensor:
+        """One optimisation step on this replica's batch; override for full control.
+
+        Args:
+            inputs: This replica's batch, `(x, y)` or `(x, y, sample_weight)`.
+
+        Returns:
+            The loss that was differentiated (this replica's share of the global mean).
+        """
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(inputs)
+        with tf.GradientTape() as tape:
+            y_pred = self.model(x, training=True)
+            loss = self.compute_loss(y, y_pred, sample_weight)
+        variables = self.model.trainable_variables
+        self.optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+        self.train_loss.update_state(loss * self.strategy.num_replicas_in_sync)
+        for metric in self.train_metrics:
+            metric.update_state(y, y_pred, sample_weight)
+        return loss
+
+    def eval_step(self, inputs: Any) -> None:
+        """Updates the evaluation loss and metrics on this replica's batch; override if needed."""
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(inputs)
+        y_pred = self.model(x, training=False)
+        self.eval_loss.update_state(self.per_example_loss(y, y_pred), sample_weight)
+        for metric in self.eval_metrics:
+            metric.update_state(y, y_pred, sample_weight)
+
+    def _replica_train_step(self, inputs: Any) -> None:
+        loss = self.train_step(inputs)
+        step = self.global_step.assign_add(1)
+        first_bad = tf.logical_and(
+            tf.logical_not(tf.reduce_all(tf.math.is_finite(loss))), self.nonfinite_step < 0
+        )
+        self.nonfinite_step.assign(tf.where(first_bad, step, self.nonfinite_step))
+
+    # --- compiled loops (cross-replica context) ------------------------------------------------
+
+    def _train_loop(self, iterator: Any, num_steps: tf.Tensor) -> None:
+        for _ in tf.range(num_steps):
+            self.strategy.run(self._replica_train_step, args=(next(iterator),))
+
+    def _eval_loop(self, iterator: Any, num_steps: tf.Tensor) -> None:
+        for _ in tf.range(num_steps):
+            optional = iterator.get_next_as_optional()
+            if not optional.has_value():
+                break
+            self.strategy.run(self.eval_step, args=(optional.get_value(),))
+
+    def train_loop(self, iterator: Any, num_steps: int) -> None:
+        """Runs `num_steps` training steps in one `tf.function` call (no retracing per count)."""
+        self._train_loop_fn(iterator, tf.constant(num_steps, tf.int64))
+
+    def eval_loop(self, iterator: Any, num_steps: int | None = None) -> None:
+        """Runs evaluation steps until the data ends or `num_steps` steps have run."""
+        self._eval_loop_fn(iterator, tf.constant(num_steps or _UNTIL_END, tf.int64))
+
+    # --- results -------------------------------------------------------------------------------
+
+    def train_results(self, reset: bool = True) -> dict[str, float]:
+        """Training loss and metrics since the last reset (reads synchronise across workers)."""
+        return self._results([self.train_loss, *self.train_metrics], reset)
+
+    def eval_results(self, reset: bool = True) -> dict[str, float]:
+        """Evaluation loss and metrics since the last reset."""
+        return self._results([self.eval_loss, *self.eval_metrics], reset)
+
+    def _results(self, metrics: Sequence[keras.metrics.Metric], reset: bool) -> dict[str, float]:
+        results = {m.name: float(m.result()) for m in metrics}
+        if reset:
+            for m in metrics:
+                m.reset_state()
+        return results
+
+    def learning_rate(self) -> float:
+        return float(keras.ops.convert_to_numpy(self.optimizer.learning_rate))
