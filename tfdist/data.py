@@ -16,6 +16,7 @@ the result, so data is never sharded twice.
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import glob as globlib
 import queue
@@ -422,6 +423,10 @@ class _IteratorReaper:
     the stall from every epoch and evaluation boundary.
     """
 
+    _STOP = object()
+    # The longest stall seen is the autotuner's next wake-up; this bounds the wait at exit.
+    _EXIT_TIMEOUT_SECS = 60.0
+
     def __init__(self) -> None:
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
@@ -434,12 +439,21 @@ class _IteratorReaper:
                     target=self._run, name="tfdist-iterator-reaper", daemon=True
                 )
                 self._thread.start()
+                atexit.register(self._drain)
         self._queue.put(iterator)
 
     def _run(self) -> None:
         while True:
             iterator = self._queue.get()
+            if iterator is self._STOP:
+                return
             del iterator  # the (possibly blocking) destructor runs here, not on the caller
+
+    def _drain(self) -> None:
+        # A daemon thread still inside TensorFlow's C++ destructor when the interpreter exits is
+        # unwound by force, which aborts the process ("FATAL: exception not rethrown").
+        self._queue.put(self._STOP)
+        self._thread.join(self._EXIT_TIMEOUT_SECS)
 
 
 _reaper = _IteratorReaper()
