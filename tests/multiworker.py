@@ -1,44 +1,26 @@
 """Runs N real local worker processes with TF_CONFIG on free loopback ports.
 
-Every multi-worker test uses this helper. It holds on a loaded 2-core machine: ports come from
-portpicker and a clash is retried with fresh ports; timeouts are generous; when one process fails
-the others are stopped (they would otherwise wait in collectives until the timeout); and every
-child's whole process group is killed on the way out, whatever happened.
+Every multi-worker test uses this helper. It is a thin wrapper over tfdist-launch's process
+group (`tfdist.launch`), so tests exercise the same start/stop/cleanup code as users: ports come
+from portpicker and a clash is retried with fresh ports; when one process fails the others are
+stopped (they would otherwise wait in collectives until the timeout); and every child's whole
+process group is killed on the way out, whatever happened.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import os
-import signal
-import subprocess
 import sys
-import tempfile
-import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import portpicker
-
-from tfdist import cluster
+from tfdist import launch
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 _FAILURE_GRACE_SECS = 15.0
-_PORT_CLASH_MARKERS = ("Address already in use", "Failed to add port", "failed to bind")
+_STOP_GRACE_SECS = 5.0
 
-
-@dataclasses.dataclass
-class WorkerResult:
-    """One finished process: its role, exit code and output."""
-
-    task_type: str
-    task_id: int
-    returncode: int
-    output: str
-
-    @property
-    def name(self) -> str:
-        return f"{self.task_type}:{self.task_id}"
+WorkerResult = launch.ProcessResult  # task_type, task_id, returncode, output; .name is "worker:1"
 
 
 class WorkersFailed(AssertionError):
@@ -56,34 +38,13 @@ def _report(results: Sequence[WorkerResult], headline: str) -> str:
     return "\n".join(parts)
 
 
-def _stop(procs: Sequence[subprocess.Popen], grace: float = 5.0) -> None:
-    """TERM every child's process group, then KILL whatever is left after `grace` seconds."""
-    for p in procs:
-        if p.poll() is None:
-            try:
-                os.killpg(p.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-    deadline = time.monotonic() + grace
-    for p in procs:
-        try:
-            p.wait(timeout=max(0.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            pass
-    for p in procs:
-        try:
-            os.killpg(p.pid, signal.SIGKILL)  # also reaps grandchildren left in the group
-        except ProcessLookupError:
-            pass
-        p.wait()
-
-
-def _roles(num_workers: int, chief: bool, evaluator: bool) -> list[tuple[str, int]]:
-    roles = [("chief", 0)] if chief else []
-    roles += [("worker", i) for i in range(num_workers)]
-    if evaluator:
-        roles.append(("evaluator", 0))
-    return roles
+def _child_env(extra: Mapping[str, str]) -> dict[str, str]:
+    """The variables every test process gets on top of this one's environment."""
+    merged = {**os.environ, **extra}
+    env = dict(extra)
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", merged.get("TF_CPP_MIN_LOG_LEVEL", "2"))
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), merged.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    return env
 
 
 def run_workers(
@@ -108,76 +69,28 @@ def run_workers(
         timeout: Seconds for the whole group. Defaults to 300.
         env: Extra environment variables for every process.
         check: Raise `WorkersFailed` unless every process exits 0. Defaults to `True`.
-        port_retries: Fresh-port attempts when a port was taken meanwhile. Defaults to 3.
+        port_retries: Attempts in all when a port was taken meanwhile. Defaults to 3.
 
     Returns:
         One `WorkerResult` per process, chief first, evaluator last.
     """
     argv = [sys.executable if a == "python" else a for a in argv]
-    for attempt in range(port_retries):
-        results = _run_once(argv, num_workers, chief, evaluator, timeout, env or {})
-        clash = any(m in r.output for r in results for m in _PORT_CLASH_MARKERS)
-        if not (clash and any(r.returncode for r in results)) or attempt == port_retries - 1:
-            break
+    launcher = launch.Launcher(
+        argv,
+        launch.Topology(num_workers=num_workers, chief=chief, evaluator=evaluator),
+        port_retries=max(0, port_retries - 1),
+        timeout=timeout,
+        grace=_STOP_GRACE_SECS,
+        failure_grace=_FAILURE_GRACE_SECS,
+        env=_child_env(env or {}),
+        cwd=str(REPO_ROOT),
+        output=launch.Output(capture=True),
+    )
+    outcome = launcher.run()
+    results = list(outcome.results)
+    if outcome.timed_out:
+        for r in results:
+            r.output += f"\n[multiworker] group timed out after {timeout:.0f}s"
     if check and any(r.returncode != 0 for r in results):
         raise WorkersFailed(_report(results, "a worker process failed"))
-    return results
-
-
-def _run_once(argv, num_workers, chief, evaluator, timeout, extra_env) -> list[WorkerResult]:
-    roles = _roles(num_workers, chief, evaluator)
-    training = [r for r in roles if r[0] != "evaluator"]
-    ports = [portpicker.pick_unused_port() for _ in training]
-    addresses = {role: f"localhost:{port}" for role, port in zip(training, ports)}
-    workers = [addresses[r] for r in training if r[0] == "worker"]
-    chief_address = addresses.get(("chief", 0))
-
-    procs: list[subprocess.Popen] = []
-    logs = []
-    try:
-        for task_type, task_id in roles:
-            tf_config = cluster.make_tf_config(
-                workers=workers, chief=chief_address, task_type=task_type, task_id=task_id
-            )
-            env = dict(os.environ)
-            env.update(extra_env)
-            env["TF_CONFIG"] = tf_config
-            env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-            env["PYTHONPATH"] = os.pathsep.join(
-                [str(REPO_ROOT), env.get("PYTHONPATH", "")]
-            ).rstrip(os.pathsep)
-            log = tempfile.TemporaryFile(mode="w+")
-            logs.append(log)
-            procs.append(
-                subprocess.Popen(
-                    argv,
-                    env=env,
-                    cwd=REPO_ROOT,
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,  # its own process group, killed as a whole
-                )
-            )
-        deadline = time.monotonic() + timeout
-        timed_out = False
-        while any(p.poll() is None for p in procs):
-            if any(p.poll() not in (None, 0) for p in procs):
-                # One failed: the rest would hang in collectives. Give them a moment to finish
-                # on their own (a preempted group exits together), then stop them.
-                deadline = min(deadline, time.monotonic() + _FAILURE_GRACE_SECS)
-            if time.monotonic() > deadline:
-                timed_out = not any(p.poll() not in (None, 0) for p in procs)
-                break
-            time.sleep(0.2)
-    finally:
-        _stop(procs)
-    results = []
-    for (task_type, task_id), p, log in zip(roles, procs, logs):
-        log.seek(0)
-        output = log.read()
-        log.close()
-        if timed_out:
-            output += f"\n[multiworker] group timed out after {timeout:.0f}s"
-        results.append(WorkerResult(task_type, task_id, p.returncode, output))
     return results

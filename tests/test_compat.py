@@ -31,3 +31,113 @@ def test_canary_keras_optimizer_lazy_build_still_broken_upstream(cpus, without_o
     strategy = tf.distribute.MirroredStrategy(cpus(2))
     with pytest.raises(tf.errors.InvalidArgumentError, match="must feed a value for placeholder"):
         tutorial_ctl.train(strategy, steps=1)
+
+
+# --- Keras fit workarounds (tfdist.compat.keras_fit) --------------------------------------------
+
+from pathlib import Path  # noqa: E402
+import time  # noqa: E402
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+from tfdist import iterator_reaper  # noqa: E402
+from tfdist.compat import keras_fit  # noqa: E402
+from tests import multiworker  # noqa: E402
+
+TUTORIAL = str(Path(__file__).parent / "workers" / "keras_mw_tutorial.py")
+
+
+@pytest.fixture
+def without_fit_fix():
+    removed = []
+
+    def remove(name):
+        keras_fit.uninstall(name)
+        removed.append(name)
+
+    try:
+        yield remove
+    finally:
+        keras_fit.install()
+
+
+def _spe_model(strategy):
+    with strategy.scope():
+        model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+        model.compile("sgd", "sparse_categorical_crossentropy", steps_per_execution=10)
+    return model
+
+
+def _xy_dataset():
+    x = np.random.default_rng(0).random((80, 4), dtype=np.float32)
+    y = np.arange(80) % 3
+    return tf.data.Dataset.from_tensor_slices((x, y)).batch(8, drop_remainder=True).repeat()
+
+
+def test_canary_steps_per_execution_still_broken_upstream(cpus, without_fit_fix):
+    """Fails when upstream fixes keras-team/keras#19246: then delete the SPE patch."""
+    strategy = tfdist.get_strategy("mirrored", devices=cpus(2))
+    model = _spe_model(strategy)
+    without_fit_fix("steps_per_execution")
+    with pytest.raises(tf.errors.InvalidArgumentError, match="must feed a value for placeholder"):
+        model.fit(_xy_dataset(), steps_per_epoch=10, verbose=0)
+
+
+def test_without_teardown_fix_iterators_die_on_the_training_thread(cpus, without_fit_fix):
+    strategy = tfdist.get_strategy("mirrored", devices=cpus(2))
+    with strategy.scope():
+        model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+        model.compile("sgd", "sparse_categorical_crossentropy")
+    without_fit_fix("iterator_teardown")
+    before = iterator_reaper.released_count()
+    model.fit(_xy_dataset().take(10), epochs=2, verbose=0)
+    assert iterator_reaper.released_count() == before
+
+
+def test_canary_iterator_teardown_stall_still_present_upstream(cpus):
+    """Fails when TF no longer stalls destroying autotuned iterators: then delete that patch.
+
+    The stall is probabilistic (about half the tries here, for an iterator destroyed ~0.7 s after
+    its creation, i.e. between the autotuner's wake-ups at 0.63 s and 1.27 s). One stall in up
+    to 30 tries shows it is still there; the chance of missing it is below 1e-8.
+    """
+    from tfdist import data
+
+    strategy = tfdist.get_strategy("mirrored", devices=cpus(2))
+    x = np.random.default_rng(0).random((4096, 32), dtype=np.float32)
+    spec = data.DataSpec(source=tf.data.Dataset.from_tensor_slices(x).map(lambda v: v * 2),
+                         global_batch_size=64)
+    dist = data.distribute(strategy, spec)
+
+    @tf.function
+    def consume(iterator):
+        for _ in tf.range(20):
+            strategy.run(tf.reduce_sum, args=(next(iterator),))
+
+    worst = 0.0
+    for _ in range(30):
+        iterator = iter(dist)
+        born = time.perf_counter()
+        while time.perf_counter() - born < 0.7:
+            consume(iterator)
+        started = time.perf_counter()
+        del iterator  # on this thread, as upstream Keras and hand loops do
+        worst = max(worst, time.perf_counter() - started)
+        if worst > 0.3:
+            break
+    assert worst > 0.3, f"no teardown stall in 30 tries (worst {worst:.3f}s): upstream fixed it?"
+
+
+@pytest.mark.multiworker
+@pytest.mark.parametrize("fix, upstream_error", [
+    ("symbolic_build", "unsupported type"),
+    ("scalar_logs", "Invalid reduction dimension 0 for input with 0 dimensions"),
+])
+def test_canary_multi_worker_fit_still_broken_upstream(tmp_path, fix, upstream_error):
+    """Fails when keras-team/keras#20585 is fixed upstream: then delete that patch."""
+    results = multiworker.run_workers(
+        ["python", TUTORIAL, str(tmp_path / "backup"), str(tmp_path)], num_workers=2,
+        env={"WITHOUT_FIX": fix}, check=False)
+    assert any(r.returncode != 0 for r in results)
+    assert any(upstream_error in r.output for r in results), results[0].output[-3000:]

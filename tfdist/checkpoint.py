@@ -170,6 +170,34 @@ class CheckpointManager:
         self._checkpoint.restore(path).expect_partial()
 
 
+_AGREE_FNS: dict[int, Any] = {}
+
+
+def any_worker(strategy: tf.distribute.Strategy, flag: bool) -> bool:
+    """True on every worker when `flag` is true on any (one tiny all-reduce across workers).
+
+    Lets workers take the same decision at the same step (save now, stop now), which collective
+    training needs: a worker that saves or stops alone leaves the others waiting in a collective.
+    Every worker must call it at the same point.
+
+    Args:
+        strategy: The training strategy. With one worker no communication happens.
+        flag: This worker's vote.
+    """
+    if strategy_lib.num_workers(strategy) == 1:
+        return bool(flag)
+    fn = _AGREE_FNS.get(id(strategy))
+    if fn is None:
+
+        @tf.function
+        def fn(value):
+            per_replica = strategy.run(tf.identity, args=(value,))
+            return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
+
+        _AGREE_FNS[id(strategy)] = fn
+    return int(fn(tf.constant(int(bool(flag)), tf.int32))) > 0
+
+
 class PreemptionWatcher:
     """Turns SIGTERM into a flag the training loop checks between loop calls.
 
@@ -181,7 +209,6 @@ class PreemptionWatcher:
         self._event = threading.Event()
         self._previous: Any = None
         self._installed = False
-        self._any_worker_fns: dict[int, Any] = {}
 
     def install(self) -> PreemptionWatcher:
         if threading.current_thread() is threading.main_thread() and not self._installed:
@@ -205,18 +232,7 @@ class PreemptionWatcher:
         Args:
             strategy: The training strategy; multi-worker strategies all-reduce the flag.
         """
-        if strategy_lib.num_workers(strategy) == 1:
-            return self.requested
-        fn = self._any_worker_fns.get(id(strategy))
-        if fn is None:
-
-            @tf.function
-            def fn(flag):
-                per_replica = strategy.run(tf.identity, args=(flag,))
-                return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
-
-            self._any_worker_fns[id(strategy)] = fn
-        return int(fn(tf.constant(1 if self.requested else 0, tf.int32))) > 0
+        return any_worker(strategy, self.requested)
 
     def close(self) -> None:
         if self._installed:

@@ -16,12 +16,9 @@ the result, so data is never sharded twice.
 
 from __future__ import annotations
 
-import atexit
 import dataclasses
 import glob as globlib
-import queue
 import random
-import threading
 from collections.abc import Callable, Sequence
 from typing import Any, Union
 
@@ -29,6 +26,7 @@ import tensorflow as tf
 from absl import logging
 
 from tfdist import strategy as strategy_lib
+from tfdist.iterator_reaper import release_iterator  # noqa: F401  (part of this layer's API)
 
 SHARDING_POLICIES = ("auto", "off", "file", "data")
 DatasetFn = Callable[[tf.distribute.InputContext], tf.data.Dataset]
@@ -412,59 +410,3 @@ def input_fn(spec: DataSpec) -> Callable[..., tf.data.Dataset]:
         return make_dataset(spec, input_context)
 
     return _input_fn
-
-
-class _IteratorReaper:
-    """Destroys finished iterators on a background thread.
-
-    On TF 2.21, destroying an autotuned iterator that was consumed inside a `tf.function` can block
-    until the autotune thread's next timed wake-up (2.5 s, 5 s, 10 s, ... after its creation;
-    FINDINGS §2 cause 1). The wait releases the GIL, so doing it off the training thread removes
-    the stall from every epoch and evaluation boundary.
-    """
-
-    _STOP = object()
-    # The longest stall seen is the autotuner's next wake-up; this bounds the wait at exit.
-    _EXIT_TIMEOUT_SECS = 60.0
-
-    def __init__(self) -> None:
-        self._queue: queue.SimpleQueue = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()
-
-    def release(self, iterator: Any) -> None:
-        with self._lock:
-            if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._run, name="tfdist-iterator-reaper", daemon=True
-                )
-                self._thread.start()
-                atexit.register(self._drain)
-        self._queue.put(iterator)
-
-    def _run(self) -> None:
-        while True:
-            iterator = self._queue.get()
-            if iterator is self._STOP:
-                return
-            del iterator  # the (possibly blocking) destructor runs here, not on the caller
-
-    def _drain(self) -> None:
-        # A daemon thread still inside TensorFlow's C++ destructor when the interpreter exits is
-        # unwound by force, which aborts the process ("FATAL: exception not rethrown").
-        self._queue.put(self._STOP)
-        self._thread.join(self._EXIT_TIMEOUT_SECS)
-
-
-_reaper = _IteratorReaper()
-
-
-def release_iterator(iterator: Any) -> None:
-    """Hands a finished iterator over to be destroyed off the training thread.
-
-    The caller must drop its own references after this call.
-
-    Args:
-        iterator: A `tf.data` or distributed iterator that will not be used again.
-    """
-    _reaper.release(iterator)

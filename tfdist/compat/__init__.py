@@ -11,11 +11,15 @@ from collections.abc import Callable
 
 import tensorflow as tf
 
+from tfdist.compat import keras_fit
+from tfdist.compat import keras_fit_checks
 from tfdist.compat import keras_optimizer_build
 
 # Each entry patches process-wide state once; `apply` may be called many times.
 _WORKAROUNDS: list[Callable[[], None]] = [
     keras_optimizer_build.install,
+    keras_fit.install,
+    keras_fit_checks.install,
 ]
 _applied = False
 

@@ -1,0 +1,212 @@
+"""Tests for route 2: plain Keras 3 `fit` under tfdist strategies, callbacks, errors."""
+
+import json
+import sys
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import tfdist
+from tfdist import checkpoint, data
+from tfdist.compat import keras_fit_checks
+from tfdist.keras import callbacks
+from tests import multiworker
+
+TUTORIAL = str(Path(__file__).parent / "workers" / "keras_mw_tutorial.py")
+
+
+def _xy(n=512, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 8)).astype(np.float32)
+    return x, (x[:, :4].sum(axis=1) > 0).astype(np.int64)
+
+
+def _model(strategy, spe=1):
+    with strategy.scope():
+        keras.utils.set_random_seed(3)
+        model = keras.Sequential(
+            [keras.Input((8,)), keras.layers.Dense(16, activation="relu"), keras.layers.Dense(2)]
+        )
+        model.compile(
+            optimizer=keras.optimizers.SGD(0.1),
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            metrics=["accuracy"],
+            steps_per_execution=spe,
+        )
+    return model
+
+
+def _dataset(batch=32):
+    return tf.data.Dataset.from_tensor_slices(_xy()).batch(batch, drop_remainder=True).repeat()
+
+
+# --- single process --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("replicas", [1, 2])
+def test_steps_per_execution_matches_one_step_per_call(cpus, replicas):
+    strategy = tfdist.get_strategy("mirrored", devices=cpus(replicas))
+    weights = []
+    for spe in (1, 10):
+        model = _model(strategy, spe)
+        history = model.fit(_dataset(), epochs=2, steps_per_epoch=20, verbose=0)
+        assert history.history["loss"][1] < history.history["loss"][0]
+        weights.append(model.get_weights())
+    for a, b in zip(*weights):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_fit_on_data_layer_output_and_plain_arrays(cpus):
+    strategy = tfdist.get_strategy("mirrored", devices=cpus(2))
+    spec = data.DataSpec(source=tf.data.Dataset.from_tensor_slices(_xy()), global_batch_size=32)
+    model = _model(strategy)
+    model.fit(data.for_fit(strategy, spec), epochs=1, steps_per_epoch=16, verbose=0)
+    x, y = _xy()
+    model.fit(x, y, batch_size=32, epochs=1, verbose=0)  # as Keras users pass data
+    eval_spec = data.DataSpec(source=tf.data.Dataset.from_tensor_slices(_xy(seed=1)),
+                              global_batch_size=32, training=False)
+    loss, accuracy = model.evaluate(data.for_fit(strategy, eval_spec), verbose=0)
+    assert accuracy > 0.8
+
+
+def test_predict_keeps_input_order_across_replicas(cpus):
+    strategy = tfdist.get_strategy("mirrored", devices=cpus(2))
+    model = _model(strategy)
+    x, _ = _xy(100)
+    together = model.predict(x, batch_size=16, verbose=0)
+    one_by_one = np.concatenate([model(x[i : i + 1]).numpy() for i in range(len(x))])
+    np.testing.assert_allclose(together, one_by_one, rtol=1e-5, atol=1e-6)
+
+
+def test_finished_iterators_go_to_the_reaper(cpus):
+    """Without the teardown fix, Keras drops each iterator on the training thread."""
+    from tfdist import iterator_reaper
+
+    strategy = tfdist.get_strategy("mirrored", devices=cpus(2))
+    model = _model(strategy)
+    finite = tf.data.Dataset.from_tensor_slices(_xy()).batch(32, drop_remainder=True)
+    before = iterator_reaper.released_count()
+    model.fit(finite, epochs=3, verbose=0)  # an iterator per epoch, plus the call's end
+    assert iterator_reaper.released_count() - before >= 3
+
+
+# --- errors ----------------------------------------------------------------------------------
+
+
+def test_compiled_outside_the_scope(cpus):
+    strategy = tfdist.get_strategy("mirrored", devices=cpus(2))
+    with strategy.scope():
+        model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(2)])
+    model.compile("sgd", "sparse_categorical_crossentropy")
+    with pytest.raises(keras_fit_checks.FitConfigError, match="compiled outside its scope"):
+        model.fit(_dataset(), steps_per_epoch=2, verbose=0)
+
+
+def test_built_outside_the_scope(cpus):
+    strategy = tfdist.get_strategy("mirrored", devices=cpus(2))
+    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(2)])
+    with strategy.scope():
+        model.compile("sgd", "sparse_categorical_crossentropy")
+    with pytest.raises(keras_fit_checks.FitConfigError, match="built outside any strategy scope"):
+        model.fit(_dataset(), steps_per_epoch=2, verbose=0)
+
+
+@pytest.mark.parametrize("factory", [
+    lambda d: callbacks.BackupAndRestore(d),
+    lambda d: callbacks.ModelCheckpoint(str(Path(d) / "m.keras")),
+    lambda d: callbacks.TensorBoard(d),
+])
+def test_callbacks_reject_a_file_as_directory_and_keep_it(tmp_path, factory):
+    path = tmp_path / "saved.txt"
+    path.write_text("precious")
+    with pytest.raises(checkpoint.CheckpointError, match="is a file, not a directory"):
+        factory(str(path))
+    assert path.read_text() == "precious"
+
+
+def test_backup_save_freq_validation(tmp_path):
+    with pytest.raises(ValueError, match="Received: save_freq=0"):
+        callbacks.BackupAndRestore(str(tmp_path), save_freq=0)
+
+
+def test_backup_resumes_mid_epoch_in_process(tmp_path, cpus):
+    strategy = tfdist.get_strategy("mirrored", devices=cpus(2))
+
+    class StopAt(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if int(self.model.optimizer.iterations.numpy()) == 25:
+                raise KeyboardInterrupt  # an interrupted run, after the backup at step 20
+
+    backup = str(tmp_path / "backup")
+    model = _model(strategy)
+    with pytest.raises(KeyboardInterrupt):
+        model.fit(_dataset(), epochs=3, steps_per_epoch=16,
+                  callbacks=[callbacks.BackupAndRestore(backup, save_freq=5), StopAt()], verbose=0)
+    fresh = _model(strategy)
+    restore = callbacks.BackupAndRestore(backup, save_freq=5)
+    history = fresh.fit(_dataset(), epochs=3, steps_per_epoch=16, callbacks=[restore], verbose=0)
+    # Backups every 5 steps since the last one: 5, 10, 15, 16 (epoch end), 21 = epoch 1, batch 5.
+    assert (restore.restored_epoch, restore.restored_step) == (1, 5)
+    assert int(fresh.optimizer.iterations.numpy()) == 48  # 3 x 16, nothing trained twice
+    assert len(history.history["loss"]) == 2
+    assert not Path(backup).exists()  # removed after success
+
+
+# --- real processes --------------------------------------------------------------------------
+
+
+def _run(tmp_path, num_workers, env=None, check=True, name="run"):
+    out = tmp_path / name / "out"
+    out.mkdir(parents=True)
+    results = multiworker.run_workers(
+        ["python", TUTORIAL, str(tmp_path / "backup"), str(out)], num_workers=num_workers,
+        env=env or {}, check=check)
+    reports = {p.stem: json.loads(p.read_text()) for p in out.glob("*.json")}
+    return results, reports
+
+
+@pytest.mark.multiworker
+def test_tutorial_two_workers_match_each_other_and_one_worker(tmp_path):
+    _, two = _run(tmp_path, 2, name="two")
+    _, one = _run(tmp_path, 1, name="one")
+    w0, w1 = two["worker-0"], two["worker-1"]
+    for a, b in zip(w0["weights"], w1["weights"]):
+        np.testing.assert_array_equal(np.array(a), np.array(b))
+    assert w0["history"]["loss"][-1] < w0["history"]["loss"][0]
+    assert w0["iterations"] == 210
+    assert w0["test_accuracy"] > 0.8
+    assert abs(w0["test_accuracy"] - one["worker-0"]["test_accuracy"]) < 0.1
+
+
+@pytest.mark.multiworker
+def test_tutorial_killed_worker_resumes_from_backup(tmp_path):
+    results, _ = _run(tmp_path, 2, env={"CRASH_AT_STEP": "95"}, check=False, name="crash")
+    assert results[1].returncode == -9
+    assert tf.train.latest_checkpoint(str(tmp_path / "backup")).endswith("ckpt-90")
+    _, reports = _run(tmp_path, 2, name="restart")
+    for report in reports.values():
+        assert report["restored"] == [1, 20]  # epoch 2 of 3, 20 of its 70 steps done
+        assert report["iterations"] == 210
+        assert len(report["history"]["loss"]) == 2
+    assert not (tmp_path / "backup").exists()
+
+
+@pytest.mark.multiworker
+def test_steps_per_execution_and_chief_only_outputs_under_two_workers(tmp_path):
+    extra = tmp_path / "extra"
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    _, reports = _run(tmp_path, 2, env={"STEPS_PER_EXECUTION": "10", "EXTRA_DIR": str(extra),
+                                        "TMPDIR": str(scratch)})
+    w0, w1 = reports["worker-0"], reports["worker-1"]
+    assert w0["steps_per_execution"] == 10 and w0["iterations"] == 210
+    for a, b in zip(w0["weights"], w1["weights"]):
+        np.testing.assert_array_equal(np.array(a), np.array(b))
+    assert w0["test_accuracy"] > 0.8
+    assert {p.name for p in extra.iterdir()} == {"best.keras", "tb", "final.keras", "saved_model"}
+    assert keras.models.load_model(extra / "final.keras").count_params() > 0
+    assert tf.saved_model.load(str(extra / "saved_model")).serve(tf.zeros((2, 8, 8))).shape == (2, 10)
+    assert not list(scratch.glob("tfdist-*"))  # the non-chief cleaned its scratch copies

@@ -1,0 +1,143 @@
+"""The TF multi-worker Keras tutorial (tensorflow.org/tutorials/distribute/multi_worker_with_keras),
+as written there, with only these changes:
+
+- the strategy comes from `tfdist.get_strategy()` (instead of `tf.distribute.MultiWorkerMirroredStrategy()`);
+- `BackupAndRestore` is imported from `tfdist.keras.callbacks`;
+- offline: MNIST cannot be downloaded here, so `mnist_dataset` reads scikit-learn's bundled 8x8
+  digits (same shape of code: from_tensor_slices, shuffle, repeat, batch), the input is 8x8,
+  and SGD takes learning_rate=0.05 (0.001 in the tutorial) so 210 steps on 8x8 digits learn.
+
+Test harness additions (outside the tutorial's code): argv = BACKUP_DIR OUT_DIR, the final
+evaluation and weights written to OUT_DIR/<task>.json, and CRASH_AT_STEP=N, which makes worker 1
+kill itself with SIGKILL after N training steps (a crashed worker).
+"""
+
+import json
+import os
+import signal
+import sys
+
+import numpy as np
+import tensorflow as tf
+import keras
+from sklearn.datasets import load_digits
+
+import tfdist
+from tfdist.keras.callbacks import BackupAndRestore
+
+
+# --- mnist_setup.py of the tutorial ------------------------------------------------------------
+def mnist_dataset(batch_size):
+    digits = load_digits()
+    x_train = digits.images[:1437].astype(np.float32) / 16.0
+    y_train = digits.target[:1437].astype(np.int64)
+    train_dataset = tf.data.Dataset.from_tensor_slices(
+        (x_train, y_train)).shuffle(60000).repeat().batch(batch_size)
+    return train_dataset
+
+
+def build_and_compile_cnn_model():
+    model = keras.Sequential([
+        keras.layers.InputLayer(input_shape=(8, 8)),
+        keras.layers.Reshape(target_shape=(8, 8, 1)),
+        keras.layers.Conv2D(32, 3, activation='relu'),
+        keras.layers.Flatten(),
+        keras.layers.Dense(128, activation='relu'),
+        keras.layers.Dense(10)
+    ])
+    model.compile(
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        optimizer=keras.optimizers.SGD(learning_rate=0.05),  # tutorial: 0.001 (MNIST)
+        metrics=['accuracy'])
+    return model
+
+
+# --- the tutorial's main.py ----------------------------------------------------------------------
+def main(backup_dir, out_dir):
+    per_worker_batch_size = 64
+    tf_config = json.loads(os.environ['TF_CONFIG'])
+    num_workers = len(tf_config['cluster']['worker'])
+
+    strategy = tfdist.get_strategy()
+
+    global_batch_size = per_worker_batch_size * num_workers
+    multi_worker_dataset = mnist_dataset(global_batch_size)
+
+    with strategy.scope():
+        # Model building/compiling need to be within `strategy.scope()`.
+        multi_worker_model = build_and_compile_cnn_model()
+
+    backup = BackupAndRestore(backup_dir=backup_dir, save_freq=10)
+    callbacks = [backup]
+    callbacks += _harness_callbacks(multi_worker_model)
+    history = multi_worker_model.fit(multi_worker_dataset, epochs=3, steps_per_epoch=70,
+                                     callbacks=callbacks, verbose=2)
+    _report(multi_worker_model, history, backup, out_dir)
+
+
+# --- harness -------------------------------------------------------------------------------------
+class _CrashAtStep(keras.callbacks.Callback):
+    def __init__(self, step):
+        super().__init__()
+        self.step = step
+
+    def on_train_batch_end(self, batch, logs=None):
+        if int(self.model.optimizer.iterations.numpy()) >= self.step:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _harness_callbacks(model):
+    """CRASH_AT_STEP, STEPS_PER_EXECUTION, EXTRA_DIR (ModelCheckpoint + TensorBoard + export),
+    and WITHOUT_FIX=name (runs with that tfdist.compat.keras_fit workaround removed: canaries)."""
+    info = tfdist.cluster.resolve()
+    if os.environ.get("WITHOUT_FIX"):
+        from tfdist.compat import keras_fit
+        keras_fit.uninstall(os.environ["WITHOUT_FIX"])
+    callbacks = []
+    crash = os.environ.get("CRASH_AT_STEP")
+    if crash and info.task_type == "worker" and info.task_id == 1:
+        callbacks.append(_CrashAtStep(int(crash)))
+    if os.environ.get("STEPS_PER_EXECUTION"):
+        model.steps_per_execution = int(os.environ["STEPS_PER_EXECUTION"])
+    extra = os.environ.get("EXTRA_DIR")
+    if extra:
+        from tfdist.keras.callbacks import ModelCheckpoint, TensorBoard
+        callbacks += [
+            ModelCheckpoint(os.path.join(extra, "best.keras"), monitor="loss", save_best_only=True),
+            TensorBoard(os.path.join(extra, "tb")),
+        ]
+    return callbacks
+
+
+def _report(model, history, backup, out_dir):
+    digits = load_digits()
+    x_test = digits.images[1437:].astype(np.float32) / 16.0
+    y_test = digits.target[1437:].astype(np.int64)
+    test = tf.data.Dataset.from_tensor_slices((x_test, y_test)).batch(40, drop_remainder=True)
+    loss, accuracy = model.evaluate(test, verbose=0)
+    info = tfdist.cluster.resolve()
+    extra = os.environ.get("EXTRA_DIR")
+    if extra and info.is_chief:
+        model.save(os.path.join(extra, "final.keras"))
+        model.export(os.path.join(extra, "saved_model"), verbose=False)
+    with open(os.path.join(out_dir, f"{info.task_type}-{info.task_id}.json"), "w") as f:
+        json.dump({"restored": [backup.restored_epoch, backup.restored_step],
+                   "steps_per_execution": model.steps_per_execution,"history": history.history, "test_accuracy": accuracy, "test_loss": loss,
+                   "iterations": int(model.optimizer.iterations.numpy()),
+                   "weights": [w.tolist() for w in model.get_weights()]}, f)
+
+
+if __name__ == '__main__':
+    if os.environ.get("WITHOUT_FIX"):
+        # Canary runs are expected to fail; exit at once rather than wait in TF's shutdown
+        # barrier for a peer that is stuck in a collective.
+        try:
+            main(sys.argv[1], sys.argv[2])
+        except Exception:  # noqa: BLE001 - the error text is what the canary checks
+            import traceback
+            traceback.print_exc()
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(3)
+    else:
+        main(sys.argv[1], sys.argv[2])

@@ -1,0 +1,170 @@
+"""Workarounds that make Keras 3 `Model.fit` work, and work fast, under tf.distribute.
+
+Four narrow patches to `keras.src.backend.tensorflow.trainer` and Keras's epoch iterator, each
+with its upstream issue (FINDINGS §1, §2). `install()` applies them all; `uninstall()` restores
+upstream (for the canary tests in tests/test_compat.py).
+
+1. Symbolic build from a distributed batch (keras-team/keras#20585, tensorflow/tensorflow#72388).
+   `_maybe_symbolic_build` reduces the first distributed batch with `strategy.reduce("MEAN")`,
+   which fails under MultiWorkerMirroredStrategy ("Attempt to convert a value (PerReplica...)").
+   It only needs shapes and dtypes: we build from the dataset's element spec, which also avoids
+   creating (and tearing down) an iterator on every `fit`/`evaluate` call.
+2. Scalar logs under multi-worker (keras-team/keras#20585). `reduce_per_replica` reduces scalar
+   logs with `axis=0` ("Invalid reduction dimension 0 for input with 0 dimensions"); scalars are
+   reduced with `axis=None`.
+3. `steps_per_execution > 1` under MirroredStrategy (keras-team/keras#19246). Keras calls its own
+   `tf.function`-wrapped step inside a `tf.cond`; the all-reduce's deferred instance-key capture
+   lands on the cond branch graph and leaves unfed placeholders. With SPE > 1 and several
+   replicas, the per-step function is left unwrapped, so it is traced into the multi-step loop.
+4. The tf.data iterator-teardown stall (FINDINGS §2, cause 1; TF 2.21). Iterators that Keras drops
+   at epoch ends and at the end of each call are destroyed on a background thread.
+"""
+
+from __future__ import annotations
+
+import types
+from typing import Any
+
+import tensorflow as tf
+from keras.src.backend.tensorflow import trainer as keras_tf_trainer
+from keras.src.trainers import epoch_iterator as keras_epoch_iterator
+
+from tfdist import iterator_reaper
+
+UPSTREAM = {
+    "symbolic_build": "https://github.com/keras-team/keras/issues/20585",
+    "scalar_logs": "https://github.com/keras-team/keras/issues/20585",
+    "steps_per_execution": "https://github.com/keras-team/keras/issues/19246",
+    "iterator_teardown": "FINDINGS §2 cause 1 (tf.data autotune wake-up on iterator destruction)",
+}
+
+_Trainer = keras_tf_trainer.TensorFlowTrainer
+_EpochIterator = keras_epoch_iterator.EpochIterator
+_ORIGINALS = {
+    "maybe_symbolic_build": _Trainer._maybe_symbolic_build,
+    "make_function": _Trainer._make_function,
+    "reduce_per_replica": keras_tf_trainer.reduce_per_replica,
+}
+
+
+# --- 1. symbolic build from the element spec ---------------------------------------------------
+
+
+def _first_replica_spec(spec: Any) -> Any:
+    def one(s):
+        value_specs = getattr(s, "_value_specs", None)  # PerReplicaSpec
+        return value_specs[0] if value_specs else s
+
+    return tf.nest.map_structure(one, spec, expand_composites=False)
+
+
+def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+    if self._distribute_strategy is None:
+        return
+    if data_batch is None and iterator is not None:
+        dataset = getattr(iterator, "_distributed_dataset", None)
+        if dataset is None:
+            return _ORIGINALS["maybe_symbolic_build"](self, iterator=iterator)
+        data_batch = _first_replica_spec(dataset.element_spec)
+    with self.distribute_strategy.scope():
+        self._symbolic_build(data_batch=data_batch)
+
+
+# --- 2. scalar logs under multi-worker ---------------------------------------------------------
+
+
+def _reduce_per_replica(values, strategy, reduction):
+    multi_worker = keras_tf_trainer._collective_all_reduce_multi_worker(strategy)
+    if not multi_worker or reduction not in ("auto", "mean"):
+        return _ORIGINALS["reduce_per_replica"](values, strategy, reduction)
+
+    def reduce(v):
+        rank = v.values[0].shape.rank if hasattr(v, "values") else v.shape.rank
+        return strategy.reduce("MEAN", v, axis=None if rank == 0 else 0)
+
+    return tf.nest.map_structure(reduce, values)
+
+
+# --- 3. steps_per_execution > 1 under several replicas -----------------------------------------
+
+
+class _NoInnerFunction(types.ModuleType):
+    """Stands in for `tf` while Keras builds its step functions: leaves the per-step one unwrapped."""
+
+    def __init__(self) -> None:
+        super().__init__("tensorflow")
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(tf, name)
+
+    @staticmethod
+    def function(fn=None, **kwargs):
+        if getattr(fn, "__name__", "") == "one_step_on_data":
+            return fn
+        return tf.function(fn, **kwargs)
+
+
+def _make_function(self, step_function):
+    strategy = self._distribute_strategy
+    if self.steps_per_execution == 1 or strategy is None or strategy.num_replicas_in_sync == 1:
+        return _ORIGINALS["make_function"](self, step_function)
+    keras_tf_trainer.tf = _NoInnerFunction()
+    try:
+        return _ORIGINALS["make_function"](self, step_function)
+    finally:
+        keras_tf_trainer.tf = tf
+
+
+# --- 4. iterator teardown off the training thread -----------------------------------------------
+
+
+def _get_current_iterator(self):
+    return self.__dict__.get("_current_iterator")
+
+
+def _set_current_iterator(self, value):
+    old = self.__dict__.get("_current_iterator")
+    self.__dict__["_current_iterator"] = value
+    if old is not None and old is not value and not isinstance(old, (list, tuple)):
+        iterator_reaper.release_iterator(old)
+
+
+def _epoch_iterator_del(self):
+    old = self.__dict__.pop("_current_iterator", None)
+    if old is not None:
+        iterator_reaper.release_iterator(old)
+
+
+_TEARDOWN_TARGET = keras_tf_trainer.TFEpochIterator
+
+
+# --- install / uninstall -----------------------------------------------------------------------
+
+
+def install() -> None:
+    """Applies the four patches (idempotent)."""
+    _Trainer._maybe_symbolic_build = _maybe_symbolic_build
+    _Trainer._make_function = _make_function
+    keras_tf_trainer.reduce_per_replica = _reduce_per_replica
+    _TEARDOWN_TARGET._current_iterator = property(_get_current_iterator, _set_current_iterator)
+    _TEARDOWN_TARGET.__del__ = _epoch_iterator_del
+
+
+def uninstall(*names: str) -> None:
+    """Restores upstream behaviour, for all patches or the named ones (for canary tests).
+
+    Args:
+        *names: Any of the keys of `UPSTREAM`. Defaults to all.
+    """
+    names = names or tuple(UPSTREAM)
+    if "symbolic_build" in names:
+        _Trainer._maybe_symbolic_build = _ORIGINALS["maybe_symbolic_build"]
+    if "scalar_logs" in names:
+        keras_tf_trainer.reduce_per_replica = _ORIGINALS["reduce_per_replica"]
+    if "steps_per_execution" in names:
+        _Trainer._make_function = _ORIGINALS["make_function"]
+    if "iterator_teardown" in names:
+        if "_current_iterator" in vars(_TEARDOWN_TARGET):
+            del _TEARDOWN_TARGET._current_iterator
+        if "__del__" in vars(_TEARDOWN_TARGET):
+            del _TEARDOWN_TARGET.__del__

@@ -1,0 +1,28 @@
+"""Route 3: tf.estimator's API (model_fn, input_fn, RunConfig, train_and_evaluate) on TF2 and Keras 3.
+
+Port a tf.estimator program by replacing `tf.estimator.` with `tfdist.estimator.` and making
+the edits listed in docs/estimator_migration.md.
+"""
+
+from tfdist.estimator import export
+from tfdist.estimator.estimator import Estimator
+from tfdist.estimator.exporters import BestExporter
+from tfdist.estimator.exporters import Exporter
+from tfdist.estimator.exporters import FinalExporter
+from tfdist.estimator.exporters import LatestExporter
+from tfdist.estimator.hooks import CheckpointSaverListener
+from tfdist.estimator.hooks import LoggingTensorHook
+from tfdist.estimator.hooks import NanLossDuringTrainingError
+from tfdist.estimator.hooks import NanTensorHook
+from tfdist.estimator.hooks import SessionRunArgs
+from tfdist.estimator.hooks import SessionRunContext
+from tfdist.estimator.hooks import SessionRunHook
+from tfdist.estimator.hooks import SessionRunValues
+from tfdist.estimator.hooks import StopAtStepHook
+from tfdist.estimator.run_config import RunConfig
+from tfdist.estimator.spec import EstimatorSpec
+from tfdist.estimator.spec import EvalSpec
+from tfdist.estimator.spec import ModeKeys
+from tfdist.estimator.spec import TrainSpec
+from tfdist.estimator.training import train_and_evaluate
+from tfdist.estimator.warm_start import WarmStartSettings

@@ -1,0 +1,129 @@
+"""Build traces: the first call of `model_fn` in a mode creates its variables, and nothing runs.
+
+`model_fn` is traced (`tf.function(...).get_concrete_function`, never executed) under the
+strategy's scope — in replica context (`strategy.run`) for TRAIN and EVAL, as the real steps
+will call it. The variable store creates each new variable for real, outside the trace. Because
+nothing executes, building has no side effects (no metric updates, no batch-norm statistics),
+and needs only the input *specs*, not data. The TRAIN build then builds the optimizer on the
+trainable variables, under the scope and before any training step is traced (FINDINGS §3).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+from collections.abc import Iterator
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tfdist.compat import keras_optimizer_build
+from tfdist.estimator.model_fn import ModelFnRunner
+from tfdist.estimator.spec import ModeKeys
+from tfdist.estimator.variable_store import VariableStore
+
+
+@contextlib.contextmanager
+def seeded(seed: int | None) -> Iterator[None]:
+    """Seeds variable initialisation; leaves Python's and NumPy's random state as it was."""
+    if seed is None:
+        yield
+        return
+    python_state, numpy_state = random.getstate(), np.random.get_state()
+    keras.utils.set_random_seed(seed)
+    try:
+        yield
+    finally:
+        random.setstate(python_state)
+        np.random.set_state(numpy_state)
+
+
+def trace(runner: ModelFnRunner, strategy: tf.distribute.Strategy, mode: str,
+          feature_spec: Any, label_spec: Any, seed: int | None) -> Any:
+    """Traces `model_fn` once in `mode`, creating its variables; returns the spec it returned.
+
+    Raises:
+        ValueError: A bad spec, or (TRAIN) a loss that depends on no variable model_fn created.
+    """
+    specs: list[Any] = []
+
+    def replica_fn(features: Any, labels: Any) -> None:
+        with tf.GradientTape() as tape:
+            spec = runner.call(features, labels, mode, build=True)
+        if not specs:
+            specs.append(spec)
+        if mode == ModeKeys.TRAIN:
+            grads = tape.gradient(spec.loss, runner.store.trainable())
+            if all(g is None for g in grads):
+                raise ValueError(
+                    "The TRAIN loss returned by model_fn does not depend on any trainable "
+                    "variable created inside model_fn. Build the model (its layers) inside "
+                    "model_fn; tfdist trains the variables model_fn creates."
+                )
+
+    def build_fn(features: Any, labels: Any) -> None:
+        if mode == ModeKeys.PREDICT:
+            replica_fn(features, None)
+        else:
+            strategy.run(replica_fn, args=(features, labels))
+
+    with seeded(seed), strategy.scope():
+        tf.function(build_fn).get_concrete_function(feature_spec, label_spec)
+    return specs[0]
+
+
+def build_optimizer(strategy: tf.distribute.Strategy, store: VariableStore,
+                    optimizer: Any) -> keras.optimizers.Optimizer:
+    """The optimizer of the TRAIN spec, owned by `strategy` and built on the trainable variables.
+
+    Raises:
+        TypeError: Not a Keras optimizer or its name.
+        ValueError: An optimizer that was already used.
+    """
+    if isinstance(optimizer, str):
+        with strategy.scope(), store.scope(build=True):
+            optimizer = keras.optimizers.get(optimizer)
+    if not isinstance(optimizer, keras.optimizers.Optimizer):
+        raise TypeError(
+            "EstimatorSpec(optimizer=...) must be a keras.optimizers.Optimizer or its name; "
+            f"received {type(optimizer).__name__}."
+        )
+    if optimizer.built:
+        raise ValueError(
+            f"The optimizer {optimizer.name!r} returned by model_fn was already used (built). "
+            "Create it inside model_fn, or pass an unused one (or its name, e.g. 'adam')."
+        )
+    if keras_optimizer_build.strategy_of(optimizer) is not strategy:
+        # Created outside this strategy's scope and unused: an equivalent one made here is safe.
+        with strategy.scope(), store.scope(build=True):
+            optimizer = optimizer.__class__.from_config(optimizer.get_config())
+    trainable = store.trainable()
+    created: set[str] = set()
+    with strategy.scope(), store.scope(build=True, claimed=created):
+        optimizer.build(trainable)
+    _rename_slots(store, trainable, created)
+    for variable in optimizer.variables:
+        store.add(variable.path, variable)
+    return optimizer
+
+
+def _rename_slots(store: VariableStore, trainable: list[tf.Variable], created: set[str]) -> None:
+    """Names slots after their variable's path, as Keras does ("adam/dense_kernel_momentum").
+
+    Keras names a slot after the TF name of a plain `tf.Variable` ("dense_1/kernel:0", which
+    depends on graph name scopes); the store passes those, so map them back to store paths.
+    """
+    by_tf_name = {
+        str(v.name).replace("/", "_").replace(":", "_"): store.key_of(v).replace("/", "_")
+        for v in trainable
+    }
+    for key in sorted(created):
+        if key not in store.variables or "/" not in key:
+            continue
+        prefix, rest = key.split("/", 1)
+        matches = [n for n in by_tf_name if rest.startswith(n + "_")]
+        if matches:
+            tf_name = max(matches, key=len)
+            store.rename(key, f"{prefix}/{by_tf_name[tf_name]}{rest[len(tf_name):]}")

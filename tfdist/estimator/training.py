@@ -1,0 +1,186 @@
+"""`train_and_evaluate`: what each TF_CONFIG role does.
+
+- **Local** (no TF_CONFIG): one process trains; after a checkpoint save it evaluates if
+  `throttle_secs` have passed since the last evaluation, runs the exporters, and when training
+  ends evaluates the final checkpoint and runs the exporters as the final export.
+- **chief / worker**: train together (MultiWorkerMirroredStrategy when the cluster has several),
+  to `max_steps` or the end of the input. The chief then writes `model_dir/training_done`.
+- **evaluator** (outside the training cluster; the "sidecar evaluator"): evaluates each new
+  checkpoint in `model_dir` (after `start_delay_secs`, at most every `throttle_secs`), runs the
+  exporters, and stops after evaluating a checkpoint at `max_steps` — or, without `max_steps`,
+  the last checkpoint once the chief has written `training_done`.
+- **ps**: not supported.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any
+
+import tensorflow as tf
+from absl import logging
+
+from tfdist.estimator import exporters as exporters_lib
+from tfdist.estimator import hooks as hooks_lib
+from tfdist.estimator.estimator import Estimator
+from tfdist.estimator.spec import EvalSpec
+from tfdist.estimator.spec import TrainSpec
+
+DONE_FILE = "training_done"
+_POLL_SECS = 1.0
+
+
+def train_and_evaluate(estimator: Estimator, train_spec: TrainSpec,
+                       eval_spec: EvalSpec) -> tuple[Any, Any]:
+    """Trains and evaluates according to this task's role (see the module docstring).
+
+    Args:
+        estimator: The `Estimator`.
+        train_spec: What to train on and for how long.
+        eval_spec: What to evaluate on, how often, and the exporters.
+
+    Returns:
+        `(eval_result, export_results)` of the last evaluation on local and evaluator tasks;
+        `(None, None)` on chief and worker tasks of a cluster.
+
+    Raises:
+        TypeError: Arguments of the wrong types.
+        ValueError: This task is a parameter server.
+    """
+    if not isinstance(estimator, Estimator):
+        raise TypeError(
+            f"train_and_evaluate needs a tfdist.estimator.Estimator; received "
+            f"{type(estimator).__name__}."
+        )
+    if not isinstance(train_spec, TrainSpec):
+        raise TypeError(f"train_spec must be a TrainSpec; received {type(train_spec).__name__}.")
+    if not isinstance(eval_spec, EvalSpec):
+        raise TypeError(f"eval_spec must be an EvalSpec; received {type(eval_spec).__name__}.")
+    cluster = estimator.config.cluster
+    if cluster.is_ps:
+        raise ValueError(
+            f"This task is ps:{cluster.task_id}. tfdist.estimator has no parameter-server "
+            "training: drop the ps tasks from TF_CONFIG and train with chief/worker tasks."
+        )
+    if cluster.is_evaluator:
+        return _run_evaluator(estimator, train_spec, eval_spec)
+    if cluster.is_local:
+        return _run_local(estimator, train_spec, eval_spec)
+    return _run_training_task(estimator, train_spec)
+
+
+# --- chief and workers ---------------------------------------------------------------------------
+
+
+def _done_path(estimator: Estimator) -> str:
+    return os.path.join(estimator.model_dir, DONE_FILE)
+
+
+def _run_training_task(estimator: Estimator, train_spec: TrainSpec) -> tuple[None, None]:
+    done = _done_path(estimator)
+    if estimator.config.is_chief and tf.io.gfile.exists(done):
+        tf.io.gfile.remove(done)  # a new run: the evaluator must not stop on the old marker
+    estimator.train(train_spec.input_fn, hooks=train_spec.hooks, max_steps=train_spec.max_steps,
+                    saving_listeners=train_spec.saving_listeners)
+    if estimator.config.is_chief:
+        step = int(os.path.basename(estimator.latest_checkpoint()).rsplit("-", 1)[1])
+        with tf.io.gfile.GFile(done + ".tmp", "w") as f:
+            json.dump({"global_step": step}, f)
+        tf.io.gfile.rename(done + ".tmp", done, overwrite=True)
+        logging.info("tfdist.estimator: training finished at step %d", step)
+    return None, None
+
+
+# --- evaluator -----------------------------------------------------------------------------------
+
+
+def _done_step(estimator: Estimator) -> int | None:
+    try:
+        with tf.io.gfile.GFile(_done_path(estimator)) as f:
+            return int(json.load(f)["global_step"])
+    except (tf.errors.NotFoundError, ValueError, KeyError, OSError):
+        return None
+
+
+def _run_evaluator(estimator: Estimator, train_spec: TrainSpec, eval_spec: EvalSpec) -> tuple[Any, Any]:
+    max_steps = train_spec.max_steps
+    time.sleep(eval_spec.start_delay_secs)
+    last_path, last_time = None, -float("inf")
+    result, exports = None, []
+    while True:
+        path = estimator.latest_checkpoint()
+        if path is not None and path != last_path:
+            wait = eval_spec.throttle_secs - (time.monotonic() - last_time)
+            if wait > 0:
+                time.sleep(wait)
+                path = estimator.latest_checkpoint()
+            last_time = time.monotonic()
+            try:
+                result = estimator.evaluate(eval_spec.input_fn, steps=eval_spec.steps,
+                                            hooks=eval_spec.hooks, checkpoint_path=path,
+                                            name=eval_spec.name)
+            except (tf.errors.NotFoundError, tf.errors.DataLossError):
+                continue  # deleted by keep_checkpoint_max while we read it; take the next one
+            last_path = path
+            step = result["global_step"]
+            done = _done_step(estimator)
+            final = (max_steps is not None and step >= max_steps) or (done is not None and step >= done)
+            exports = exporters_lib.run_exporters(estimator, eval_spec.exporters, path, result, final)
+            if final:
+                return result, exports
+            continue
+        done = _done_step(estimator)
+        if done is not None and result is not None and result["global_step"] >= done:
+            # Training ended after our last evaluation, which was of its final checkpoint.
+            exports = exporters_lib.run_exporters(
+                estimator, eval_spec.exporters, last_path, result, True)
+            return result, exports
+        time.sleep(_POLL_SECS)
+
+
+# --- one process ---------------------------------------------------------------------------------
+
+
+class _EvaluateAfterSave(hooks_lib.CheckpointSaverListener):
+    """Evaluates and exports after a checkpoint save, at most every `throttle_secs`."""
+
+    def __init__(self, estimator: Estimator, eval_spec: EvalSpec, max_steps: int | None) -> None:
+        self._estimator = estimator
+        self._spec = eval_spec
+        self._max_steps = max_steps
+        self._last_time = -float("inf")
+        self.result: dict[str, Any] | None = None
+        self.exports: list[str] = []
+        self.final_exported = False
+
+    def evaluate(self, step: int, final: bool) -> None:
+        path = self._estimator.latest_checkpoint()
+        self._last_time = time.monotonic()
+        self.result = self._estimator.evaluate(self._spec.input_fn, steps=self._spec.steps,
+                                               hooks=self._spec.hooks, checkpoint_path=path,
+                                               name=self._spec.name)
+        self.exports = exporters_lib.run_exporters(self._estimator, self._spec.exporters, path,
+                                                   self.result, final)
+        self.final_exported = final
+
+    def after_save(self, session: Any, global_step_value: int) -> None:
+        if self._max_steps is not None and global_step_value >= self._max_steps:
+            return  # the final evaluation happens when training ends
+        if time.monotonic() - self._last_time >= self._spec.throttle_secs:
+            self.evaluate(global_step_value, final=False)
+
+
+def _run_local(estimator: Estimator, train_spec: TrainSpec, eval_spec: EvalSpec) -> tuple[Any, Any]:
+    listener = _EvaluateAfterSave(estimator, eval_spec, train_spec.max_steps)
+    estimator.train(train_spec.input_fn, hooks=train_spec.hooks, max_steps=train_spec.max_steps,
+                    saving_listeners=[*train_spec.saving_listeners, listener])
+    path = estimator.latest_checkpoint()
+    step = int(os.path.basename(path).rsplit("-", 1)[1]) if path else 0
+    if listener.result is None or listener.result["global_step"] != step:
+        listener.evaluate(step, final=True)
+    elif not listener.final_exported:
+        listener.exports = exporters_lib.run_exporters(
+            estimator, eval_spec.exporters, path, listener.result, True)
+    return listener.result, listener.exports

@@ -1,0 +1,205 @@
+"""Multi-worker-safe Keras callbacks: `BackupAndRestore`, `ModelCheckpoint`, `TensorBoard`.
+
+Drop-in replacements for the Keras 3 callbacks of the same names. In a multi-worker job every
+worker runs them (saves may read synchronised variables), but only the chief writes to the
+user's directories; other workers write to private temporary directories and delete them.
+Keras 3's own `BackupAndRestore` has every worker write one file and corrupts itself (FINDINGS §1).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+from tfdist import checkpoint as checkpoint_lib
+from tfdist import cluster as cluster_lib
+
+
+def _parent_dir(filepath: str) -> str:
+    return os.path.dirname(os.path.abspath(filepath)) or "."
+
+
+class BackupAndRestore(keras.callbacks.Callback):
+    """Backs training up so an interrupted `fit` resumes where it stopped, mid-epoch included.
+
+    Every worker takes part in each backup; only the chief writes to `backup_dir`. On start, the
+    newest backup is restored (model, optimizer, epoch and step in the epoch): `fit` continues at
+    that epoch, and the batches of the interrupted epoch that were already trained are read and
+    skipped, so the run ends with the same total number of optimizer steps. After a successful
+    `fit` the backup is deleted, as Keras does.
+
+    Args:
+        backup_dir: Directory for the backup (a shared filesystem in multi-worker jobs).
+        save_freq: `"epoch"`, or back up every this many training steps (rounded to
+            `steps_per_execution`). Defaults to `"epoch"`.
+        delete_checkpoint: Delete the backup when `fit` finishes. Defaults to `True`.
+        cluster: This task's place in the cluster. Defaults to `tfdist.cluster.resolve()`.
+
+    Raises:
+        tfdist.checkpoint.CheckpointError: `backup_dir` is a file or not writable.
+        ValueError: Invalid `save_freq`.
+
+    Example:
+
+    ```python
+    model.fit(dataset, epochs=3, steps_per_epoch=70,
+              callbacks=[tfdist.keras.callbacks.BackupAndRestore("/tmp/backup")])
+    ```
+    """
+
+    def __init__(
+        self,
+        backup_dir: str,
+        save_freq: str | int = "epoch",
+        delete_checkpoint: bool = True,
+        *,
+        cluster: cluster_lib.ClusterInfo | None = None,
+    ) -> None:
+        super().__init__()
+        if save_freq != "epoch" and (
+            not isinstance(save_freq, int) or isinstance(save_freq, bool) or save_freq < 1
+        ):
+            raise ValueError(
+                f"Invalid value for argument `save_freq`. Received: save_freq={save_freq!r}. "
+                "Pass 'epoch' or an integer >= 1."
+            )
+        self._cluster = cluster or cluster_lib.resolve()
+        self.backup_dir = (
+            checkpoint_lib.validate_model_dir(backup_dir) if self._cluster.is_chief else backup_dir
+        )
+        self.save_freq = save_freq
+        self.delete_checkpoint = delete_checkpoint
+        self._epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="backup_epoch")
+        self._step_in_epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="backup_step")
+        self._manager: checkpoint_lib.CheckpointManager | None = None
+        self._current_epoch = 0
+        self._steps_since_save = 0
+        self.restored_epoch: int | None = None
+        self.restored_step: int | None = None
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        model = self.model
+        checkpoint = tf.train.Checkpoint(
+            model=model, optimizer=model.optimizer, epoch=self._epoch, step=self._step_in_epoch
+        )
+        self._manager = checkpoint_lib.CheckpointManager(
+            checkpoint, self.backup_dir, cluster=self._cluster, max_to_keep=1
+        )
+        if self._manager.restore_latest() is None:
+            return
+        self.restored_epoch = int(self._epoch.numpy())
+        self.restored_step = int(self._step_in_epoch.numpy())
+        model._initial_epoch = self.restored_epoch  # read by Keras `fit`
+        if self.restored_step:
+            self._skip_trained_batches(self.restored_step)
+
+    def _skip_trained_batches(self, steps: int) -> None:
+        model = self.model
+        original = model.train_function
+        per_call = model.steps_per_execution
+        remaining = [steps]
+
+        def skipping_train_function(iterator):
+            # Read the batches the interrupted run already trained on, without training again.
+            for _ in range(per_call):
+                next(iterator)
+            remaining[0] -= per_call
+            if remaining[0] <= 0:
+                model.train_function = original
+            return {}
+
+        model.train_function = skipping_train_function
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self._current_epoch = epoch
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        if self.save_freq == "epoch":
+            return
+        self._steps_since_save += self.model.steps_per_execution
+        if self._steps_since_save >= self.save_freq:
+            self._save(self._current_epoch, batch + 1)
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        self._save(epoch + 1, 0)
+
+    def _save(self, epoch: int, step_in_epoch: int) -> None:
+        self._epoch.assign(epoch)
+        self._step_in_epoch.assign(step_in_epoch)
+        self._manager.save(int(self.model.optimizer.iterations.numpy()))
+        self._steps_since_save = 0
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        self.model._initial_epoch = None
+        if self.delete_checkpoint and self._cluster.is_chief and os.path.isdir(self.backup_dir):
+            shutil.rmtree(self.backup_dir)
+
+
+class ModelCheckpoint(keras.callbacks.ModelCheckpoint):
+    """Keras `ModelCheckpoint` where only the chief writes `filepath`.
+
+    Other workers save to a temporary directory that is deleted straight after, so every worker
+    does the same work (and the same reads of synchronised variables) without racing on one file.
+    `save_best_only` decides from the logs, which Keras reduces across workers, so all workers
+    agree. Takes the same arguments as `keras.callbacks.ModelCheckpoint`, plus `cluster`.
+
+    Raises:
+        tfdist.checkpoint.CheckpointError: The directory of `filepath` is a file or not writable.
+    """
+
+    def __init__(
+        self, filepath: str, *args: Any, cluster: cluster_lib.ClusterInfo | None = None, **kwargs: Any
+    ) -> None:
+        self._cluster = cluster or cluster_lib.resolve()
+        if self._cluster.is_chief:
+            checkpoint_lib.validate_model_dir(_parent_dir(str(filepath)))
+        super().__init__(filepath, *args, **kwargs)
+        self._scratch: str | None = None
+
+    def _get_file_path(self, epoch, batch, logs):
+        path = super()._get_file_path(epoch, batch, logs)
+        if self._cluster.is_chief:
+            return path
+        self._scratch = tempfile.mkdtemp(prefix="tfdist-modelcheckpoint-")
+        return os.path.join(self._scratch, os.path.basename(path))
+
+    def _save_model(self, epoch, batch, logs):
+        try:
+            super()._save_model(epoch, batch, logs)
+        finally:
+            if self._scratch is not None:
+                shutil.rmtree(self._scratch, ignore_errors=True)
+                self._scratch = None
+
+
+class TensorBoard(keras.callbacks.TensorBoard):
+    """Keras `TensorBoard` that writes `log_dir` from the chief only.
+
+    Other workers log to a temporary directory, deleted when training ends. Takes the same
+    arguments as `keras.callbacks.TensorBoard`, plus `cluster`.
+
+    Raises:
+        tfdist.checkpoint.CheckpointError: `log_dir` is a file or not writable.
+    """
+
+    def __init__(
+        self, log_dir: str = "logs", *args: Any, cluster: cluster_lib.ClusterInfo | None = None,
+        **kwargs: Any
+    ) -> None:
+        self._cluster = cluster or cluster_lib.resolve()
+        self._scratch = None
+        if self._cluster.is_chief:
+            checkpoint_lib.validate_model_dir(str(log_dir))
+        else:
+            self._scratch = log_dir = tempfile.mkdtemp(prefix="tfdist-tensorboard-")
+        super().__init__(log_dir, *args, **kwargs)
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        super().on_train_end(logs)
+        if self._scratch is not None:
+            shutil.rmtree(self._scratch, ignore_errors=True)

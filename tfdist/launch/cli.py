@@ -1,0 +1,230 @@
+"""The ``tfdist-launch`` command line: parse, validate, plan, run, and return the exit status.
+
+Every bad input ends in one ``tfdist-launch: error: ...`` line on stderr and exit status 2,
+before any process starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import shlex
+import shutil
+import signal
+import sys
+from collections.abc import Iterator, Sequence
+
+from tfdist.launch import layout
+from tfdist.launch.errors import LaunchError
+from tfdist.launch.group import describe_status
+from tfdist.launch.launcher import Launcher, LaunchResult
+from tfdist.launch.output import Output
+
+PROG = "tfdist-launch"
+USAGE_ERROR = 2
+_FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # SIGHUP: the terminal went away
+
+
+class _UsageError(Exception):
+    """argparse's complaint, kept to one line instead of usage text and an exit."""
+
+
+class _Exit(Exception):
+    """argparse wanted to exit (``--help``) with this code."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(code)
+        self.code = code
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise _UsageError(message)
+
+    def exit(self, status: int = 0, message: str | None = None) -> None:  # type: ignore[override]
+        if message:
+            print(message, file=sys.stderr, end="")
+        raise _Exit(status)
+
+
+def _int_at_least(minimum: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < minimum:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {minimum}; received {text!r}")
+        return value
+    return parse
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:  # also rejects nan
+        raise argparse.ArgumentTypeError(f"must be a number of seconds >= 0; received {text!r}")
+    return value
+
+
+def _port_list(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f'must be comma-separated ports, e.g. "2222,2223"; received {text!r}') from None
+
+
+def _host_list(text: str) -> tuple[str, ...]:
+    hosts = tuple(part.strip() for part in text.split(","))
+    if not all(hosts):
+        raise argparse.ArgumentTypeError(
+            f'must be comma-separated host names, e.g. "node1,node2"; received {text!r}')
+    return hosts
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (defined once, here)."""
+    parser = _Parser(
+        prog=PROG, usage=f"{PROG} [options] -- COMMAND [ARGS...]",
+        description="Run a command as the processes of a TensorFlow cluster, each with its "
+                    "TF_CONFIG: free loopback ports, prefixed output, stop-all on failure, "
+                    "restarts; on several hosts with --hosts or --slurm.",
+        epilog="Exit status: 0 if every process succeeded; else the first failing process's "
+               "(128+N for signal N); 124 on --timeout; 130/143 after Ctrl-C/SIGTERM; 2 on bad input.")
+    job = parser.add_argument_group("cluster")
+    job.add_argument("--workers", type=_int_at_least(1), default=1, metavar="N",
+                     help="worker processes (per host with --hosts or --slurm); default 1")
+    job.add_argument("--chief", action="store_true", help="add a chief process (on the first host)")
+    job.add_argument("--ps", type=_int_at_least(0), default=0, metavar="M",
+                     help="parameter-server processes (per host); needs --chief")
+    job.add_argument("--evaluator", action="store_true",
+                     help="add an evaluator process (on the first host), outside the training cluster")
+    run = parser.add_argument_group("running")
+    run.add_argument("--max-restarts", type=_int_at_least(0), default=0, metavar="K",
+                     help="restart the whole group up to K times after a failure; default 0")
+    run.add_argument("--timeout", type=_seconds, metavar="S", help="stop everything after S seconds")
+    run.add_argument("--grace", type=_seconds, default=10.0, metavar="S",
+                     help="seconds the others get to exit after a failure, and from SIGTERM to "
+                          "SIGKILL; default 10")
+    run.add_argument("--log-dir", metavar="DIR",
+                     help="also write each process's output to DIR/<task>-<id>.log")
+    run.add_argument("--dry-run", action="store_true",
+                     help="print each process's environment and command; start nothing")
+    net = parser.add_argument_group("ports and hosts")
+    net.add_argument("--ports", type=_port_list, metavar="P,P,...",
+                     help="explicit ports for chief, workers, ps (single host); default: free ports")
+    net.add_argument("--port-base", type=int, metavar="P", help="use consecutive ports from P on each host")
+    net.add_argument("--hosts", type=_host_list, metavar="H,H,...",
+                     help="every host of a multi-host job, in the same order on each host "
+                          '("name" or "name:port"); default 8888 as the base port')
+    net.add_argument("--host-index", type=_int_at_least(0), metavar="I",
+                     help="this host's index in --hosts")
+    net.add_argument("--slurm", action="store_true",
+                     help="take --hosts and --host-index from Slurm (srun --ntasks-per-node=1)")
+    parser.add_argument("command", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    return parser
+
+
+def _parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
+    parser = build_parser()
+    if "--" in argv:
+        split = argv.index("--")
+        args = parser.parse_args(argv[:split])
+        if args.command:
+            raise _UsageError(f"unexpected arguments before '--': {shlex.join(args.command)}")
+        command = argv[split + 1:]
+    else:
+        args = parser.parse_args(argv)
+        command = args.command
+    if not command:
+        raise _UsageError(f"no command given; usage: {PROG} [options] -- COMMAND [ARGS...]")
+    return args, command
+
+
+def _topology(args: argparse.Namespace) -> layout.Topology:
+    hosts, host_index = args.hosts, args.host_index
+    if args.slurm:
+        if hosts is not None or host_index is not None:
+            raise LaunchError("--slurm sets the hosts itself; drop --hosts and --host-index.")
+        hosts, host_index = layout.slurm_hosts()
+    elif hosts is not None and host_index is None:
+        raise LaunchError("--hosts needs --host-index (this host's position in the list).")
+    elif hosts is None and host_index is not None:
+        raise LaunchError("--host-index only applies with --hosts.")
+    return layout.Topology(num_workers=args.workers, chief=args.chief, num_ps=args.ps,
+                           evaluator=args.evaluator, hosts=hosts, host_index=host_index or 0,
+                           ports=args.ports, port_base=args.port_base)
+
+
+def check_command(command: Sequence[str]) -> None:
+    """Raises `LaunchError` unless ``command[0]`` names an executable (on PATH or as a path)."""
+    program = command[0]
+    if os.sep in program:
+        if not (os.path.isfile(program) and os.access(program, os.X_OK)):
+            raise LaunchError(f"command not found or not executable: {program!r}")
+    elif shutil.which(program) is None:
+        raise LaunchError(f"command not found: {program!r} (not on PATH)")
+
+
+def _dry_run(launcher: Launcher) -> None:
+    for spec, task in zip(launcher.specs(launcher.plan), launcher.plan.local_tasks):
+        variables = " ".join(f"{k}={shlex.quote(v)}" for k, v in task.env(0).items())
+        print(f"[{spec.name}] {variables} {shlex.join(spec.argv)}", flush=True)
+    if launcher.topology.picks_ports:
+        launcher.output.message("dry run: nothing started (free ports are picked again at launch)")
+
+
+@contextlib.contextmanager
+def _forward_signals(launcher: Launcher) -> Iterator[None]:
+    """Routes Ctrl-C, SIGTERM and SIGHUP to the launcher while it runs; restores them after."""
+    previous = {sig: signal.signal(sig, lambda signum, frame: launcher.interrupt(signum))
+                for sig in _FORWARDED}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _summary(result: LaunchResult) -> str:
+    restarts = f" after {result.restarts} restart(s)" if result.restarts else ""
+    if result.exit_status == 0:
+        return f"all {len(result.results)} process(es) succeeded{restarts}"
+    failed = next((r for r in result.results if r.returncode != 0 and not r.stopped), None)
+    if result.signal is None and not result.timed_out and failed is not None:
+        return f"{failed.name} failed ({describe_status(failed.returncode)}){restarts}"
+    return f"exit status {result.exit_status}{restarts}"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs ``tfdist-launch``; returns the exit status (see ``--help``)."""
+    try:
+        args, command = _parse(sys.argv[1:] if argv is None else list(argv))
+        topology = _topology(args)
+        check_command(command)
+        output = Output(stream=sys.stdout, messages=sys.stderr, log_dir=args.log_dir)
+        launcher = Launcher(command, topology, max_restarts=args.max_restarts, timeout=args.timeout,
+                            grace=args.grace, output=output)
+        exposed = launcher.plan.non_loopback_addresses()
+        if exposed:
+            output.message(layout.security_warning(exposed))
+        if args.dry_run:
+            _dry_run(launcher)
+            return 0
+        if not topology.picks_ports:
+            layout.check_ports_free(launcher.plan)
+        with _forward_signals(launcher):
+            result = launcher.run()
+    except _Exit as exit_:
+        return exit_.code
+    except (_UsageError, LaunchError) as err:
+        print(f"{PROG}: error: {err}", file=sys.stderr, flush=True)
+        return USAGE_ERROR
+    except KeyboardInterrupt:  # Ctrl-C before any process started
+        return 128 + signal.SIGINT
+    output.message(_summary(result))
+    return result.exit_status

@@ -1,0 +1,171 @@
+"""Runs a planned launch to the end: attempts, fresh-port retries, restarts, the exit status.
+
+A restart relaunches the whole group (fresh ports when they are picked at random): TensorFlow's
+collectives cannot take a replacement worker into a running group, and every route resumes from
+its checkpoints. A port taken by another program between picking and binding is retried with
+fresh ports without counting as a restart.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from collections.abc import Mapping, Sequence
+
+from tfdist.launch import layout
+from tfdist.launch.group import (GroupOutcome, ProcessGroup, ProcessResult, ProcessSpec, describe_status,
+                                 exit_status)
+from tfdist.launch.output import Output
+
+TIMEOUT_EXIT_STATUS = 124  # as coreutils `timeout`
+
+
+@dataclasses.dataclass(frozen=True)
+class LaunchResult:
+    """How a launch ended.
+
+    Attributes:
+        exit_status: 0 when every process succeeded; else the first failing process's status
+            (128 + N for signal N), 124 on a timeout, or 128 + N when the launcher was asked to
+            stop by signal N.
+        results: This host's processes in the last attempt, with all attempts' captured output.
+        restarts: Restarts used.
+        timed_out: The timeout stopped the run.
+        signal: The signal that stopped the run, or None.
+    """
+
+    exit_status: int
+    results: tuple[ProcessResult, ...]
+    restarts: int = 0
+    timed_out: bool = False
+    signal: int | None = None
+
+
+class Launcher:
+    """Launches `command` once per task of `topology` on this host, restarting on failure.
+
+    Args:
+        command: The program and arguments every process runs.
+        topology: The cluster's layout (see `layout.Topology`).
+        max_restarts: Relaunch the group this many times after a failure. Defaults to 0.
+        port_retries: Fresh-port retries after a port clash (random ports only). Defaults to 3.
+        timeout: Seconds for the whole launch, restarts included; None waits forever.
+        grace: Seconds between SIGTERM and SIGKILL when stopping. Defaults to 10.
+        failure_grace: Seconds the others get to exit on their own after one fails.
+            Defaults to `grace`.
+        env: Variables added to this process's environment for every child.
+        cwd: Working directory of the children. Defaults to this process's.
+        output: Where output goes. Defaults to nowhere (output is only captured if asked).
+
+    Example:
+
+    ```python
+    launcher = Launcher(["python", "train.py"], layout.Topology(num_workers=2),
+                        output=Output(stream=sys.stdout, messages=sys.stderr))
+    sys.exit(launcher.run().exit_status)
+    ```
+    """
+
+    def __init__(self, command: Sequence[str], topology: layout.Topology, *, max_restarts: int = 0,
+                 port_retries: int = 3, timeout: float | None = None, grace: float = 10.0,
+                 failure_grace: float | None = None, env: Mapping[str, str] | None = None,
+                 cwd: str | None = None, output: Output | None = None) -> None:
+        self.command = tuple(command)
+        self.topology = topology
+        self.max_restarts = max_restarts
+        self.port_retries = port_retries
+        self.timeout = timeout
+        self.grace = grace
+        self.failure_grace = grace if failure_grace is None else failure_grace
+        self.env = dict(env or {})
+        self.cwd = cwd
+        self.output = output or Output()
+        self.plan = layout.make_plan(topology)  # validated now: bad input fails before anything runs
+        self._signals: list[int] = []
+        self._group: ProcessGroup | None = None
+
+    def interrupt(self, signum: int) -> None:
+        """Stops the launch as if by `signum` (safe to call from a signal handler)."""
+        self._signals.append(signum)
+        group = self._group
+        if group is not None:
+            group.interrupt(signum)
+
+    def specs(self, plan: layout.Plan, restart: int = 0) -> list[ProcessSpec]:
+        """This host's processes for one attempt of `plan`."""
+        return [ProcessSpec(task.task_type, task.task_id, self.command,
+                            layout.child_env(os.environ, self.env, task, restart), self.cwd)
+                for task in plan.local_tasks]
+
+    def run(self) -> LaunchResult:
+        """Runs until success, a failure with no restarts left, a timeout or a signal."""
+        deadline = None if self.timeout is None else time.monotonic() + self.timeout
+        plan, restarts, retries, header = self.plan, 0, 0, None
+        results: tuple[ProcessResult, ...] = ()
+        while True:
+            outcome = self._attempt(plan, restarts, header, deadline)
+            if outcome is None:  # a signal arrived between attempts
+                return self._finish(results, restarts, signal=self._signals[0])
+            results = outcome.results
+            if outcome.signal is not None:
+                return self._finish(results, restarts, signal=outcome.signal)
+            if outcome.timed_out or (deadline is not None and time.monotonic() >= deadline):
+                self.output.message(f"timed out after {self.timeout:g}s; stopped every process")
+                return self._finish(results, restarts, timed_out=True)
+            if outcome.succeeded:
+                return self._finish(results, restarts)
+            failed = outcome.first_failure
+            if outcome.port_clash and self.topology.picks_ports and retries < self.port_retries:
+                retries += 1
+                header = f"--- tfdist-launch: port retry {retries} ---"
+                self.output.message(f"a port was taken meanwhile; retrying with fresh ports "
+                                    f"(retry {retries} of {self.port_retries})")
+            elif restarts < self.max_restarts:
+                restarts += 1
+                header = f"--- tfdist-launch: restart {restarts} ---"
+                self.output.message(f"{failed.name} failed ({describe_status(failed.returncode)}); "
+                                    f"restarting the group (restart {restarts} of {self.max_restarts})")
+            else:
+                return self._finish(results, restarts, failed=failed)
+            if self.topology.picks_ports:
+                plan = layout.make_plan(self.topology)
+
+    def _attempt(self, plan: layout.Plan, restart: int, header: str | None,
+                 deadline: float | None) -> GroupOutcome | None:
+        """Runs one attempt; None if a signal came first, so nothing was started."""
+        group = ProcessGroup(self.specs(plan, restart), self.output, header=header,
+                             primary=self._primary(plan))
+        self._group = group
+        try:
+            if self._signals:
+                return None
+            return group.run(deadline=deadline, failure_grace=self.failure_grace, grace=self.grace)
+        finally:
+            self._group = None
+
+    def _primary(self, plan: layout.Plan) -> list[int] | None:
+        """The local processes whose success completes the job; None means all of them.
+
+        With parameter servers that is the chief and the evaluator: workers and parameter
+        servers serve until they are stopped.
+        """
+        if not any(task.task_type == "ps" for task in plan.tasks):
+            return None
+        primary = [i for i, task in enumerate(plan.local_tasks)
+                   if task.task_type in ("chief", "evaluator")]
+        return primary or None  # a host with only servers runs until stopped
+
+    def _finish(self, results: tuple[ProcessResult, ...], restarts: int, *,
+                failed: ProcessResult | None = None, timed_out: bool = False,
+                signal: int | None = None) -> LaunchResult:
+        results = tuple(dataclasses.replace(r, output=self.output.captured(r.name)) for r in results)
+        if signal is not None:
+            status = 128 + signal
+        elif timed_out:
+            status = TIMEOUT_EXIT_STATUS
+        elif failed is not None:
+            status = exit_status(failed.returncode)
+        else:
+            status = 0
+        return LaunchResult(status, results, restarts, timed_out, signal)
