@@ -656,7 +656,7 @@ def test_keras_naming_touch_points():
     """Canary for the private Keras state keras_names relies on (see its docstring)."""
     from keras.src.backend.common import global_state
 
-    from tfdist.estimator import keras_names
+    from tfdist.compat import keras_names
 
     keras.layers.Dense(1)
     with keras_names.fresh_names():

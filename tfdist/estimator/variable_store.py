@@ -21,7 +21,7 @@ from typing import Any
 
 import tensorflow as tf
 
-from tfdist.estimator import keras_names
+from tfdist.compat import keras_names
 
 CHECKPOINT_ATTRIBUTE = "vars"
 GLOBAL_STEP = "global_step"
