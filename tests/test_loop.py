@@ -268,6 +268,29 @@ def test_two_workers_train_identically_and_only_the_chief_writes(tmp_path):
 
 
 @pytest.mark.multiworker
+def test_two_workers_and_an_evaluator_task(tmp_path):
+    model_dir, out = tmp_path / "model", tmp_path / "out"
+    out.mkdir()
+    multiworker.run_workers(["python", JOB, str(model_dir), str(out), "60"], num_workers=2,
+                            evaluator=True)
+    report = json.loads((out / "evaluator-0.json").read_text())
+    assert report["evaluated_steps"][-1] == 60  # it stopped at the final checkpoint
+    assert report["evaluated_steps"] == sorted(set(report["evaluated_steps"]))
+    assert report["last"]["sparse_categorical_accuracy"] > 0.7
+    assert len(list((model_dir / "eval").glob("events.*"))) == 2  # chief's and evaluator's
+
+
+def test_evaluate_continuously_in_process_stops_at_the_last_step(tmp_path):
+    trainer = ctl_job.make_trainer(tfdist.get_strategy("default"))
+    _controller(trainer, tmp_path, checkpoint_every=10, export=False).train(30)
+    watcher = _controller(ctl_job.make_trainer(tfdist.get_strategy("default")), tmp_path)
+    results = watcher.evaluate_continuously(30, timeout=30)
+    assert results["global_step"] == 30
+    assert results["loss"] == pytest.approx(
+        _controller(trainer, tmp_path / "other", export=False).evaluate()["loss"], rel=1e-5)
+
+
+@pytest.mark.multiworker
 def test_sigterm_to_one_worker_checkpoints_the_whole_group(tmp_path):
     model_dir, out = tmp_path / "model", tmp_path / "out"
     out.mkdir()

@@ -53,6 +53,8 @@ def make_trainer(strategy, *, shuffle_buffer=256, optimizer="sgd", num=512):
 
 def main(model_dir: str, out_dir: str, steps: int, ready_file: str | None = None) -> None:
     info = tfdist.cluster.resolve()
+    if info.is_evaluator:
+        return evaluator(model_dir, out_dir, steps)
     strategy = tfdist.get_strategy()
     with strategy.scope():
         optimizer = keras.optimizers.SGD(0.1)
@@ -79,6 +81,24 @@ def main(model_dir: str, out_dir: str, steps: int, ready_file: str | None = None
     }
     with open(f"{out_dir}/{info.task_type}-{info.task_id}.json", "w") as f:
         json.dump(report, f)
+
+
+def evaluator(model_dir: str, out_dir: str, steps: int) -> None:
+    """The evaluator task: evaluates each new checkpoint until the one at `steps`."""
+    trainer = make_trainer(tfdist.get_strategy())
+    controller = tfdist.loop.Controller(trainer, model_dir=model_dir, progress=False)
+    seen = []
+    original = controller.evaluate
+
+    def evaluate(eval_steps=None):
+        results = original(eval_steps)
+        seen.append(results["global_step"])
+        return results
+
+    controller.evaluate = evaluate
+    last = controller.evaluate_continuously(steps, timeout=240)
+    with open(f"{out_dir}/evaluator-0.json", "w") as f:
+        json.dump({"evaluated_steps": seen, "last": last}, f)
 
 
 if __name__ == "__main__":

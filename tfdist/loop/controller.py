@@ -119,12 +119,14 @@ class Controller:
         self.checkpoints = checkpoint_lib.CheckpointManager(
             self.checkpoint, self.model_dir, cluster=self.cluster, max_to_keep=max_to_keep
         )
-        self._writers = {}
-        if summaries and self.is_chief:
-            self._writers = {
-                name: tf.summary.create_file_writer(os.path.join(self.model_dir, name))
-                for name in ("train", "eval")
-            }
+        # The chief writes training and evaluation scalars; an evaluator task, its evaluations.
+        writer_names = ("train", "eval") if self.is_chief else ()
+        if self.cluster.is_evaluator:
+            writer_names = ("eval",)
+        self._writers = {
+            name: tf.summary.create_file_writer(os.path.join(self.model_dir, name))
+            for name in (writer_names if summaries else ())
+        }
         self._preemption = checkpoint_lib.PreemptionWatcher()
         if handle_preemption:
             self._preemption.install()
@@ -243,7 +245,7 @@ class Controller:
         del iterator
         step = self.global_step
         self._write_summaries("eval", step, results)
-        if self.is_chief:
+        if self.is_chief or self.cluster.is_evaluator:
             logging.info("tfdist: eval at step %d: %s", step, _format(results))
         return {**results, "global_step": step}
 
