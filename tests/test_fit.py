@@ -179,6 +179,7 @@ def test_tutorial_two_workers_match_each_other_and_one_worker(tmp_path):
     assert w0["iterations"] == 210
     assert w0["test_accuracy"] > 0.8
     assert abs(w0["test_accuracy"] - one["worker-0"]["test_accuracy"]) < 0.1
+    assert w0["predict_in_order"] and w0["predict_rows"] == 360  # gathered across workers
 
 
 @pytest.mark.multiworker

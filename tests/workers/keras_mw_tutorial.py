@@ -115,6 +115,8 @@ def _report(model, history, backup, out_dir):
     y_test = digits.target[1437:].astype(np.int64)
     test = tf.data.Dataset.from_tensor_slices((x_test, y_test)).batch(40, drop_remainder=True)
     loss, accuracy = model.evaluate(test, verbose=0)
+    predicted = model.predict(x_test, batch_size=40, verbose=0)
+    predict_in_order = bool(np.allclose(predicted, model(x_test).numpy(), rtol=1e-4, atol=1e-5))
     info = tfdist.cluster.resolve()
     extra = os.environ.get("EXTRA_DIR")
     if extra and info.is_chief:
@@ -122,7 +124,9 @@ def _report(model, history, backup, out_dir):
         model.export(os.path.join(extra, "saved_model"), verbose=False)
     with open(os.path.join(out_dir, f"{info.task_type}-{info.task_id}.json"), "w") as f:
         json.dump({"restored": [backup.restored_epoch, backup.restored_step],
-                   "steps_per_execution": model.steps_per_execution,"history": history.history, "test_accuracy": accuracy, "test_loss": loss,
+                   "steps_per_execution": model.steps_per_execution,
+                   "predict_in_order": predict_in_order,
+                   "predict_rows": int(predicted.shape[0]),"history": history.history, "test_accuracy": accuracy, "test_loss": loss,
                    "iterations": int(model.optimizer.iterations.numpy()),
                    "weights": [w.tolist() for w in model.get_weights()]}, f)
 
