@@ -50,6 +50,19 @@ def test_mirrored_over_logical_cpus(cpus, n):
     assert tfdist.describe(s).startswith(f"MirroredStrategy: {n} replica(s), 1 worker(s)")
 
 
+def test_mirrored_is_one_strategy_per_device_set_however_spelled(cpus):
+    # A second MirroredStrategy over the same devices breaks the first one's all-reduces.
+    short = cpus(2)  # ["/cpu:0", "/cpu:1"]
+    full = [f"/job:localhost/replica:0/task:0/device:CPU:{i}" for i in range(2)]
+    s = tfdist.get_strategy("mirrored", devices=short)
+    assert tfdist.get_strategy("mirrored", devices=full) is s
+    assert tfdist.get_strategy("mirrored", devices=["/device:CPU:1", "/CPU:0"]) is s
+    assert tfdist.get_strategy("mirrored", devices=short) is s
+    assert tfdist.get_strategy("mirrored", devices=cpus(3)) is not s
+    total = s.reduce("SUM", s.run(lambda: tf.constant(1.0)), axis=None)
+    assert float(total) == 2.0
+
+
 def test_auto_with_virtual_cpus_mirrors_over_them():
     # The test process already split the CPU into 4; asking for 2 reuses them.
     s = tfdist.get_strategy(virtual_cpus=2)

@@ -161,9 +161,10 @@ def get_strategy(
         device = devices[0] if devices else _local_devices(None, num_gpus)[0]
         strategy = tf.distribute.OneDeviceStrategy(device)
     else:  # mirrored
-        key = tuple(devices) if devices else tuple(_local_devices(virtual_cpus, num_gpus))
+        chosen = list(devices) if devices else _local_devices(virtual_cpus, num_gpus)
+        key = tuple(sorted(_canonical_device(d) for d in chosen))
         if key not in _MIRRORED:
-            _MIRRORED[key] = tf.distribute.MirroredStrategy(devices=list(key))
+            _MIRRORED[key] = tf.distribute.MirroredStrategy(devices=chosen)
         strategy = _MIRRORED[key]
     compat.apply(strategy)
     return strategy
@@ -173,6 +174,15 @@ def get_strategy(
 # collective instance keys, and its all-reduces fail with "Shape mismatch in the collective
 # instance" against the first one's cached parameters (TF 2.21).
 _MIRRORED: dict[tuple[str, ...], tf.distribute.Strategy] = {}
+
+
+def _canonical_device(name: str) -> str:
+    """One spelling per local device ("/cpu:0" and "/job:localhost/.../device:CPU:0" agree)."""
+    spec = tf.DeviceSpec.from_string(name)
+    return tf.DeviceSpec(
+        job=spec.job or "localhost", replica=spec.replica or 0, task=spec.task or 0,
+        device_type=(spec.device_type or "CPU").upper(), device_index=spec.device_index or 0,
+    ).to_string()
 
 
 def _auto_name(
