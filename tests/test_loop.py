@@ -48,6 +48,22 @@ def test_one_replica_and_two_replicas_agree(tmp_path, cpus):
     assert runs["one"][1] == pytest.approx(runs["two"][1], rel=1e-5)
 
 
+def test_loss_scale_optimizer_scales_the_loss_it_unscales(tmp_path, cpus):
+    # LossScaleOptimizer divides the gradients by its scale (2**15); unless train_step multiplied
+    # the loss by it first, every update would be 32768 times too small.
+    weights = []
+    for name, optimizer in [
+        ("plain", keras.optimizers.SGD(0.1)),
+        ("scaled", keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD(0.1))),
+    ]:
+        trainer = ctl_job.make_trainer(tfdist.get_strategy("mirrored", devices=cpus(2)),
+                                       optimizer=optimizer, shuffle_buffer=0)
+        _controller(trainer, tmp_path / name, export=False).train(10)
+        weights.append(_weights(trainer))
+    for a, b in zip(*weights):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
 def test_regularization_counted_once_across_replicas(tmp_path, cpus):
     def build():
         keras.utils.set_random_seed(2)

@@ -240,8 +240,11 @@ class Trainer:
         with tf.GradientTape() as tape:
             y_pred = self.model(x, training=True)
             loss = self.compute_loss(y, y_pred, sample_weight)
+            # A LossScaleOptimizer (mixed_float16) multiplies here and divides in
+            # apply_gradients; other optimizers return the loss unchanged.
+            scaled_loss = self.optimizer.scale_loss(loss)
         variables = self.model.trainable_variables
-        self.optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+        self.optimizer.apply_gradients(zip(tape.gradient(scaled_loss, variables), variables))
         self.train_loss.update_state(loss * self.strategy.num_replicas_in_sync)
         for metric in self.train_metrics:
             metric.update_state(y, y_pred, sample_weight)
