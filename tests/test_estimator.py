@@ -156,6 +156,21 @@ def test_tutorial_program_on_two_workers_and_an_evaluator(tmp_path):
 # --- training, resume, warm start ------------------------------------------------------------------
 
 
+def test_model_fn_builds_under_the_dtype_policy_the_estimator_was_made_with(tmp_path, cpus):
+    # Keras keeps the global policy per thread; MirroredStrategy runs model_fn on replica threads.
+    models = []
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        estimator = _estimator(tmp_path, _model_fn(models), config=_config(
+            train_distribute=tfdist.get_strategy("mirrored", devices=cpus(2))))
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    estimator.train(_input_fn(), steps=5)
+    assert models and {layer.dtype_policy.name for m in models for layer in m.layers} == {
+        "mixed_bfloat16"}
+    assert keras.mixed_precision.dtype_policy().name == "float32"  # the caller's is left alone
+
+
 def test_train_twice_then_a_restarted_job_resumes(tmp_path, cpus):
     strategy = tfdist.get_strategy("mirrored", devices=cpus(2))
     estimator = _estimator(tmp_path, config=_config(train_distribute=strategy))

@@ -8,6 +8,7 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
+import keras
 import tensorflow as tf
 
 from tfdist.estimator import spec as spec_lib
@@ -39,6 +40,10 @@ def _name(fn: Any) -> str:
 
 class ModelFnRunner:
     """Calls `model_fn(features, labels, mode[, params][, config])` and checks what it returns.
+
+    The Keras dtype policy in force when the runner is made (e.g. `mixed_bfloat16`) is the one
+    `model_fn` builds its layers with, on whatever thread it runs: Keras keeps the global policy
+    per thread, and `MirroredStrategy` calls `model_fn` on its replica threads.
 
     Args:
         model_fn: The user's function.
@@ -87,6 +92,7 @@ class ModelFnRunner:
         self.params = params
         self.config = config
         self.store = store
+        self.dtype_policy = keras.mixed_precision.dtype_policy()
 
     def call(
         self, features: Any, labels: Any, mode: str, *, build: bool, claimed: set[str] | None = None
@@ -117,8 +123,13 @@ class ModelFnRunner:
             kwargs["params"] = copy.deepcopy(self.params) if self.params is not None else {}
         if "config" in self.args:
             kwargs["config"] = self.config
-        with self.store.scope(build=build, claimed=claimed):
-            result = self.model_fn(features=features, **kwargs)
+        caller_policy = keras.mixed_precision.dtype_policy()
+        keras.mixed_precision.set_global_policy(self.dtype_policy)
+        try:
+            with self.store.scope(build=build, claimed=claimed):
+                result = self.model_fn(features=features, **kwargs)
+        finally:
+            keras.mixed_precision.set_global_policy(caller_policy)
         return self.check(result, mode)
 
     def check(self, result: Any, mode: str) -> spec_lib.EstimatorSpec:
