@@ -1,0 +1,45 @@
+"""scikit-learn's bundled 8x8 handwritten digits: real data that needs no network.
+
+1,797 grayscale images of the digits 0-9 (`sklearn.datasets.load_digits`, shipped inside the
+scikit-learn package). The split is fixed: a permutation of all examples by NumPy's
+`default_rng(0)`, whose first 1,437 are the training set and last 360 the test set (80/20, every
+class in both). Pixel values 0-16 are scaled to [0, 1]; images have shape `(8, 8, 1)`, labels
+are int32 class ids.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+from input_pipelines.base import DatasetSources
+
+NUM_TRAIN = 1437
+NUM_TEST = 360
+_SPLIT_SEED = 0
+
+
+def load_arrays() -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """The fixed split as arrays: `((x_train, y_train), (x_test, y_test))`."""
+    from sklearn.datasets import load_digits  # imported here: scikit-learn is slow to import
+
+    digits = load_digits()
+    images = (digits.images / 16.0).astype(np.float32)[..., np.newaxis]
+    labels = digits.target.astype(np.int32)
+    order = np.random.default_rng(_SPLIT_SEED).permutation(len(labels))
+    train, test = order[:NUM_TRAIN], order[NUM_TRAIN:]
+    return (images[train], labels[train]), (images[test], labels[test])
+
+
+def sources() -> DatasetSources:
+    """The digits as in-memory `tf.data` sources (sharded by example across workers)."""
+    (x_train, y_train), (x_test, y_test) = load_arrays()
+    return DatasetSources(
+        name="digits",
+        train=tf.data.Dataset.from_tensor_slices((x_train, y_train)),
+        eval=tf.data.Dataset.from_tensor_slices((x_test, y_test)),
+        input_shape=(8, 8, 1),
+        num_classes=10,
+        train_examples=len(y_train),
+        eval_examples=len(y_test),
+    )
