@@ -5,7 +5,7 @@ VPY := $(VENV)/bin/python
 STAMP := $(VENV)/.tfdist-installed
 PYTEST_ARGS ?=
 
-.PHONY: test install clean
+.PHONY: test install clean train
 
 # Re-install only when the packaging files change, so repeated runs start at once.
 $(STAMP): setup.cfg pyproject.toml
@@ -21,6 +21,13 @@ test: $(STAMP)
 	@$(VPY) -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests (exit 5); failing." >&2; exit 1; fi; \
 	exit $$rc
+
+# The default run: CNN on the 8x8 digits, custom-loop route, MirroredStrategy over 2 logical CPUs
+# (or all GPUs); prints the test accuracy. A fresh run each time; more flags via TRAIN_ARGS.
+TRAIN_ARGS ?=
+train: $(STAMP)
+	@rm -rf runs/default
+	$(VPY) -m tfdist.train --model_dir=runs/default $(TRAIN_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -1,0 +1,82 @@
+"""`TrainOptions`: everything one `tfdist-train` run is asked to do (the flags, as a value)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from tfdist import cluster as cluster_lib
+
+ROUTES = ("ctl", "fit", "estimator")
+# Kept free of TensorFlow imports (flags use it); tests check it equals tfdist.strategy's list.
+STRATEGIES = ("auto", "default", "one_device", "mirrored", "multi_worker_mirrored")
+DEFAULT_TRAIN_STEPS = 600
+
+
+class RunError(ValueError):
+    """Options that cannot work together; raised before anything is built."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainOptions:
+    """One training run. `tfdist-train` builds it from its flags; tests and notebooks directly.
+
+    Args:
+        model_dir: Checkpoints, exports and `metrics.json`.
+        route: `"ctl"` (tfdist.loop), `"fit"` (Keras `fit`) or `"estimator"`. Defaults to `"ctl"`.
+        strategy: A `tfdist.get_strategy` name. Defaults to `"auto"`.
+        virtual_cpus: Logical CPUs to mirror over on a machine without GPUs (single process,
+            `auto` or `mirrored`); 1 for no split. Defaults to 2.
+        model: A `models` registry name. Defaults to `"cnn"`.
+        model_options: Overrides of the model's config, e.g. `"depth=56,width=32"` (see
+            `models.registry.parse_options`). Defaults to none.
+        dataset: An `input_pipelines` dataset (`digits`, `synthetic:...`, `tfds:NAME`,
+            `tfrecord:DIR`). Defaults to `"digits"`.
+        train_steps: Global step to train to. Defaults to `epochs` worth of steps, or 600.
+        epochs: Train for this many passes over the training data instead. Defaults to `None`.
+        global_batch_size: Examples per step across all replicas. Defaults to 64.
+        learning_rate: Adam's learning rate. Defaults to 0.001.
+        steps_per_loop: Steps per `tf.function` call. Defaults to 50.
+        eval_every: Evaluate every this many steps; 0 evaluates only at the end. Defaults to 0.
+        seed: Seed for initialisation, shuffling and generated data. Defaults to 0.
+        deterministic: Make ops deterministic (same flags and seed, same metrics).
+            Defaults to `False`.
+        mixed_precision: Compute in 16-bit floats (`mixed_float16` on GPUs, `mixed_bfloat16`
+            on CPUs). Defaults to `False`.
+        progress: Print progress (chief only). Defaults to `True`.
+    """
+
+    model_dir: str
+    route: str = "ctl"
+    strategy: str = "auto"
+    virtual_cpus: int = 2
+    model: str = "cnn"
+    model_options: str = ""
+    dataset: str = "digits"
+    train_steps: int | None = None
+    epochs: int | None = None
+    global_batch_size: int = 64
+    learning_rate: float = 1e-3
+    steps_per_loop: int = 50
+    eval_every: int = 0
+    seed: int = 0
+    deterministic: bool = False
+    mixed_precision: bool = False
+    progress: bool = True
+
+
+def check_cluster(route: str, strategy: str, cluster: cluster_lib.ClusterInfo) -> None:
+    """Checks the route and strategy against this task's role (no TensorFlow needed).
+
+    Raises:
+        RunError: One line naming the flag and the fix.
+    """
+    if route == "fit" and cluster.is_evaluator:
+        raise RunError("--route=fit has no evaluator task (fit evaluates on the training "
+                       "workers): drop the evaluator, or use --route=ctl or --route=estimator")
+    if cluster.is_ps:
+        raise RunError(f"this task is ps:{cluster.task_id}; tfdist-train trains with chief and "
+                       "worker tasks only: drop the ps tasks")
+    if cluster.is_multi_worker and not cluster.is_evaluator and strategy not in (
+            "auto", "multi_worker_mirrored"):
+        raise RunError(f"--strategy={strategy} cannot train the {cluster.num_workers} workers "
+                       "TF_CONFIG lists: use --strategy=auto or --strategy=multi_worker_mirrored")

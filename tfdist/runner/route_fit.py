@@ -1,0 +1,86 @@
+"""Route 2 adapter: train with plain Keras `Model.fit` (tfdist's fixes applied by the strategy)."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Callable
+
+import keras
+import tensorflow as tf
+
+from tfdist import data as data_lib
+from tfdist.keras import callbacks as callbacks_lib
+from tfdist.runner import settings as settings_lib
+
+
+def run(
+    strategy: tf.distribute.Strategy,
+    build_model: Callable[[], keras.Model],
+    train_spec: data_lib.DataSpec,
+    eval_spec: data_lib.DataSpec,
+    settings: settings_lib.RouteSettings,
+) -> settings_lib.RouteResult:
+    """Trains with `fit`, one epoch per `eval_every` steps (validated after each), then evaluates.
+
+    `steps_per_loop` becomes `steps_per_execution`. A `BackupAndRestore` in `model_dir/backup`
+    lets a restarted job (e.g. `tfdist-launch --max-restarts`) resume mid-run; it is deleted when
+    `fit` succeeds, so a finished `model_dir` trains again from scratch.
+
+    Raises:
+        settings_lib.RunError: This task is an evaluator (`fit` has no sidecar evaluation).
+    """
+    if settings.cluster.is_evaluator:
+        raise settings_lib.RunError(
+            "--route=fit has no evaluator task: fit evaluates on the training workers. "
+            "Drop the evaluator or use --route=ctl or --route=estimator.")
+    interval = min(settings.eval_every, settings.train_steps)
+    epochs, remainder = divmod(settings.train_steps, interval)
+    with strategy.scope():
+        model = build_model()
+        model.compile(
+            optimizer=keras.optimizers.Adam(settings.learning_rate), loss=settings_lib.loss(),
+            metrics=[settings_lib.accuracy()],
+            steps_per_execution=_steps_per_execution(settings.steps_per_loop, interval, remainder),
+        )
+    train_data = data_lib.for_fit(strategy, train_spec)
+    eval_data = data_lib.for_fit(strategy, eval_spec)
+    chief = settings.cluster.is_chief
+    verbose = (1 if sys.stdout.isatty() else 2) if settings.progress and chief else 0
+    backup = callbacks_lib.BackupAndRestore(os.path.join(settings.model_dir, "backup"),
+                                            cluster=settings.cluster)
+    started = time.perf_counter()
+    history = model.fit(
+        train_data, epochs=epochs, steps_per_epoch=interval, callbacks=[backup], verbose=verbose,
+        shuffle=False,  # the data layer shuffles
+        validation_data=eval_data if interval < settings.train_steps else None,
+    )
+    if remainder:  # the steps left after whole `eval_every` epochs
+        history = model.fit(train_data, initial_epoch=epochs, epochs=epochs + 1,
+                            steps_per_epoch=remainder, verbose=verbose, shuffle=False)
+    seconds = time.perf_counter() - started
+    final = model.evaluate(eval_data, return_dict=True, verbose=0)
+    train = {k: v[-1] for k, v in history.history.items() if not k.startswith("val_")}
+    exports = {}
+    if settings.export and chief:
+        os.makedirs(settings.model_dir, exist_ok=True)
+        exports = {"keras": os.path.join(settings.model_dir, "model.keras"),
+                   "saved_model": os.path.join(settings.model_dir, "saved_model")}
+        model.save(exports["keras"])
+        model.export(exports["saved_model"], verbose=False)
+    steps = int(model.optimizer.iterations.numpy())
+    return settings_lib.RouteResult(
+        final=settings_lib.floats(final), train=settings_lib.floats(train),
+        start_step=0, steps=steps, train_seconds=seconds, exports=exports)
+
+
+def _steps_per_execution(steps_per_loop: int, *epoch_lengths: int) -> int:
+    """The largest count <= `steps_per_loop` that divides every epoch length.
+
+    Keras 3.15 runs whole executions: `steps_per_epoch=50` with `steps_per_execution=20` trains
+    60 steps per epoch, so the execution size must divide the epoch.
+    """
+    lengths = [n for n in epoch_lengths if n]
+    return next(d for d in range(min(steps_per_loop, *lengths), 0, -1)
+                if all(n % d == 0 for n in lengths))

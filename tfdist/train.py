@@ -1,0 +1,57 @@
+"""tfdist-train: train a registered model on a dataset by any route, under any strategy.
+
+    tfdist-train --model_dir=runs/default                       # CNN on digits, custom loop
+    tfdist-train --route=fit --strategy=default --model_dir=/tmp/fit
+    tfdist-launch --workers 2 -- tfdist-train --route=estimator --model_dir=/tmp/est
+    tfdist-train --flagfile=train.flags
+
+Prints progress and the final evaluation; the chief writes `<model_dir>/metrics.json` and
+exports the model. Flags: `tfdist/flags.py`; the run itself: `tfdist.runner.job.run`.
+See docs/training.md.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+from absl import app
+from absl import flags
+
+from tfdist import flags as tfdist_flags
+
+FLAGS = flags.FLAGS
+USAGE_ERROR = 2
+
+
+def main(argv: Sequence[str]) -> int:
+    """Sets up the process, then trains; bad combinations exit 2 with one `error:` line."""
+    if len(argv) > 1:
+        print(f"tfdist-train: error: unexpected arguments: {' '.join(argv[1:])} "
+              "(flags are --name=value; see --help)", file=sys.stderr)
+        return USAGE_ERROR
+    options = tfdist_flags.to_options(FLAGS)
+    from tfdist import cluster, data, runner, strategy  # TensorFlow loads here, after the flags
+
+    # First, before TensorFlow initialises: logical CPUs, seeds, determinism, precision policy.
+    runner.configure_process(options)
+    try:
+        runner.run(options)
+    except (runner.RunError, data.DataConfigError, strategy.StrategyError,
+            cluster.ClusterConfigError) as e:
+        print(f"tfdist-train: error: {e}", file=sys.stderr)
+        return USAGE_ERROR
+    return 0
+
+
+def run() -> None:
+    """The `tfdist-train` console script: defines the flags, then runs `main`."""
+    tfdist_flags.define_flags()
+    # --help lists the main program's key flags; ours live in tfdist.flags, so adopt them.
+    for flag in FLAGS.get_key_flags_for_module(tfdist_flags):
+        FLAGS.register_key_flag_for_module(sys.argv[0], flag)
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()
