@@ -102,6 +102,16 @@ def test_train_checkpoints_exports_and_learns(tmp_path, cpus):
     assert checkpoint_path
 
 
+def test_progress_off_a_terminal_is_plain_lines(tmp_path, capsys):
+    # Keras's Progbar would redraw one line with \r and colour codes even into a pipe or a log.
+    trainer = ctl_job.make_trainer(tfdist.get_strategy("default"))
+    _controller(trainer, tmp_path, progress=True, export=False).train(10)
+    out = capsys.readouterr().out
+    assert "\r" not in out and "\x1b" not in out
+    last = [line for line in out.splitlines() if line.startswith("step ")][-1]
+    assert last.startswith("step 10/10 - loss: ") and "steps_per_sec: " in last
+
+
 def test_many_steps_per_call_does_not_retrace(tmp_path):
     trainer = ctl_job.make_trainer(tfdist.get_strategy("default"))
     controller = _controller(trainer, tmp_path, steps_per_loop=7, export=False)

@@ -17,13 +17,13 @@ import os
 import time
 from typing import Any
 
-import keras
 import tensorflow as tf
 from absl import logging
 
 from tfdist import checkpoint as checkpoint_lib
 from tfdist import cluster as cluster_lib
 from tfdist import data as data_lib
+from tfdist.loop import progress as progress_lib
 from tfdist.loop.trainer import Trainer
 
 NONFINITE_ACTIONS = ("stop", "restore")
@@ -159,7 +159,7 @@ class Controller:
         _check_positive_int("steps", steps)
         if self._train_iterator is None:
             raise ValueError("Controller.train needs a Trainer with train_data.")
-        bar = keras.utils.Progbar(steps, stateful_metrics=None, unit_name="step") if self._progress else None
+        bar = progress_lib.progress_bar(steps) if self._progress else None
         results: dict[str, float] = {}
         restores = 0
         last_saved = self.global_step
