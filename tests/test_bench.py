@@ -1,0 +1,203 @@
+"""tfdist-bench: it runs and reports (not how fast), its report logic, and its usage errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.multiworker import REPO_ROOT
+from tfdist.bench import options as options_lib
+from tfdist.bench import plot
+from tfdist.bench import report as report_lib
+from tfdist.bench import timing
+
+# Small enough to run in seconds; big enough that every route runs whole tf.function calls.
+SMOKE = ["--steps", "4", "--steps-per-call", "2", "--reps", "2", "--mw-reps", "1", "--batch", "16",
+         "--pipeline-batches", "5"]
+
+
+def _bench(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "tfdist.bench", *args], cwd=REPO_ROOT,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def _positive_summary(summary: dict) -> None:
+    assert summary["min"] > 0 and summary["min"] <= summary["median"] <= summary["max"]
+    assert summary["q1"] <= summary["median"] <= summary["q3"]
+
+
+def _check_route(result: dict) -> None:
+    for key in ("seconds", "steps_per_sec", "examples_per_sec", "flops_per_sec",
+                "ratio_to_reference"):
+        _positive_summary(result[key])
+    assert result["peak_fraction"] > 0
+    assert result["first_call_seconds"] > 0
+    assert result["time_to_first_step_s"] > 0
+
+
+def test_in_process_smoke_reports_every_route_under_default_and_mirrored(tmp_path):
+    out, png = tmp_path / "bench.json", tmp_path / "bench.png"
+    result = _bench("--strategies", "default,mirrored", *SMOKE, "--json", str(out),
+                    "--plot", str(png))
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert list(report["results"]) == ["default", "mirrored"]
+    for row in report["results"].values():
+        assert list(row["routes"]) == list(options_lib.ROUTES)
+        assert row["peak_flops"] > 0
+        for route in row["routes"].values():
+            _check_route(route)
+        assert row["routes"]["reference"]["ratio_to_reference"]["median"] == 1.0
+        assert row["routes"]["ctl"]["ratio_to_ctl"]["median"] == 1.0
+    assert set(report["pipelines"]) == {"synthetic", "digits", "tfrecord"}
+    for pipeline in report["pipelines"].values():
+        _positive_summary(pipeline["examples_per_sec"])
+    _positive_summary(report["peak"]["flops_per_sec"])
+    assert report["model"]["flops_per_example"] > 0 and report["model"]["params"] > 0
+    assert report["machine"]["cores"] >= 1 and report["machine"]["tensorflow"]
+    names = [t["name"] for t in report["targets"]]
+    assert any(n.startswith("ctl >= 0.97x reference (mirrored)") for n in names)
+    assert any(n.startswith("fit >= 0.9x ctl (default)") for n in names)
+    assert all(isinstance(t["met"], bool) for t in report["targets"])
+    assert "mirrored  ctl" in result.stdout and "tfrecord" in result.stdout
+    if plot_available():
+        assert png.stat().st_size > 0
+    else:
+        assert "matplotlib is not installed" in result.stderr
+
+
+@pytest.mark.multiworker
+def test_multi_worker_smoke_merges_both_launches(tmp_path):
+    out = tmp_path / "bench.json"
+    result = _bench("--strategies", "multi_worker", "--routes", "reference,ctl", *SMOKE,
+                    "--json", str(out))
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = json.loads(out.read_text())["results"]
+    assert list(rows) == ["one_worker", "multi_worker"]
+    assert rows["one_worker"]["workers"] == 1 and rows["one_worker"]["cores_per_worker"] == 2
+    assert rows["multi_worker"]["workers"] == 2 and rows["multi_worker"]["cores_per_worker"] == 1
+    assert len(rows["multi_worker"]["worker_peaks"]) == 2
+    for row in rows.values():
+        assert list(row["routes"]) == ["reference", "ctl"]
+        for route in row["routes"].values():
+            _check_route(route)
+    assert "2 workers x 1 core" in result.stdout
+
+
+def plot_available() -> bool:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+# --- usage errors: one line, exit 2, before TensorFlow ------------------------------------------
+
+@pytest.mark.parametrize("args, expected", [
+    (["--strategies", "tpu"], ["--strategies", "'tpu'", "default,mirrored,multi_worker"]),
+    (["--routes", "ctl,keras"], ["--routes", "'keras'", "reference,ctl,fit,keras_fit,estimator"]),
+    (["--model", "vgg"], ["--model", "'vgg'", "dense, cnn, resnet"]),
+    (["--steps", "0"], ["--steps", "'0'", ">= 1"]),
+    (["--steps", "-5"], ["--steps", "'-5'", ">= 1"]),
+    (["--reps", "zero"], ["--reps", "'zero'", ">= 1"]),
+    (["--steps", "30", "--steps-per-call", "20"], ["--steps", "30", "e.g. --steps=20"]),
+    (["--batch", "15", "--strategies", "mirrored"], ["--batch", "15", "e.g. --batch=14"]),
+    (["--json", "/no/such/dir/out.json"], ["--json", "/no/such/dir", "create it"]),
+])
+def test_usage_errors_are_one_line_and_exit_2_before_tensorflow(args, expected):
+    code = ("import sys\nfrom tfdist.bench import cli\n"
+            f"rc = cli.main({args!r})\n"
+            "print('tensorflow loaded' if 'tensorflow' in sys.modules else 'no tensorflow')\n"
+            "sys.exit(rc)\n")
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("tfdist-bench: error: "), result.stderr
+    for text in expected:
+        assert text in lines[0]
+    assert result.stdout.strip() == "no tensorflow"
+
+
+def test_module_entry_point_exits_2_on_bad_input():
+    result = _bench("--strategies", "tpu", timeout=60)
+    assert result.returncode == 2
+    assert "received --strategies=tpu" in result.stderr
+
+
+def test_console_script_entry_point_exists():
+    from tfdist import bench
+
+    assert callable(bench.run) and callable(bench.main)
+    assert "tfdist-bench = tfdist.bench:run" in (REPO_ROOT / "setup.cfg").read_text()
+
+
+# --- report logic on a hand-made report (no TensorFlow) -----------------------------------------
+
+def _route(seconds: list[float], reference: list[float], peak_fraction: float = 0.5) -> dict:
+    rates = [100 / s for s in seconds]
+    return {"seconds": timing.summary(seconds), "steps_per_sec": timing.summary(rates),
+            "examples_per_sec": timing.summary([r * 10 for r in rates]),
+            "flops_per_sec": timing.summary([r * 1e6 for r in rates]),
+            "peak_fraction": peak_fraction,
+            "ratio_to_reference": timing.paired_ratio(reference, seconds),
+            "ratio_to_ctl": timing.paired_ratio(seconds, seconds),
+            "time_to_first_step_s": 1.0, "first_call_seconds": 1.0, "first_call_steps": 1}
+
+
+def _report() -> dict:
+    ref = [1.0, 1.1, 1.0]
+    mirrored_ref = [1.25, 1.4, 1.2]
+    return {
+        "model": {"name": "dense", "description": "MLP", "params": 10, "flops_per_example": 100},
+        "options": {"batch": 10, "steps": 100, "steps_per_call": 50, "reps": 3, "mw_reps": 3},
+        "peak": {"size": 2048, "flops_per_sec": timing.summary([1e9])},
+        "results": {
+            "default": {"peak_flops": 1e9, "routes": {
+                "reference": _route(ref, ref, 0.9), "ctl": _route([1.02, 1.12, 1.03], ref)}},
+            "mirrored": {"peak_flops": 1e9, "routes": {
+                "reference": _route(mirrored_ref, mirrored_ref),
+                "ctl": _route(mirrored_ref, mirrored_ref)}},
+        },
+        "pipelines": {"digits": {"examples_per_sec": timing.summary([6000.0]),
+                                 "example_shape": [8, 8, 1]}},
+    }
+
+
+def test_targets_are_checked_from_the_report():
+    checks = {t["name"]: t for t in report_lib.targets(_report())}
+    ctl = checks["ctl >= 0.97x reference (default)"]
+    assert ctl["value"] == pytest.approx(1.0 / 1.02) and ctl["met"]
+    assert checks["dense model on default >= 85% of matmul peak"]["met"]
+    # default and mirrored references timed in the same repetitions: paired ratio 0.8
+    scaling = checks["mirrored (2 logical CPUs) >= 0.8x default, reference"]
+    assert scaling["value"] == pytest.approx(0.8) and scaling["met"]
+    # consumption: fastest route 100/1.0 steps/s x 10 examples = 1000 examples/s
+    assert checks["digits pipeline >= 5x consumption"]["value"] == pytest.approx(6.0)
+
+
+def test_render_text_and_markdown():
+    report = _report()
+    report["targets"] = report_lib.targets(report)
+    text = report_lib.render(report)
+    assert "default   reference" in text and "digits" in text and "yes" in text
+    markdown = report_lib.render(report, markdown=True)
+    assert "| default | reference |" in markdown and "|---|---|" in markdown
+
+
+def test_plot_without_matplotlib_says_so_in_one_line(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import fails
+    reason = plot.write(_report(), str(tmp_path / "x.png"))
+    assert reason and "\n" not in reason and "matplotlib" in reason
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_summary_quartiles_and_spread():
+    s = timing.summary([4.0, 1.0, 3.0, 2.0, 5.0])
+    assert (s["min"], s["q1"], s["median"], s["q3"], s["max"]) == (1.0, 2.0, 3.0, 4.0, 5.0)
+    assert s["samples"] == [4.0, 1.0, 3.0, 2.0, 5.0]
+    assert timing.summary([2.0])["q1"] == 2.0

@@ -1,0 +1,202 @@
+"""The `tfdist-bench` command line: parse and check (before TensorFlow loads), run, print, write.
+
+Every bad input ends in one `tfdist-bench: error: ...` line on stderr and exit status 2, naming
+the flag, what it received and how to fix it. A failed measurement (e.g. a worker process died)
+exits 1 with the worker's last lines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+
+from tfdist.bench import options as options_lib
+
+PROG = "tfdist-bench"
+USAGE_ERROR = 2
+FAILURE = 1
+
+
+class _UsageError(Exception):
+    """argparse's complaint, kept to one line instead of usage text and an exit."""
+
+
+class _Exit(Exception):
+    """argparse wanted to exit (`--help`) with this code."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(code)
+        self.code = code
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise _UsageError(message)
+
+    def exit(self, status: int = 0, message: str | None = None) -> None:  # type: ignore[override]
+        if message:
+            print(message, file=sys.stderr, end="")
+        raise _Exit(status)
+
+
+def _int_at_least(minimum: int, example: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < minimum:
+            raise argparse.ArgumentTypeError(
+                f"must be an integer >= {minimum}; received {text!r} (e.g. {example})")
+        return value
+    return parse
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0:  # also rejects nan
+        raise argparse.ArgumentTypeError(f"must be a number of seconds > 0; received {text!r}")
+    return value
+
+
+def _choice(valid: tuple[str, ...]):
+    def parse(text: str) -> str:
+        if text not in valid:
+            raise argparse.ArgumentTypeError(
+                f"unknown value {text!r}; pass one of: {', '.join(valid)}")
+        return text
+    return parse
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (defined once, here)."""
+    parser = _Parser(
+        prog=PROG,
+        description="Time tfdist's training routes against a hand-written strategy.run loop, "
+                    "under the default strategy, MirroredStrategy and real multi-worker "
+                    "processes, interleaved in one run; with FLOP/s against a measured matmul "
+                    "peak and the input pipelines' own throughput. See docs/benchmarks.md.",
+        epilog="Routes: " + "; ".join(f"{k}: {v}" for k, v in
+                                      options_lib.ROUTE_DESCRIPTIONS.items()) + ".")
+    what = parser.add_argument_group("what to measure")
+    what.add_argument("--model", type=_choice(options_lib.MODELS), default="dense",
+                      help=f"{', '.join(options_lib.MODELS)}; default dense (784-1024-1024-10 MLP)")
+    what.add_argument("--strategies", default=",".join(options_lib.STRATEGIES),
+                      help="comma-separated subset of " + ",".join(options_lib.STRATEGIES)
+                           + "; default all (multi_worker: real worker processes, one core each, "
+                             "against one worker with as many cores)")
+    what.add_argument("--routes", default=",".join(options_lib.ROUTES),
+                      help="comma-separated subset of " + ",".join(options_lib.ROUTES)
+                           + "; default all (reference always runs: ratios need it)")
+    sizes = parser.add_argument_group("sizes (defaults depend on --model)")
+    sizes.add_argument("--batch", type=_int_at_least(1, 512), help="global batch size")
+    sizes.add_argument("--steps", type=_int_at_least(1, 100), help="steps per timed call")
+    sizes.add_argument("--steps-per-call", type=_int_at_least(1, 50),
+                       help="steps per tf.function call (ctl steps_per_loop, fit "
+                            "steps_per_execution, Estimator steps_per_loop)")
+    sizes.add_argument("--reps", type=_int_at_least(1, 3), default=3,
+                       help="timed repetitions in this process, interleaved; default 3")
+    sizes.add_argument("--mw-reps", type=_int_at_least(1, 2), default=2,
+                       help="timed repetitions in each multi-worker launch; default 2")
+    sizes.add_argument("--pipeline-batches", type=_int_at_least(1, 100), default=100,
+                       help="batches each input pipeline is timed over; default 100")
+    setup = parser.add_argument_group("set-up")
+    setup.add_argument("--virtual-cpus", type=_int_at_least(2, 2), default=2,
+                       help="logical CPUs for mirrored; default 2")
+    setup.add_argument("--workers", type=_int_at_least(2, 2), default=2,
+                       help="worker processes for multi_worker, one core each; default 2")
+    setup.add_argument("--timeout", type=_seconds, default=600.0,
+                       help="seconds allowed for each multi-worker launch; default 600")
+    setup.add_argument("--seed", type=int, default=0, help="data and model seed; default 0")
+    out = parser.add_argument_group("output")
+    out.add_argument("--json", metavar="PATH", help="also write the full report as JSON")
+    out.add_argument("--plot", metavar="PATH", help="also draw a PNG (needs matplotlib)")
+    out.add_argument("--markdown", action="store_true", help="print Markdown tables")
+    parser.add_argument("--_worker", metavar="SPEC", help=argparse.SUPPRESS)
+    return parser
+
+
+def to_options(args: argparse.Namespace) -> options_lib.BenchOptions:
+    """The parsed command line as checked `BenchOptions`.
+
+    Raises:
+        tfdist.bench.options.BenchUsageError: A value that cannot work.
+    """
+    defaults = options_lib.MODEL_DEFAULTS[args.model]
+    routes = options_lib.parse_list("--routes", "route", args.routes, options_lib.ROUTES)
+    if "reference" not in routes:
+        routes = ("reference", *routes)
+    options = options_lib.BenchOptions(
+        model=args.model,
+        strategies=options_lib.parse_list("--strategies", "strategy", args.strategies,
+                                           options_lib.STRATEGIES),
+        routes=routes,
+        batch=args.batch or defaults.batch,
+        steps=args.steps or defaults.steps,
+        steps_per_call=args.steps_per_call or min(defaults.steps_per_call, args.steps or 10**9),
+        reps=args.reps, mw_reps=args.mw_reps, virtual_cpus=args.virtual_cpus,
+        workers=args.workers, pipeline_batches=args.pipeline_batches, timeout=args.timeout,
+        json_path=args.json, plot_path=args.plot, seed=args.seed,
+    )
+    for flag, path in (("--json", args.json), ("--plot", args.plot)):
+        directory = os.path.dirname(os.path.abspath(path)) if path else None
+        if directory and not os.path.isdir(directory):
+            raise options_lib.BenchUsageError(
+                f"{flag}: directory {directory!r} does not exist (received {flag}={path}); "
+                "create it or pass another path")
+    return options_lib.check(options)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs `tfdist-bench`; returns the exit status (0, 1 on a failed measurement, 2 on bad input)."""
+    try:
+        args = build_parser().parse_args(sys.argv[1:] if argv is None else list(argv))
+        if args._worker:
+            from tfdist.bench import multiworker
+
+            return multiworker.worker_main(args._worker)
+        options = to_options(args)
+    except _Exit as exit_:
+        return exit_.code
+    except (_UsageError, options_lib.BenchUsageError) as err:
+        print(f"{PROG}: error: {err}", file=sys.stderr, flush=True)
+        return USAGE_ERROR
+
+    # Binary-only, before TensorFlow loads: keep its C++ start-up chatter off the table.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from tfdist.bench import benchmark
+    from tfdist.bench import multiworker
+    from tfdist.bench import plot
+    from tfdist.bench import report as report_lib
+    from tfdist.strategy import StrategyError
+
+    try:
+        report = benchmark.run(options)
+    except (multiworker.BenchError, StrategyError) as err:
+        print(f"{PROG}: error: {err}", file=sys.stderr, flush=True)
+        return FAILURE
+    print(report_lib.render(report, markdown=args.markdown), flush=True)
+    if options.json_path:
+        with open(options.json_path, "w") as f:
+            json.dump(report, f, indent=1)
+    if options.plot_path:
+        reason = plot.write(report, options.plot_path)
+        if reason:
+            print(f"{PROG}: {reason}", file=sys.stderr, flush=True)
+    return 0
+
+
+def run() -> None:
+    """The `tfdist-bench` console script (also `python -m tfdist.bench`)."""
+    status = main()
+    from tfdist.bench import teardown
+
+    # Skips TensorFlow's teardown, which can block for minutes on live tf.data iterators.
+    teardown.exit_now(status)
+

@@ -1,0 +1,152 @@
+"""The `multi_worker` rows: real worker processes started by `tfdist.launch`, one core each.
+
+Two launches, one after the other, each running this package's worker mode
+(`python -m tfdist.bench --_worker SPEC`) under `MultiWorkerMirroredStrategy`:
+
+- `one_worker`: 1 worker on `workers` cores (the baseline for the scaling target; only the
+  `BASELINE_ROUTES` it needs, to keep the default run within a few minutes);
+- `multi_worker`: `workers` workers pinned to one core each (`os.sched_setaffinity` before
+  TensorFlow starts, and 1 intra-op and 1 inter-op thread).
+
+Same global batch, same routes. Every worker writes `worker-<rank>.json`; the parent merges the
+chief's timings with every worker's matmul peak. The launcher picks free loopback ports and
+stops every child (SIGTERM, then SIGKILL) when one fails, on a timeout or on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import json
+import os
+import sys
+import tempfile
+from typing import Any
+
+from tfdist.bench.options import BenchOptions
+
+BASELINE_ROUTES = ("reference", "ctl")
+_PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+class BenchError(RuntimeError):
+    """A measurement that could not be made (e.g. a worker process failed)."""
+
+
+def _tail(text: str, lines: int = 25) -> str:
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def _launch(row: str, workers: int, cores_per_worker: int, options: BenchOptions,
+            work_dir: str) -> dict[str, Any]:
+    from tfdist import launch  # no TensorFlow import
+
+    out_dir = tempfile.mkdtemp(prefix=f"{row}-", dir=work_dir)
+    spec = {"row": row, "cores_per_worker": cores_per_worker, "out_dir": out_dir,
+            "options": dataclasses.asdict(options)}
+    spec_path = os.path.join(out_dir, "spec.json")
+    with open(spec_path, "w") as f:
+        json.dump(spec, f)
+    env = {"TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"),
+           "PYTHONPATH": os.pathsep.join(
+               p for p in (_PACKAGE_ROOT, os.environ.get("PYTHONPATH", "")) if p)}
+    command = [sys.executable, "-m", "tfdist.bench", "--_worker", spec_path]
+    results = launch.run(command, num_workers=workers, timeout=options.timeout, env=env,
+                         stream=False, grace=5.0)
+    failed = [r for r in results if r.returncode != 0]
+    if failed:
+        first = failed[0]
+        raise BenchError(f"{row}: {first.name} exited with {first.returncode}; its last lines:\n"
+                         f"{_tail(first.output)}")
+    reports = []
+    for path in sorted(glob.glob(os.path.join(out_dir, "worker-*.json"))):
+        with open(path) as f:
+            reports.append(json.load(f))
+    if len(reports) != workers:
+        raise BenchError(f"{row}: expected {workers} worker report(s) in {out_dir}, found "
+                         f"{len(reports)}")
+    return _merge(row, reports, workers, cores_per_worker)
+
+
+def _merge(row: str, reports: list[dict[str, Any]], workers: int,
+           cores_per_worker: int) -> dict[str, Any]:
+    """The chief's route timings, with the cluster's peak: the sum of every worker's."""
+    chief = next(r for r in reports if r["rank"] == 0)
+    peak = sum(r["peak"]["peak"] for r in reports)
+    merged = chief["results"][row]
+    for result in merged["routes"].values():
+        result["peak_fraction"] = result["flops_per_sec"]["median"] / peak
+    merged.update(workers=workers, cores_per_worker=cores_per_worker, peak_flops=peak,
+                  worker_peaks=[r["peak"] for r in sorted(reports, key=lambda r: r["rank"])],
+                  cores=[r["cores"] for r in sorted(reports, key=lambda r: r["rank"])])
+    return merged
+
+
+def run(options: BenchOptions, work_dir: str, say: Any = print) -> dict[str, dict[str, Any]]:
+    """Runs the baseline and the multi-worker launch; returns rows `one_worker`, `multi_worker`.
+
+    Raises:
+        BenchError: A worker failed or reported nothing.
+    """
+    baseline = dataclasses.replace(
+        options, routes=tuple(r for r in options.routes if r in BASELINE_ROUTES))
+    rows = {}
+    for row, workers, cores, row_options in (("one_worker", 1, options.workers, baseline),
+                                             ("multi_worker", options.workers, 1, options)):
+        say(f"tfdist-bench: {row}: {workers} worker process(es) x {cores} core(s), routes "
+            f"{', '.join(row_options.routes)}, {options.mw_reps} reps ...")
+        rows[row] = _launch(row, workers, cores, row_options, work_dir)
+    return rows
+
+
+# --- the worker process --------------------------------------------------------------------------
+
+
+def _pin(rank: int, cores_per_worker: int) -> list[int]:
+    """Pins this process to its share of the cores (wrapping if there are too few)."""
+    available = sorted(os.sched_getaffinity(0))
+    cores = sorted({available[(rank * cores_per_worker + i) % len(available)]
+                    for i in range(cores_per_worker)})
+    os.sched_setaffinity(0, cores)
+    return cores
+
+
+def worker_main(spec_path: str) -> int:
+    """Worker mode: pin, start the strategy, measure peak and routes, write `worker-<rank>.json`.
+
+    Run by the launcher with TF_CONFIG set; never by users.
+    """
+    with open(spec_path) as f:
+        spec = json.load(f)
+    options = BenchOptions(**{k: tuple(v) if isinstance(v, list) else v
+                              for k, v in spec["options"].items()})
+    rank = int(os.environ.get("TFDIST_RANK", "0"))
+    # Before TensorFlow starts: it sizes its thread pools from the affinity mask.
+    cores = _pin(rank, spec["cores_per_worker"])
+    import keras
+    import tensorflow as tf
+
+    import tfdist
+    from tfdist.bench import peak as peak_lib
+    from tfdist.bench import suite
+    from tfdist.bench import workloads
+
+    tf.config.threading.set_intra_op_parallelism_threads(len(cores))
+    tf.config.threading.set_inter_op_parallelism_threads(len(cores))
+    # The strategy first: collectives must be configured before TensorFlow's context starts.
+    strategy = tfdist.get_strategy("multi_worker_mirrored")
+    keras.utils.set_random_seed(options.seed)
+    peak = peak_lib.measure()
+    workload = workloads.load(options.model, seed=options.seed)
+    row = spec["row"]
+    results = suite.measure(
+        {row: strategy}, workload, route_names=options.routes, batch=options.batch,
+        steps=options.steps, steps_per_call=options.steps_per_call, reps=options.mw_reps,
+        peak_flops=peak["peak"] * tfdist.strategy.num_workers(strategy),
+        work_dir=os.path.join(os.path.dirname(spec["out_dir"]), row))
+    report = {"rank": rank, "cores": cores, "peak": peak, "results": results}
+    path = os.path.join(spec["out_dir"], f"worker-{rank}.json")
+    with open(path + ".tmp", "w") as f:
+        json.dump(report, f)
+    os.replace(path + ".tmp", path)
+    return 0

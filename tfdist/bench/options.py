@@ -1,0 +1,128 @@
+"""`BenchOptions`: what one `tfdist-bench` run measures (the command line, as a value).
+
+Kept free of TensorFlow imports: the command line is checked here before TensorFlow loads, so a
+typo costs a fraction of a second, not a TensorFlow start-up.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+ROUTES = ("reference", "ctl", "fit", "keras_fit", "estimator")
+ROUTE_DESCRIPTIONS = {
+    "reference": "hand-written strategy.run loop, iterator kept alive",
+    "ctl": "tfdist.loop Trainer + Controller.train",
+    "fit": "Model.fit, steps_per_execution, tfdist.data.for_fit",
+    "keras_fit": "Model.fit as users write it: steps_per_execution=1, plain dataset",
+    "estimator": "tfdist.estimator.Estimator.train(steps=N)",
+}
+# In-process strategies, and `multi_worker`: real worker processes started by tfdist.launch.
+STRATEGIES = ("default", "mirrored", "multi_worker")
+MODELS = ("dense", "cnn", "resnet")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelDefaults:
+    """Per-model defaults sized so the default run stays within a few minutes on 2 CPU cores."""
+
+    batch: int
+    steps: int
+    steps_per_call: int
+
+
+MODEL_DEFAULTS = {
+    "dense": ModelDefaults(batch=512, steps=100, steps_per_call=50),
+    "cnn": ModelDefaults(batch=256, steps=100, steps_per_call=50),
+    "resnet": ModelDefaults(batch=64, steps=10, steps_per_call=5),
+}
+
+
+class BenchUsageError(ValueError):
+    """A command-line value that cannot work; the message names the flag and the fix."""
+
+
+@dataclasses.dataclass(frozen=True)
+class BenchOptions:
+    """One benchmark run.
+
+    Args:
+        model: `dense` (784-1024-1024-10 MLP), `cnn` or `resnet` (from the `models` registry).
+            Defaults to `"dense"`.
+        strategies: Any of `STRATEGIES`. Defaults to all three.
+        routes: Any of `ROUTES`; the reference is always run (every ratio needs it).
+            Defaults to all five.
+        batch: Global batch size. Defaults to the model's default.
+        steps: Steps per timed call of a route. Defaults to the model's default.
+        steps_per_call: Steps per `tf.function` call (ctl `steps_per_loop`, fit
+            `steps_per_execution`, Estimator `steps_per_loop`). Defaults to the model's default.
+        reps: Timed repetitions of every route, interleaved. Defaults to 3.
+        mw_reps: Timed repetitions in each multi-worker run. Defaults to 2.
+        virtual_cpus: Logical CPUs `mirrored` splits the CPU into. Defaults to 2.
+        workers: Worker processes of `multi_worker`, one core each. Defaults to 2.
+        pipeline_batches: Batches each input pipeline is timed over. Defaults to 100.
+        timeout: Seconds allowed for each multi-worker launch. Defaults to 600.
+        json_path: Also write the results here. Defaults to `None`.
+        plot_path: Also draw them here (PNG; needs matplotlib). Defaults to `None`.
+        seed: Seed for the data and the models. Defaults to 0.
+    """
+
+    model: str = "dense"
+    strategies: tuple[str, ...] = STRATEGIES
+    routes: tuple[str, ...] = ROUTES
+    batch: int = 512
+    steps: int = 100
+    steps_per_call: int = 50
+    reps: int = 3
+    mw_reps: int = 2
+    virtual_cpus: int = 2
+    workers: int = 2
+    pipeline_batches: int = 100
+    timeout: float = 600.0
+    json_path: str | None = None
+    plot_path: str | None = None
+    seed: int = 0
+
+    @property
+    def local_strategies(self) -> tuple[str, ...]:
+        """The strategies measured inside this process."""
+        return tuple(s for s in self.strategies if s != "multi_worker")
+
+
+def parse_list(flag: str, noun: str, text: str, valid: tuple[str, ...]) -> tuple[str, ...]:
+    """Parses a comma-separated subset of `valid` (order kept, duplicates dropped).
+
+    Raises:
+        BenchUsageError: An unknown or empty name, naming `flag` and the valid names.
+    """
+    names = tuple(dict.fromkeys(part.strip() for part in text.split(",")))
+    unknown = [n for n in names if n not in valid]
+    if not names or unknown:
+        shown = ", ".join(repr(n) for n in unknown) or "nothing"
+        raise BenchUsageError(
+            f"{flag}: unknown {noun} {shown} (received {flag}={text}); "
+            f"pass a comma-separated subset of: {','.join(valid)}")
+    return names
+
+
+def check(options: BenchOptions) -> BenchOptions:
+    """Checks values that depend on each other; returns `options`.
+
+    Raises:
+        BenchUsageError: One line naming the flag, what it received and the fix.
+    """
+    if options.steps % options.steps_per_call:
+        raise BenchUsageError(
+            f"--steps must be a multiple of --steps-per-call (received --steps={options.steps}, "
+            f"--steps-per-call={options.steps_per_call}); e.g. --steps="
+            f"{max(1, options.steps // options.steps_per_call) * options.steps_per_call}")
+    if "mirrored" in options.strategies and options.batch % options.virtual_cpus:
+        raise BenchUsageError(
+            f"--batch must divide over the {options.virtual_cpus} mirrored replicas (received "
+            f"--batch={options.batch}, --virtual-cpus={options.virtual_cpus}); e.g. --batch="
+            f"{max(1, options.batch // options.virtual_cpus) * options.virtual_cpus}")
+    if "multi_worker" in options.strategies and options.batch % options.workers:
+        raise BenchUsageError(
+            f"--batch must divide over the {options.workers} workers (received --batch="
+            f"{options.batch}, --workers={options.workers}); e.g. --batch="
+            f"{max(1, options.batch // options.workers) * options.workers}")
+    return options

@@ -1,0 +1,97 @@
+"""Measures routes under strategies in this process: build each, warm up, time interleaved.
+
+`measure` is what the parent process runs for `default` and `mirrored`, and what each worker
+process runs for `multi_worker`; it returns the per-route results the report shows.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import tensorflow as tf
+
+from tfdist.bench import routes as routes_lib
+from tfdist.bench import teardown
+from tfdist.bench import timing
+from tfdist.bench.workloads import Workload
+
+
+def measure(
+    strategies: dict[str, tf.distribute.Strategy],
+    workload: Workload,
+    *,
+    route_names: tuple[str, ...],
+    batch: int,
+    steps: int,
+    steps_per_call: int,
+    reps: int,
+    peak_flops: float,
+    work_dir: str,
+) -> dict[str, dict[str, Any]]:
+    """Times every route under every strategy, all interleaved in each repetition.
+
+    Args:
+        strategies: Row name (e.g. `"default"`) -> strategy.
+        workload: Model and data.
+        route_names: Routes to run; `"reference"` must be among them.
+        batch: Global batch size.
+        steps: Steps per timed call.
+        steps_per_call: Steps per `tf.function` call.
+        reps: Timed repetitions, after the first call and one warm-up call of each route.
+        peak_flops: The matmul peak (FLOP/s) to compare achieved FLOP/s with.
+        work_dir: Checkpoints go below it.
+
+    Returns:
+        row -> `{"routes": {route: result}}` (see `route_result`).
+    """
+    built: dict[tuple[str, str], routes_lib.Route] = {}
+    teardown.keep(built)  # their iterators must not be destroyed mid-run (see teardown)
+    for row, strategy in strategies.items():
+        for name in route_names:
+            built[row, name] = routes_lib.build(name, strategy, workload, batch, steps_per_call,
+                                                os.path.join(work_dir, row))
+    runs = {key: (lambda route=route: route.run(steps)) for key, route in built.items()}
+    for route in built.values():  # warm-up, not counted: one more tf.function call each
+        route.run(steps_per_call)
+    seconds = timing.interleaved(runs, reps)
+    results: dict[str, dict[str, Any]] = {}
+    for row in strategies:
+        reference = seconds[row, "reference"]
+        ctl = seconds.get((row, "ctl"))
+        results[row] = {"routes": {
+            name: route_result(built[row, name], seconds[row, name], reference, ctl,
+                               steps=steps, batch=batch, workload=workload, peak_flops=peak_flops)
+            for name in route_names
+        }}
+    return results
+
+
+def route_result(route: routes_lib.Route, seconds: list[float], reference: list[float],
+                 ctl: list[float] | None, *, steps: int, batch: int, workload: Workload,
+                 peak_flops: float) -> dict[str, Any]:
+    """One route's numbers (JSON-safe).
+
+    Rates are summaries over the repetitions; ratios are taken per repetition (route and
+    reference timed in the same repetition) and summarised. `time_to_first_step_s` is the
+    first call's time less the steady-state time of any extra steps it ran (fit's first call
+    is a whole execution).
+    """
+    steps_per_sec = [steps / s for s in seconds]
+    median_rate = timing.summary(steps_per_sec)["median"]
+    flops = [r * batch * workload.train_flops_per_example for r in steps_per_sec]
+    first_step = route.first_call_seconds - (route.first_call_steps - 1) / median_rate
+    result = {
+        "seconds": timing.summary(seconds),
+        "steps_per_sec": timing.summary(steps_per_sec),
+        "examples_per_sec": timing.summary([r * batch for r in steps_per_sec]),
+        "flops_per_sec": timing.summary(flops),
+        "peak_fraction": timing.summary(flops)["median"] / peak_flops,
+        "ratio_to_reference": timing.paired_ratio(reference, seconds),
+        "time_to_first_step_s": first_step,
+        "first_call_seconds": route.first_call_seconds,
+        "first_call_steps": route.first_call_steps,
+    }
+    if ctl is not None:
+        result["ratio_to_ctl"] = timing.paired_ratio(ctl, seconds)
+    return result

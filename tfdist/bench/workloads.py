@@ -1,0 +1,90 @@
+"""The benchmark's models and the synthetic data they train on.
+
+Every model comes from the `models` registry, so its FLOPs are counted by
+`models.flops_per_example` (forward pass, multiply-adds x 2). A training step costs about 3x the
+forward FLOPs (forward, plus two matrix products per layer backward); achieved FLOP/s are
+`3 * flops_per_example * examples/s`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+import models
+
+NUM_CLASSES = 10
+NUM_EXAMPLES = 4096  # in memory, repeated: the routes measure compute, not I/O
+TRAIN_FLOPS_FACTOR = 3
+
+# name -> (registry family, config overrides, description)
+_MODELS: dict[str, tuple[str, dict[str, Any], str]] = {
+    # The dense benchmark model of FINDINGS §2.
+    "dense": ("mlp", {"input_shape": (784,), "hidden": (1024, 1024)}, "MLP 784-1024-1024-10"),
+    "cnn": ("cnn", {"input_shape": (28, 28, 1)}, "registry CNN on 28x28x1 images"),
+    "resnet": ("resnet", {"input_shape": (32, 32, 3), "depth": 20},
+               "registry ResNet-20 on 32x32x3 images"),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Workload:
+    """A model to benchmark and its training data.
+
+    Attributes:
+        name: `dense`, `cnn` or `resnet`.
+        description: For the report, e.g. `"MLP 784-1024-1024-10"`.
+        build: Builds a fresh, uncompiled model that outputs logits (call it under a scope).
+        features: `NUM_EXAMPLES` float32 examples of the model's input shape.
+        labels: int32 class ids.
+        flops_per_example: Forward-pass FLOPs of one example.
+        params: Number of weights.
+    """
+
+    name: str
+    description: str
+    build: Callable[[], Any]
+    features: np.ndarray
+    labels: np.ndarray
+    flops_per_example: int
+    params: int
+
+    @property
+    def train_flops_per_example(self) -> int:
+        """Approximate FLOPs of one training example: 3x the forward pass."""
+        return TRAIN_FLOPS_FACTOR * self.flops_per_example
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.features.shape[1:])
+
+
+def load(name: str, *, seed: int = 0) -> Workload:
+    """Builds the workload `name` (one throwaway model build to count FLOPs and weights).
+
+    Args:
+        name: One of `tfdist.bench.options.MODELS`.
+        seed: Seed for the synthetic data. Defaults to 0.
+
+    Raises:
+        KeyError: Unknown name.
+    """
+    family_name, overrides, description = _MODELS[name]
+    family = models.get(family_name)
+    config = family.make_config(num_classes=NUM_CLASSES, **overrides)
+    rng = np.random.default_rng(seed)
+    features = rng.normal(size=(NUM_EXAMPLES, *config.input_shape)).astype(np.float32)
+    labels = rng.integers(0, NUM_CLASSES, size=NUM_EXAMPLES).astype(np.int32)
+    probe = family.build(config)
+    return Workload(
+        name=name,
+        description=description,
+        build=lambda: family.build(config),
+        features=features,
+        labels=labels,
+        flops_per_example=models.flops_per_example(probe),
+        params=models.count_params(probe),
+    )
