@@ -69,6 +69,21 @@ def test_in_process_smoke_reports_every_route_under_default_and_mirrored(tmp_pat
         assert "matplotlib is not installed" in result.stderr
 
 
+def test_call_lengths_time_every_route_at_each_length(tmp_path):
+    out = tmp_path / "bench.json"
+    result = _bench("--strategies", "default", "--routes", "ctl,fit", *SMOKE,
+                    "--call-lengths", "2,6", "--json", str(out))
+    assert result.returncode == 0, result.stderr[-3000:]
+    lengths = json.loads(out.read_text())["results"]["default"]["call_lengths"]
+    assert list(lengths) == ["reference", "ctl", "fit"]
+    for by_length in lengths.values():
+        assert list(by_length) == ["2", "6"]
+        for summary in by_length.values():
+            _positive_summary(summary)
+            assert len(summary["samples"]) == 2
+    assert "6 steps s" in result.stdout and "s/step max/min" in result.stdout
+
+
 @pytest.mark.multiworker
 def test_multi_worker_smoke_merges_both_launches(tmp_path):
     out = tmp_path / "bench.json"
@@ -107,6 +122,9 @@ def plot_available() -> bool:
     (["--steps", "30", "--steps-per-call", "20"], ["--steps", "30", "e.g. --steps=20"]),
     (["--batch", "15", "--strategies", "mirrored"], ["--batch", "15", "e.g. --batch=14"]),
     (["--json", "/no/such/dir/out.json"], ["--json", "/no/such/dir", "create it"]),
+    (["--call-lengths", "100,x"], ["--call-lengths", "'100,x'", "e.g. 100,200,300"]),
+    (["--call-lengths", "60,100", "--steps-per-call", "50"],
+     ["--call-lengths=60,100", "e.g. --call-lengths=50,100"]),
 ])
 def test_usage_errors_are_one_line_and_exit_2_before_tensorflow(args, expected):
     code = ("import sys\nfrom tfdist.bench import cli\n"

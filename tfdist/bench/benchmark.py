@@ -72,7 +72,7 @@ def _in_process(options: BenchOptions, work_dir: str, remote_rows: dict[str, Any
         rows = suite.measure(
             strategies, workload, route_names=options.routes, batch=options.batch,
             steps=options.steps, steps_per_call=options.steps_per_call, reps=options.reps,
-            peak_flops=peak_flops, work_dir=work_dir)
+            peak_flops=peak_flops, work_dir=work_dir, call_lengths=options.call_lengths)
         for result in rows.values():
             result["peak_flops"] = peak_flops
     rows.update(remote_rows)

@@ -55,6 +55,17 @@ def _int_at_least(minimum: int, example: int):
     return parse
 
 
+def _lengths(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        values = ()
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(
+            f"must be comma-separated integers >= 1; received {text!r} (e.g. 100,200,300)")
+    return tuple(dict.fromkeys(values))
+
+
 def _seconds(text: str) -> float:
     try:
         value = float(text)
@@ -106,6 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="timed repetitions in each multi-worker launch; default 2")
     sizes.add_argument("--pipeline-batches", type=_int_at_least(1, 100), default=100,
                        help="batches each input pipeline is timed over; default 100")
+    sizes.add_argument("--call-lengths", type=_lengths, default=(),
+                       help="also time every in-process route at these steps per call, e.g. "
+                            "100,200,300: time should grow in proportion (no teardown stall)")
     setup = parser.add_argument_group("set-up")
     setup.add_argument("--virtual-cpus", type=_int_at_least(2, 2), default=2,
                        help="logical CPUs for mirrored; default 2")
@@ -141,7 +155,8 @@ def to_options(args: argparse.Namespace) -> options_lib.BenchOptions:
         steps=args.steps or defaults.steps,
         steps_per_call=args.steps_per_call or min(defaults.steps_per_call, args.steps or 10**9),
         reps=args.reps, mw_reps=args.mw_reps, virtual_cpus=args.virtual_cpus,
-        workers=args.workers, pipeline_batches=args.pipeline_batches, timeout=args.timeout,
+        workers=args.workers, pipeline_batches=args.pipeline_batches,
+        call_lengths=args.call_lengths, timeout=args.timeout,
         json_path=args.json, plot_path=args.plot, seed=args.seed,
     )
     for flag, path in (("--json", args.json), ("--plot", args.plot)):

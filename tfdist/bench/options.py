@@ -60,6 +60,9 @@ class BenchOptions:
         virtual_cpus: Logical CPUs `mirrored` splits the CPU into. Defaults to 2.
         workers: Worker processes of `multi_worker`, one core each. Defaults to 2.
         pipeline_batches: Batches each input pipeline is timed over. Defaults to 100.
+        call_lengths: Also time every in-process route at each of these steps per call
+            (e.g. `(100, 200, 300)`): a teardown stall shows as a jump, not a line. Defaults to
+            none.
         timeout: Seconds allowed for each multi-worker launch. Defaults to 600.
         json_path: Also write the results here. Defaults to `None`.
         plot_path: Also draw them here (PNG; needs matplotlib). Defaults to `None`.
@@ -77,6 +80,7 @@ class BenchOptions:
     virtual_cpus: int = 2
     workers: int = 2
     pipeline_batches: int = 100
+    call_lengths: tuple[int, ...] = ()
     timeout: float = 600.0
     json_path: str | None = None
     plot_path: str | None = None
@@ -115,6 +119,14 @@ def check(options: BenchOptions) -> BenchOptions:
             f"--steps must be a multiple of --steps-per-call (received --steps={options.steps}, "
             f"--steps-per-call={options.steps_per_call}); e.g. --steps="
             f"{max(1, options.steps // options.steps_per_call) * options.steps_per_call}")
+    uneven = [n for n in options.call_lengths if n % options.steps_per_call]
+    if uneven:
+        lengths = ",".join(str(max(1, n // options.steps_per_call) * options.steps_per_call)
+                           for n in options.call_lengths)
+        raise BenchUsageError(
+            f"--call-lengths must be multiples of --steps-per-call (received --call-lengths="
+            f"{','.join(map(str, options.call_lengths))}, --steps-per-call="
+            f"{options.steps_per_call}); e.g. --call-lengths={lengths}")
     if "mirrored" in options.strategies and options.batch % options.virtual_cpus:
         raise BenchUsageError(
             f"--batch must divide over the {options.virtual_cpus} mirrored replicas (received "

@@ -169,6 +169,20 @@ def routes_table(report: dict[str, Any], markdown: bool = False) -> str:
     return _render(header, rows, markdown, [False, False] + [True] * 9)
 
 
+def call_lengths_table(report: dict[str, Any], markdown: bool = False) -> str:
+    """Seconds per call at each `--call-lengths` length; per-step time should stay flat."""
+    lengths = report["options"]["call_lengths"]
+    header = ["strategy", "route", *(f"{n} steps s" for n in lengths), "s/step max/min"]
+    rows = []
+    for row, result in report["results"].items():
+        for name, by_length in result.get("call_lengths", {}).items():
+            medians = [_median(by_length[str(n)]) for n in lengths]
+            per_step = [m / n for m, n in zip(medians, lengths)]
+            rows.append([_row_label(row, result), name, *(f"{m:.3f}" for m in medians),
+                         f"{max(per_step) / min(per_step):.3f}"])
+    return _render(header, rows, markdown, [False, False] + [True] * (len(lengths) + 1))
+
+
 def pipelines_table(report: dict[str, Any], markdown: bool = False) -> str:
     """One line per input pipeline, against the fastest consumption."""
     rate, where = consumption(report)
@@ -191,6 +205,8 @@ def targets_table(report: dict[str, Any], markdown: bool = False) -> str:
 def render(report: dict[str, Any], markdown: bool = False) -> str:
     """Everything the command prints: description, routes, pipelines, targets."""
     parts = ["\n".join(header_lines(report)), routes_table(report, markdown)]
+    if report["options"].get("call_lengths"):
+        parts.append(call_lengths_table(report, markdown))
     if report.get("pipelines"):
         parts.append(pipelines_table(report, markdown))
     parts.append(targets_table(report, markdown))

@@ -28,6 +28,7 @@ def measure(
     reps: int,
     peak_flops: float,
     work_dir: str,
+    call_lengths: tuple[int, ...] = (),
 ) -> dict[str, dict[str, Any]]:
     """Times every route under every strategy, all interleaved in each repetition.
 
@@ -41,9 +42,12 @@ def measure(
         reps: Timed repetitions, after the first call and one warm-up call of each route.
         peak_flops: The matmul peak (FLOP/s) to compare achieved FLOP/s with.
         work_dir: Checkpoints go below it.
+        call_lengths: Also time every route at each of these steps per call, interleaved
+            (after the main timing, `reps` times). Defaults to none.
 
     Returns:
-        row -> `{"routes": {route: result}}` (see `route_result`).
+        row -> `{"routes": {route: result}}` (see `route_result`), plus, with `call_lengths`,
+        `"call_lengths": {route: {str(steps): seconds summary}}`.
     """
     built: dict[tuple[str, str], routes_lib.Route] = {}
     teardown.keep(built)  # their iterators must not be destroyed mid-run (see teardown)
@@ -64,6 +68,14 @@ def measure(
                                steps=steps, batch=batch, workload=workload, peak_flops=peak_flops)
             for name in route_names
         }}
+    if call_lengths:
+        by_length = timing.interleaved(
+            {(key, n): (lambda route=route, n=n: route.run(n))
+             for key, route in built.items() for n in call_lengths}, reps)
+        for row in strategies:
+            results[row]["call_lengths"] = {
+                name: {str(n): timing.summary(by_length[(row, name), n]) for n in call_lengths}
+                for name in route_names}
     return results
 
 
