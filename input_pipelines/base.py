@@ -33,6 +33,9 @@ class DatasetSources:
         map_fn: Per-example function turning source records into `(features, label)`; the data
             layer applies it after sharding and shuffling. Defaults to `None` (records are
             already `(features, label)` pairs).
+        batch_map_fn: Per-batch function turning a batch of source records into batched
+            `(features, label)` (e.g. one `tf.io.parse_example` per batch); the data layer
+            applies it after per-example shuffling and batching. Defaults to `None`.
         vocab_size: Vocabulary size when features are token ids. Defaults to `None` (floats).
     """
 
@@ -44,6 +47,7 @@ class DatasetSources:
     train_examples: int | None = None
     eval_examples: int | None = None
     map_fn: Callable[..., Any] | None = None
+    batch_map_fn: Callable[..., Any] | None = None
     vocab_size: int | None = None
 
     def train_spec(self, global_batch_size: int, *, seed: int | None = 0) -> data_lib.DataSpec:
@@ -58,7 +62,7 @@ class DatasetSources:
             buffer = min(buffer, self.train_examples)
         return data_lib.DataSpec(
             source=self.train, global_batch_size=global_batch_size, training=True,
-            shuffle_buffer=buffer, seed=seed, map_fn=self.map_fn,
+            shuffle_buffer=buffer, seed=seed, map_fn=self.map_fn, batch_map_fn=self.batch_map_fn,
         )
 
     def eval_spec(self, global_batch_size: int, *, seed: int | None = 0) -> data_lib.DataSpec:
@@ -70,5 +74,5 @@ class DatasetSources:
         """
         return data_lib.DataSpec(
             source=self.eval, global_batch_size=global_batch_size, training=False, seed=seed,
-            map_fn=self.map_fn,
+            map_fn=self.map_fn, batch_map_fn=self.batch_map_fn,
         )

@@ -1,6 +1,8 @@
 """Tests for tfdist.data: sharding plans, per-replica batches, and real 2-worker coverage."""
 
+import dataclasses
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -50,10 +52,12 @@ def _ids(ds: tf.data.Dataset) -> list[int]:
         (dict(global_batch_size=8, sharding="rows"), "Received: sharding='rows'"),
         (dict(global_batch_size=8, shuffle_buffer=-1), "Received: shuffle_buffer=-1"),
         (dict(global_batch_size=8, sharding="file"), "sharding='file' needs file patterns"),
+        (dict(global_batch_size=8, map_fn="parse"), "Received: map_fn='parse' (str)"),
+        (dict(global_batch_size=8, batch_map_fn=3), "Received: batch_map_fn=3 (int)"),
     ],
 )
 def test_spec_rejects_bad_arguments(kwargs, message):
-    with pytest.raises(data.DataConfigError, match=message.replace("(", r"\(")):
+    with pytest.raises(data.DataConfigError, match=re.escape(message)):
         data.DataSpec(source=tf.data.Dataset.range(10), **kwargs)
 
 
@@ -165,6 +169,36 @@ def test_training_defaults_repeat_and_drop_remainder():
     assert len(list(ds.take(7))) == 7  # repeats past 10 examples
     eval_spec = data.DataSpec(source=tf.data.Dataset.range(10), global_batch_size=4, training=False)
     assert [len(b) for b in data.make_dataset(eval_spec)] == [4, 4, 2]
+
+
+def test_batch_map_fn_sees_whole_per_replica_batches_after_map_fn():
+    spec = data.DataSpec(
+        source=tf.data.Dataset.range(10), global_batch_size=4, training=False,
+        map_fn=lambda i: i * 10,
+        batch_map_fn=lambda b: (b, tf.fill(tf.shape(b), tf.size(b))),
+    )
+    batches = [(x.numpy().tolist(), n.numpy().tolist()) for x, n in data.make_dataset(spec)]
+    assert batches == [([0, 10, 20, 30], [4] * 4), ([40, 50, 60, 70], [4] * 4), ([80, 90], [2] * 2)]
+    halves = [[n.numpy().tolist() for _, n in data.make_dataset(spec, _ctx(2, i))] for i in range(2)]
+    assert halves == [[[2, 2], [2, 2], [1]]] * 2  # 5 examples each, per-replica batches of 4 / 2
+    training = dataclasses.replace(spec, training=True, seed=5)
+    ids, sizes = next(iter(data.make_dataset(training)))
+    assert ids.shape == sizes.shape == (4,)  # static: drop_remainder before batch_map_fn
+    again = [b[0].numpy().tolist() for b in data.make_dataset(training).take(6)]
+    assert again == [b[0].numpy().tolist() for b in data.make_dataset(training).take(6)]
+    assert sorted(i for b in again[:2] for i in b) != again[0] + again[1]  # shuffled per example
+
+
+def test_batch_map_fn_reaches_every_route(cpus):
+    strategy = tf.distribute.MirroredStrategy(cpus(2))
+    spec = data.DataSpec(source=tf.data.Dataset.range(32).map(lambda i: tf.fill([3], i)),
+                         global_batch_size=8, batch_map_fn=lambda b: (b, tf.shape(b)[0]))
+    x, n = next(iter(data.for_fit(strategy, spec)))
+    assert [tuple(t.shape) for t in strategy.experimental_local_results(x)] == [(4, 3)] * 2
+    assert [int(t) for t in strategy.experimental_local_results(n)] == [4, 4]
+    x, n = next(iter(data.input_fn(spec)(_ctx(2, 1))))
+    assert x.shape == (4, 3) and int(n) == 4
+    assert "global batch 8 = 2 replica(s) x 4" in data.plan_sharding(spec, _ctx(2, 0)).describe()
 
 
 # --- forms for each route --------------------------------------------------------------------

@@ -88,13 +88,15 @@ def _write_ids(directory, n, num_shards):
                                  prefix="ids")
 
 
+@pytest.mark.parametrize("parse_as", ["map_fn", "batch_map_fn"])
 @pytest.mark.parametrize("num_shards, policy", [(4, "file"), (1, "data")])
-def test_tfrecord_shards_split_disjoint_and_complete_over_two_pipelines(tmp_path, num_shards, policy):
+def test_tfrecord_shards_split_disjoint_and_complete_over_two_pipelines(tmp_path, num_shards, policy,
+                                                                        parse_as):
     files = _write_ids(tmp_path, 103, num_shards)
     meta = tfrecord.read_meta(str(tmp_path), "ids")
     assert meta["num_examples"] == 103 and meta["num_classes"] == 5 and len(files) == num_shards
     spec = data.DataSpec(source=tfrecord.file_pattern(str(tmp_path), "ids"), global_batch_size=2,
-                         training=False, map_fn=tfrecord.parse_fn(meta))
+                         training=False, **{parse_as: tfrecord.parse_fn(meta)})
     plans = [data.plan_sharding(spec, _context(2, i)) for i in range(2)]
     assert {p.policy for p in plans} == {policy}
     if policy == "file":
@@ -121,14 +123,142 @@ def test_tfrecord_round_trip_keeps_values_dtypes_and_structure(tmp_path):
         tfrecord.write_shards((x, y), str(tmp_path), 0)
 
 
-def test_converted_digits_train_from_files(tmp_path):
+def _read(directory, prefix, fn, batch):
+    """Every record of `prefix`, parsed by `fn` on batches of `batch` records (`None`: one by one)."""
+    records = tf.data.TFRecordDataset(sorted(tf.io.gfile.glob(tfrecord.file_pattern(directory, prefix))))
+    return list((records if batch is None else records.batch(batch)).map(fn))
+
+
+def test_tfrecord_stores_fixed_length_lists_and_parses_batches_exactly(tmp_path):
+    rng = np.random.default_rng(1)
+    columns = {
+        "f32": rng.normal(size=(7, 3, 2)).astype(np.float32),
+        "f16": rng.normal(size=(7, 2)).astype(np.float16),
+        "f64": rng.normal(size=(7, 2)) * 1e-300,  # needs raw bytes: not a float32
+        "u8": rng.integers(0, 256, size=(7, 2, 2), dtype=np.uint8),
+        "i64": np.array([2**62, -(2**62), 0, 1, -1, 5, 6], np.int64).reshape(7, 1),
+        "u64": np.array([2**64 - 1, 0, 1, 2, 3, 4, 2**63], np.uint64),
+        "flag": np.arange(7) % 2 == 0,
+        "word": np.array([b"a", b"", b"ccc", b"d", b"e", b"f", b"\x00g"]),
+        "label": np.arange(7, dtype=np.int32) % 3,
+    }
+    tfrecord.write_shards(columns, str(tmp_path), 2, prefix="all")
+    meta = tfrecord.read_meta(str(tmp_path), "all")
+    assert meta["format"] == tfrecord.FORMAT_VERSION and meta["num_classes"] == 3
+    assert dict(zip(meta["keys"], meta["encodings"])) == {
+        "f32": "float", "f16": "float", "f64": "raw", "u8": "int64", "i64": "int64", "u64": "raw",
+        "flag": "int64", "word": "bytes", "label": "int64"}
+    example = tf.train.Example.FromString(next(iter(tf.data.TFRecordDataset(
+        tf.io.gfile.glob(tfrecord.file_pattern(str(tmp_path), "all"))))).numpy())
+    assert list(example.features.feature["f32"].float_list.value) == pytest.approx(
+        columns["f32"][0].ravel().tolist())
+    batches = _read(str(tmp_path), "all", tfrecord.parse_fn(meta), batch=3)
+    assert [int(b["label"].shape[0]) for b in batches] == [3, 3, 1]
+    for key, expected in columns.items():
+        parsed = np.concatenate([b[key].numpy() for b in batches])
+        order = [0, 2, 4, 6, 1, 3, 5]  # example i is in file i % 2
+        assert batches[0][key].dtype == tf.dtypes.as_dtype(expected.dtype), key
+        np.testing.assert_array_equal(parsed, expected[order], err_msg=key)
+    one_by_one = _read(str(tmp_path), "all", tfrecord.parse_fn(meta), batch=None)
+    assert one_by_one[0]["u8"].shape == (2, 2) and one_by_one[0]["word"].shape == ()
+
+
+def test_tfrecord_scales_uint8_images_per_batch(tmp_path):
+    x = np.random.default_rng(2).integers(0, 256, size=(6, 4, 4, 1), dtype=np.uint8)
+    y = np.arange(6, dtype=np.int64) % 2
+    tfrecord.write_shards((x, y), str(tmp_path), 1, prefix="img")
+    meta = tfrecord.read_meta(str(tmp_path), "img")
+    (images, labels), = _read(str(tmp_path), "img", tfrecord.parse_fn(meta, scale_uint8=True), 6)
+    assert images.dtype == tf.float32 and labels.dtype == tf.int64 and images.shape == (6, 4, 4, 1)
+    np.testing.assert_allclose(images.numpy(), x / 255.0, rtol=1e-6)
+    np.testing.assert_array_equal(labels.numpy(), y)
+    (raw, _), = _read(str(tmp_path), "img", tfrecord.parse_fn(meta), 6)
+    assert raw.dtype == tf.uint8
+    np.testing.assert_array_equal(raw.numpy(), x)
+    # write_sources applies a batch_map_fn too: records in, parsed (and scaled) examples out.
+    records = tf.data.TFRecordDataset(tf.io.gfile.glob(tfrecord.file_pattern(str(tmp_path), "img")))
+    tfrecord.write_sources(input_pipelines.DatasetSources(
+        name="img", train=records, eval=records, input_shape=(4, 4, 1), num_classes=2,
+        batch_map_fn=tfrecord.parse_fn(meta, scale_uint8=True)), str(tmp_path / "again"), 1)
+    (again, labels), = _read(str(tmp_path / "again"), "train",
+                             tfrecord.parse_fn(tfrecord.read_meta(str(tmp_path / "again"), "train")), 6)
+    np.testing.assert_array_equal(again.numpy(), images.numpy())
+    np.testing.assert_array_equal(labels.numpy(), y)
+
+
+def test_tfrecord_writer_rejects_what_fixed_length_lists_cannot_hold(tmp_path):
+    ragged = tf.data.Dataset.from_tensor_slices(tf.ragged.constant([[1, 2], [3]])).map(
+        lambda r: {"x": r, "label": tf.constant(0)})
+    with pytest.raises(ValueError, match=r"example 1 has 'x' of shape \(1,\), earlier ones \(2,\)"):
+        tfrecord.write_shards(ragged, str(tmp_path), 1)
+    with pytest.raises(ValueError, match="component 'x' of dtype qint8"):
+        tfrecord.write_shards(tf.data.Dataset.from_tensors(tf.zeros([2], tf.qint8)), str(tmp_path), 1)
+
+
+def _write_format_1(directory, prefix, x, y):
+    """Files as `write_shards` wrote them before format 2: serialized tensors, no "format"."""
+    with tf.io.TFRecordWriter(str(directory / f"{prefix}-00000-of-00001.tfrecord")) as w:
+        for xx, yy in zip(x, y):
+            feature = {k: tf.train.Feature(bytes_list=tf.train.BytesList(
+                value=[tf.io.serialize_tensor(v).numpy()])) for k, v in (("x", xx), ("y", yy))}
+            w.write(tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString())
+    meta = {"structure": "tuple", "keys": ["x", "y"], "dtypes": [x.dtype.name, y.dtype.name],
+            "shapes": [list(x.shape[1:]), []], "num_examples": len(x), "num_shards": 1,
+            "files": [f"{prefix}-00000-of-00001.tfrecord"], "num_classes": int(y.max()) + 1}
+    (directory / f"{prefix}.json").write_text(json.dumps(meta))
+
+
+def test_tfrecord_format_1_files_are_still_read_one_record_at_a_time(tmp_path):
+    x = np.random.default_rng(3).integers(0, 256, size=(8, 2, 2, 1), dtype=np.uint8)
+    y = np.arange(8, dtype=np.int32) % 2
+    for prefix in ("train", "eval"):
+        _write_format_1(tmp_path, prefix, x, y)
+    sources = tfrecord.sources(str(tmp_path))
+    assert sources.batch_map_fn is None and sources.map_fn is not None
+    images, labels = next(iter(data.make_dataset(sources.eval_spec(8))))
+    np.testing.assert_allclose(images.numpy(), x / 255.0, rtol=1e-6)
+    np.testing.assert_array_equal(labels.numpy(), y)
+
+
+@pytest.mark.parametrize("text, message", [
+    ('{"format": 3}', "has format 3; this version reads formats 1 and 2"),
+    ("{not json", "is not a valid description \\(JSON error"),
+    ("[1, 2]", "found a list, not an object"),
+    ('{"format": 2, "keys": ["x"]}', "\\(format 2\\) lacks structure, dtypes, shapes"),
+])
+def test_tfrecord_bad_description_names_the_file_and_how_to_rewrite(tmp_path, text, message):
+    (tmp_path / "bad.json").write_text(text)
+    with pytest.raises(ValueError, match=message) as e:
+        tfrecord.read_meta(str(tmp_path), "bad")
+    assert str(tmp_path / "bad.json") in str(e.value)
+    assert "python -m input_pipelines.tfrecord" in str(e.value)
+
+
+def test_tfrecord_sources_reject_train_and_eval_written_differently(tmp_path):
+    x, y = np.zeros((4, 2), np.float32), np.arange(4, dtype=np.int32)
+    tfrecord.write_shards((x, y), str(tmp_path), 1, prefix="train")
+    _write_format_1(tmp_path, "eval", x, y)
+    with pytest.raises(ValueError, match="differ in format \\(2 vs 1\\)"):
+        tfrecord.sources(str(tmp_path))
+
+
+def test_converted_digits_train_from_files(tmp_path, cpus):
     assert tfrecord.main(["--dataset", "digits", "--out", str(tmp_path), "--num_shards", "4"]) == 0
     sources = registry.load(f"tfrecord:{tmp_path}")
     assert (sources.input_shape, sources.num_classes) == ((8, 8, 1), 10)
     assert (sources.train_examples, sources.eval_examples) == (1437, 360)
     assert json.loads((tmp_path / "train.json").read_text())["num_shards"] == 4
+    assert sources.map_fn is None and sources.batch_map_fn is not None  # parsed per batch
     x, y = next(iter(data.make_dataset(sources.train_spec(16))))
     assert x.shape == (16, 8, 8, 1) and x.dtype == tf.float32 and y.dtype == tf.int32
+    # Every eval example comes back exactly as digits made it.
+    (_, _), (x_test, y_test) = digits.load_arrays()
+    read = [(xx.tobytes(), int(yy)) for xs, ys in data.make_dataset(sources.eval_spec(64))
+            for xx, yy in zip(xs.numpy(), ys.numpy())]
+    assert sorted(read) == sorted((xx.tobytes(), int(yy)) for xx, yy in zip(x_test, y_test))
+    strategy = tf.distribute.MirroredStrategy(cpus(2))
+    batch = next(iter(data.for_fit(strategy, sources.train_spec(16))))
+    assert [tuple(t.shape) for t in strategy.experimental_local_results(batch[0])] == [(8, 8, 8, 1)] * 2
 
 
 # --- TFDS -----------------------------------------------------------------------------------

@@ -11,7 +11,9 @@ out in the form each route needs:
 Sharding (see `plan_sharding`): by file when there are at least as many files as input pipelines
 (every worker shuffles the file list with the same seed, then takes its slice), otherwise by
 example. Sharding happens before shuffling, and TensorFlow's own auto-sharding is switched off on
-the result, so data is never sharded twice.
+the result, so data is never sharded twice. Examples are shuffled one by one; a `batch_map_fn`
+(e.g. one `tf.io.parse_example` over a batch of serialized records) runs on whole per-replica
+batches after that.
 """
 
 from __future__ import annotations
@@ -63,9 +65,14 @@ class DataSpec:
         sharding: `"auto"`, `"off"`, `"file"` or `"data"`. Defaults to `"auto"`.
         map_fn: Per-example preprocessing, applied in parallel after sharding and shuffling.
             Defaults to `None`.
+        batch_map_fn: Per-batch preprocessing, applied in parallel to each per-replica batch
+            (after `map_fn`, `cache`, `repeat` and batching; before prefetching), in order when
+            `seed` is set. Vectorised work such as `tf.io.parse_example` on a batch of
+            serialized records belongs here. Defaults to `None`.
         reader: Turns one file name into a dataset of records. Defaults to
             `tf.data.TFRecordDataset`.
-        cache: Cache this pipeline's examples in memory after `map_fn`. Defaults to `False`.
+        cache: Cache this pipeline's examples in memory after `map_fn` (before
+            `batch_map_fn`). Defaults to `False`.
 
     Example:
 
@@ -85,6 +92,7 @@ class DataSpec:
     seed: int | None = 0
     sharding: str = "auto"
     map_fn: Callable[..., Any] | None = None
+    batch_map_fn: Callable[..., Any] | None = None
     reader: Callable[[tf.Tensor], tf.data.Dataset] = tf.data.TFRecordDataset
     cache: bool = False
 
@@ -112,6 +120,13 @@ class DataSpec:
                 f"Invalid value for argument `source`. Received: {type(self.source).__name__}. "
                 "Pass a tf.data.Dataset, a dataset_fn(input_context), or TFRecord file patterns."
             )
+        for name in ("map_fn", "batch_map_fn"):
+            fn = getattr(self, name)
+            if fn is not None and not callable(fn):
+                raise DataConfigError(
+                    f"Invalid value for argument `{name}`. Received: {name}={fn!r} "
+                    f"({type(fn).__name__}). Pass a function or None."
+                )
         if self.sharding == "file" and not self._is_files():
             raise DataConfigError(
                 "sharding='file' needs file patterns as the source; received a "
@@ -300,7 +315,7 @@ def _log_once(info: ShardingInfo) -> None:
 def make_dataset(
     spec: DataSpec, input_context: tf.distribute.InputContext | None = None
 ) -> tf.data.Dataset:
-    """Builds one input pipeline: shard, shuffle, repeat, map, batch per replica, prefetch.
+    """Builds one input pipeline: shard, shuffle, map, repeat, batch per replica, map, prefetch.
 
     Args:
         spec: The data.
@@ -349,6 +364,12 @@ def make_dataset(
     if spec.effective_repeat:
         ds = ds.repeat()
     ds = ds.batch(info.per_replica_batch_size, drop_remainder=spec.effective_drop_remainder)
+    if spec.batch_map_fn is not None:
+        ds = ds.map(
+            spec.batch_map_fn,
+            num_parallel_calls=tf.data.AUTOTUNE,
+            deterministic=spec.seed is not None,
+        )
     ds = ds.prefetch(tf.data.AUTOTUNE)
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
