@@ -13,33 +13,12 @@ import os
 import sys
 from collections.abc import Sequence
 
+from tfdist import cli_args
 from tfdist.bench import options as options_lib
 
 PROG = "tfdist-bench"
 USAGE_ERROR = 2
 FAILURE = 1
-
-
-class _UsageError(Exception):
-    """argparse's complaint, kept to one line instead of usage text and an exit."""
-
-
-class _Exit(Exception):
-    """argparse wanted to exit (`--help`) with this code."""
-
-    def __init__(self, code: int) -> None:
-        super().__init__(code)
-        self.code = code
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise _UsageError(message)
-
-    def exit(self, status: int = 0, message: str | None = None) -> None:  # type: ignore[override]
-        if message:
-            print(message, file=sys.stderr, end="")
-        raise _Exit(status)
 
 
 def _int_at_least(minimum: int, example: int):
@@ -87,7 +66,7 @@ def _choice(valid: tuple[str, ...]):
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (defined once, here)."""
-    parser = _Parser(
+    parser = cli_args.OneLineParser(
         prog=PROG,
         description="Time tfdist's training routes against a hand-written strategy.run loop, "
                     "under the default strategy, MirroredStrategy and real multi-worker "
@@ -177,9 +156,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return multiworker.worker_main(args._worker)
         options = to_options(args)
-    except _Exit as exit_:
+    except cli_args.ParserExit as exit_:
         return exit_.code
-    except (_UsageError, options_lib.BenchUsageError) as err:
+    except (cli_args.UsageError, options_lib.BenchUsageError) as err:
         print(f"{PROG}: error: {err}", file=sys.stderr, flush=True)
         return USAGE_ERROR
 

@@ -15,6 +15,7 @@ import signal
 import sys
 from collections.abc import Iterator, Sequence
 
+from tfdist import cli_args
 from tfdist.launch import layout
 from tfdist.launch.errors import LaunchError
 from tfdist.launch.group import describe_status
@@ -24,28 +25,6 @@ from tfdist.launch.output import Output
 PROG = "tfdist-launch"
 USAGE_ERROR = 2
 _FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # SIGHUP: the terminal went away
-
-
-class _UsageError(Exception):
-    """argparse's complaint, kept to one line instead of usage text and an exit."""
-
-
-class _Exit(Exception):
-    """argparse wanted to exit (``--help``) with this code."""
-
-    def __init__(self, code: int) -> None:
-        super().__init__(code)
-        self.code = code
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise _UsageError(message)
-
-    def exit(self, status: int = 0, message: str | None = None) -> None:  # type: ignore[override]
-        if message:
-            print(message, file=sys.stderr, end="")
-        raise _Exit(status)
 
 
 def _int_at_least(minimum: int):
@@ -88,7 +67,7 @@ def _host_list(text: str) -> tuple[str, ...]:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (defined once, here)."""
-    parser = _Parser(
+    parser = cli_args.OneLineParser(
         prog=PROG, usage=f"{PROG} [options] -- COMMAND [ARGS...]",
         description="Run a command as the processes of a TensorFlow cluster, each with its "
                     "TF_CONFIG: free loopback ports, prefixed output, stop-all on failure, "
@@ -135,13 +114,14 @@ def _parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
         split = argv.index("--")
         args = parser.parse_args(argv[:split])
         if args.command:
-            raise _UsageError(f"unexpected arguments before '--': {shlex.join(args.command)}")
+            raise cli_args.UsageError(
+                f"unexpected arguments before '--': {shlex.join(args.command)}")
         command = argv[split + 1:]
     else:
         args = parser.parse_args(argv)
         command = args.command
     if not command:
-        raise _UsageError(f"no command given; usage: {PROG} [options] -- COMMAND [ARGS...]")
+        raise cli_args.UsageError(f"no command given; usage: {PROG} [options] -- COMMAND [ARGS...]")
     return args, command
 
 
@@ -219,9 +199,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             layout.check_ports_free(launcher.plan)
         with _forward_signals(launcher):
             result = launcher.run()
-    except _Exit as exit_:
+    except cli_args.ParserExit as exit_:
         return exit_.code
-    except (_UsageError, LaunchError) as err:
+    except (cli_args.UsageError, LaunchError) as err:
         print(f"{PROG}: error: {err}", file=sys.stderr, flush=True)
         return USAGE_ERROR
     except KeyboardInterrupt:  # Ctrl-C before any process started

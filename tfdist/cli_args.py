@@ -1,0 +1,35 @@
+"""An argparse parser for tfdist's commands: bad input becomes one line, not usage text and an exit.
+
+`tfdist-launch` and `tfdist-bench` catch `UsageError` and print `PROG: error: <message>` on
+stderr with exit status 2; `--help` raises `ParserExit` carrying the status to return. Kept free
+of TensorFlow imports: commands check their input before TensorFlow loads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+class UsageError(Exception):
+    """argparse's complaint (or the command's own), kept to one line."""
+
+
+class ParserExit(Exception):
+    """argparse wanted to exit (`--help`) with this code."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(code)
+        self.code = code
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """`argparse.ArgumentParser` that raises instead of printing usage and exiting."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(message)
+
+    def exit(self, status: int = 0, message: str | None = None) -> None:  # type: ignore[override]
+        if message:
+            print(message, file=sys.stderr, end="")
+        raise ParserExit(status)
