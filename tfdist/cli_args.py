@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 
 
 class UsageError(Exception):
@@ -33,3 +34,20 @@ class OneLineParser(argparse.ArgumentParser):
         if message:
             print(message, file=sys.stderr, end="")
         raise ParserExit(status)
+
+
+def int_at_least(minimum: int, example: int | None = None) -> Callable[[str], int]:
+    """An argparse `type` accepting integers >= `minimum`; the error shows `example` if given."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < minimum:
+            hint = f" (e.g. {example})" if example is not None else ""
+            raise argparse.ArgumentTypeError(
+                f"must be an integer >= {minimum}; received {text!r}{hint}")
+        return value
+
+    return parse

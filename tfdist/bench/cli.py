@@ -21,19 +21,6 @@ USAGE_ERROR = 2
 FAILURE = 1
 
 
-def _int_at_least(minimum: int, example: int):
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            value = None
-        if value is None or value < minimum:
-            raise argparse.ArgumentTypeError(
-                f"must be an integer >= {minimum}; received {text!r} (e.g. {example})")
-        return value
-    return parse
-
-
 def _lengths(text: str) -> tuple[int, ...]:
     try:
         values = tuple(int(part) for part in text.split(","))
@@ -85,24 +72,24 @@ def build_parser() -> argparse.ArgumentParser:
                       help="comma-separated subset of " + ",".join(options_lib.ROUTES)
                            + "; default all (reference always runs: ratios need it)")
     sizes = parser.add_argument_group("sizes (defaults depend on --model)")
-    sizes.add_argument("--batch", type=_int_at_least(1, 512), help="global batch size")
-    sizes.add_argument("--steps", type=_int_at_least(1, 100), help="steps per timed call")
-    sizes.add_argument("--steps-per-call", type=_int_at_least(1, 50),
+    sizes.add_argument("--batch", type=cli_args.int_at_least(1, 512), help="global batch size")
+    sizes.add_argument("--steps", type=cli_args.int_at_least(1, 100), help="steps per timed call")
+    sizes.add_argument("--steps-per-call", type=cli_args.int_at_least(1, 50),
                        help="steps per tf.function call (ctl steps_per_loop, fit "
                             "steps_per_execution, Estimator steps_per_loop)")
-    sizes.add_argument("--reps", type=_int_at_least(1, 3), default=3,
+    sizes.add_argument("--reps", type=cli_args.int_at_least(1, 3), default=3,
                        help="timed repetitions in this process, interleaved; default 3")
-    sizes.add_argument("--mw-reps", type=_int_at_least(1, 2), default=2,
+    sizes.add_argument("--mw-reps", type=cli_args.int_at_least(1, 2), default=2,
                        help="timed repetitions in each multi-worker launch; default 2")
-    sizes.add_argument("--pipeline-batches", type=_int_at_least(1, 100), default=100,
+    sizes.add_argument("--pipeline-batches", type=cli_args.int_at_least(1, 100), default=100,
                        help="batches each input pipeline is timed over; default 100")
     sizes.add_argument("--call-lengths", type=_lengths, default=(),
                        help="also time every in-process route at these steps per call, e.g. "
                             "100,200,300: time should grow in proportion (no teardown stall)")
     setup = parser.add_argument_group("set-up")
-    setup.add_argument("--virtual-cpus", type=_int_at_least(2, 2), default=2,
+    setup.add_argument("--virtual-cpus", type=cli_args.int_at_least(2, 2), default=2,
                        help="logical CPUs for mirrored; default 2")
-    setup.add_argument("--workers", type=_int_at_least(2, 2), default=2,
+    setup.add_argument("--workers", type=cli_args.int_at_least(2, 2), default=2,
                        help="worker processes for multi_worker, one core each; default 2")
     setup.add_argument("--timeout", type=_seconds, default=600.0,
                        help="seconds allowed for each multi-worker launch; default 600")

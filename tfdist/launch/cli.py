@@ -27,18 +27,6 @@ USAGE_ERROR = 2
 _FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # SIGHUP: the terminal went away
 
 
-def _int_at_least(minimum: int):
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            value = None
-        if value is None or value < minimum:
-            raise argparse.ArgumentTypeError(f"must be an integer >= {minimum}; received {text!r}")
-        return value
-    return parse
-
-
 def _seconds(text: str) -> float:
     try:
         value = float(text)
@@ -75,15 +63,15 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Exit status: 0 if every process succeeded; else the first failing process's "
                "(128+N for signal N); 124 on --timeout; 130/143 after Ctrl-C/SIGTERM; 2 on bad input.")
     job = parser.add_argument_group("cluster")
-    job.add_argument("--workers", type=_int_at_least(1), default=1, metavar="N",
+    job.add_argument("--workers", type=cli_args.int_at_least(1), default=1, metavar="N",
                      help="worker processes (per host with --hosts or --slurm); default 1")
     job.add_argument("--chief", action="store_true", help="add a chief process (on the first host)")
-    job.add_argument("--ps", type=_int_at_least(0), default=0, metavar="M",
+    job.add_argument("--ps", type=cli_args.int_at_least(0), default=0, metavar="M",
                      help="parameter-server processes (per host); needs --chief")
     job.add_argument("--evaluator", action="store_true",
                      help="add an evaluator process (on the first host), outside the training cluster")
     run = parser.add_argument_group("running")
-    run.add_argument("--max-restarts", type=_int_at_least(0), default=0, metavar="K",
+    run.add_argument("--max-restarts", type=cli_args.int_at_least(0), default=0, metavar="K",
                      help="restart the whole group up to K times after a failure; default 0")
     run.add_argument("--timeout", type=_seconds, metavar="S", help="stop everything after S seconds")
     run.add_argument("--grace", type=_seconds, default=10.0, metavar="S",
@@ -100,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     net.add_argument("--hosts", type=_host_list, metavar="H,H,...",
                      help="every host of a multi-host job, in the same order on each host "
                           '("name" or "name:port"); default 8888 as the base port')
-    net.add_argument("--host-index", type=_int_at_least(0), metavar="I",
+    net.add_argument("--host-index", type=cli_args.int_at_least(0), metavar="I",
                      help="this host's index in --hosts")
     net.add_argument("--slurm", action="store_true",
                      help="take --hosts and --host-index from Slurm (srun --ntasks-per-node=1)")
