@@ -245,3 +245,19 @@ def test_fit_runs_whole_executions_that_divide_each_epoch():
     assert _steps_per_execution(20, 50, 30) == 10
     assert _steps_per_execution(50, 600, 0) == 50
     assert _steps_per_execution(100, 13, 0) == 13
+
+
+@pytest.mark.parametrize("policy, scaled", [("float32", False), ("mixed_bfloat16", False),
+                                            ("mixed_float16", True)])
+def test_ctl_and_estimator_optimizer_scales_the_loss_only_under_float16(policy, scaled):
+    from tfdist.runner import settings
+
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        optimizer = settings.optimizer(0.01)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert isinstance(optimizer, keras.optimizers.LossScaleOptimizer) == scaled
+    inner = optimizer.inner_optimizer if scaled else optimizer
+    assert isinstance(inner, keras.optimizers.Adam)
+    assert float(keras.ops.convert_to_numpy(inner.learning_rate)) == pytest.approx(0.01)

@@ -28,11 +28,9 @@ def run(
     Returns:
         The final evaluation and the last training metrics (`loss`, `accuracy`).
     """
-    optimizer = keras.optimizers.Adam(settings.learning_rate)  # built under the scope by Trainer
-    if keras.mixed_precision.dtype_policy().name == "mixed_float16":
-        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)  # Trainer scales the loss
     trainer = loop.Trainer(
-        strategy=strategy, model=build_model, optimizer=optimizer,
+        strategy=strategy, model=build_model,
+        optimizer=settings_lib.optimizer(settings.learning_rate),  # built under the scope by Trainer
         loss=settings_lib.loss(), metrics=[settings_lib.accuracy()],
         train_data=None if settings.cluster.is_evaluator else train_spec, eval_data=eval_spec,
     )

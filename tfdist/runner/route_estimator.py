@@ -33,11 +33,10 @@ class _LastLoss(estimator_lib.SessionRunHook):
 def make_model_fn(build_model: Callable[[], keras.Model], learning_rate: float) -> Callable[..., Any]:
     """A `model_fn` around a Keras model builder: mean cross-entropy on logits, Adam, accuracy.
 
-    The Estimator builds the model under the global dtype policy in force when it is made (e.g.
-    `mixed_bfloat16`); under `mixed_float16` the optimizer is wrapped in a `LossScaleOptimizer`
+    The Estimator runs `model_fn` under the global dtype policy in force when it is made (e.g.
+    `mixed_bfloat16`); under `mixed_float16` the optimizer is a `LossScaleOptimizer`
     (tfdist's Estimator scales the loss with it, as Keras's `fit` does).
     """
-    policy = keras.mixed_precision.dtype_policy().name
 
     def model_fn(features: Any, labels: Any, mode: str) -> estimator_lib.EstimatorSpec:
         model = build_model()
@@ -53,10 +52,8 @@ def make_model_fn(build_model: Callable[[], keras.Model], learning_rate: float) 
             accuracy = settings_lib.accuracy()
             accuracy.update_state(labels, logits)
             return estimator_lib.EstimatorSpec(mode, loss=loss, eval_metric_ops={"accuracy": accuracy})
-        optimizer = keras.optimizers.Adam(learning_rate)
-        if policy == "mixed_float16":
-            optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
-        return estimator_lib.EstimatorSpec(mode, loss=loss, optimizer=optimizer)
+        return estimator_lib.EstimatorSpec(
+            mode, loss=loss, optimizer=settings_lib.optimizer(learning_rate))
 
     return model_fn
 

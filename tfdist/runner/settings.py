@@ -67,6 +67,18 @@ def loss() -> keras.losses.Loss:
     return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
 
+def optimizer(learning_rate: float) -> keras.optimizers.Optimizer:
+    """Adam; in a `LossScaleOptimizer` under the `mixed_float16` policy in force now.
+
+    For the routes that take gradients themselves (tfdist's `Trainer` and Estimator apply its
+    `scale_loss`); Keras's `compile` wraps `fit`'s optimizer on its own.
+    """
+    adam = keras.optimizers.Adam(learning_rate)
+    if keras.mixed_precision.dtype_policy().name == "mixed_float16":
+        return keras.optimizers.LossScaleOptimizer(adam)
+    return adam
+
+
 def accuracy() -> keras.metrics.Metric:
     """The metric every route reports, as `accuracy`."""
     return keras.metrics.SparseCategoricalAccuracy(name="accuracy")
