@@ -51,3 +51,20 @@ def int_at_least(minimum: int, example: int | None = None) -> Callable[[str], in
         return value
 
     return parse
+
+
+def seconds(*, allow_zero: bool) -> Callable[[str], float]:
+    """An argparse `type` accepting a number of seconds, > 0 (or >= 0 with `allow_zero`)."""
+    bound = ">= 0" if allow_zero else "> 0"
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = -1.0
+        if not (value >= 0 if allow_zero else value > 0):  # also rejects nan
+            raise argparse.ArgumentTypeError(
+                f"must be a number of seconds {bound}; received {text!r}")
+        return value
+
+    return parse

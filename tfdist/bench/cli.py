@@ -32,16 +32,6 @@ def _lengths(text: str) -> tuple[int, ...]:
     return tuple(dict.fromkeys(values))
 
 
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not value > 0:  # also rejects nan
-        raise argparse.ArgumentTypeError(f"must be a number of seconds > 0; received {text!r}")
-    return value
-
-
 def _choice(valid: tuple[str, ...]):
     def parse(text: str) -> str:
         if text not in valid:
@@ -91,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="logical CPUs for mirrored; default 2")
     setup.add_argument("--workers", type=cli_args.int_at_least(2, 2), default=2,
                        help="worker processes for multi_worker, one core each; default 2")
-    setup.add_argument("--timeout", type=_seconds, default=600.0,
+    setup.add_argument("--timeout", type=cli_args.seconds(allow_zero=False), default=600.0,
                        help="seconds allowed for each multi-worker launch; default 600")
     setup.add_argument("--seed", type=int, default=0, help="data and model seed; default 0")
     out = parser.add_argument_group("output")

@@ -53,8 +53,10 @@ def _timer(spec: data_lib.DataSpec, batches: int) -> Callable[[], float]:
     return once
 
 
-def _specs(workload: Workload, batch: int, work_dir: str, seed: int) -> dict[str, data_lib.DataSpec]:
-    source = tf.data.Dataset.from_tensor_slices((workload.features, workload.labels))
+def _specs(workload: Workload, batch: int, work_dir: str,
+           seed: int) -> dict[str, tuple[data_lib.DataSpec, tuple[int, ...]]]:
+    """Pipeline name -> (its spec, the shape of one example)."""
+    digits = input_pipelines.load("digits", seed=seed)
     directory = os.path.join(work_dir, "tfrecord")
     tfrecord.write_shards((workload.features, workload.labels), directory, TFRECORD_SHARDS,
                           prefix="train")
@@ -62,9 +64,10 @@ def _specs(workload: Workload, batch: int, work_dir: str, seed: int) -> dict[str
     tfrecord.write_shards((workload.features[:64], workload.labels[:64]), directory, 1,
                           prefix="eval")
     return {
-        "synthetic": data_lib.DataSpec(source=source, global_batch_size=batch, shuffle_buffer=0),
-        "digits": input_pipelines.load("digits", seed=seed).train_spec(batch, seed=seed),
-        "tfrecord": tfrecord.sources(directory).train_spec(batch, seed=seed),
+        "synthetic": (workload.spec(batch), workload.input_shape),
+        "digits": (digits.train_spec(batch, seed=seed), digits.input_shape),
+        "tfrecord": (tfrecord.sources(directory).train_spec(batch, seed=seed),
+                     workload.input_shape),
     }
 
 
@@ -84,9 +87,8 @@ def measure(workload: Workload, batch: int, work_dir: str, *, batches: int = 100
         pipeline -> `{"examples_per_sec": summary, "example_shape": [...]}`.
     """
     specs = _specs(workload, batch, work_dir, seed)
-    timers = {name: _timer(spec, batches) for name, spec in specs.items()}
+    timers = {name: _timer(spec, batches) for name, (spec, _) in specs.items()}
     samples = timing.interleaved(timers, reps)
-    shapes = {"synthetic": workload.input_shape, "digits": (8, 8, 1),
-              "tfrecord": workload.input_shape}
-    return {name: {"examples_per_sec": timing.summary(values), "example_shape": list(shapes[name])}
+    return {name: {"examples_per_sec": timing.summary(values),
+                   "example_shape": list(specs[name][1])}
             for name, values in samples.items()}

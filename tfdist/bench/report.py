@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from tfdist.bench import timing
+
 # (threshold, what) for each target of issue 8.
 CTL_VS_REFERENCE = 0.97
 FIT_VS_CTL = 0.9
@@ -17,20 +19,13 @@ PIPELINE_HEADROOM = 5.0
 MIRRORED_SCALING = 0.8
 MULTI_WORKER_SCALING = 0.8
 
-ROW_LABELS = {
-    "default": "default",
-    "mirrored": "mirrored",
-    "one_worker": "1 worker x 2 cores",
-    "multi_worker": "2 workers x 1 core",
-}
-
 
 def _row_label(row: str, result: dict[str, Any]) -> str:
     if row == "one_worker":
         return f"1 worker x {result.get('cores_per_worker', '?')} cores"
     if row == "multi_worker":
         return f"{result.get('workers', '?')} workers x 1 core"
-    return ROW_LABELS.get(row, row)
+    return row
 
 
 def _median(summary: dict[str, Any]) -> float:
@@ -46,12 +41,6 @@ def consumption(report: dict[str, Any]) -> tuple[float, str]:
             if rate > best:
                 best, where = rate, f"{row}/{name}"
     return best, where
-
-
-def _paired(numerator: Sequence[float], denominator: Sequence[float]) -> float:
-    ratios = sorted(n / d for n, d in zip(numerator, denominator))
-    mid = len(ratios) // 2
-    return ratios[mid] if len(ratios) % 2 else (ratios[mid - 1] + ratios[mid]) / 2
 
 
 def targets(report: dict[str, Any]) -> list[dict[str, Any]]:
@@ -93,8 +82,9 @@ def targets(report: dict[str, Any]) -> list[dict[str, Any]]:
         for route in ("reference", "ctl"):
             if route in results["mirrored"]["routes"]:
                 add(f"mirrored (2 logical CPUs) >= {MIRRORED_SCALING}x default, {route}",
-                    _paired(results["default"]["routes"][route]["seconds"]["samples"],
-                            results["mirrored"]["routes"][route]["seconds"]["samples"]),
+                    timing.paired_ratio(results["default"]["routes"][route]["seconds"]["samples"],
+                                        results["mirrored"]["routes"][route]["seconds"]["samples"]
+                                        )["median"],
                     MIRRORED_SCALING, "examples/s, median of per-repetition ratios")
     if "one_worker" in results and "multi_worker" in results:
         for route in ("reference", "ctl"):

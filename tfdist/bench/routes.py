@@ -64,11 +64,6 @@ def _loss() -> keras.losses.Loss:
     return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
 
-def _spec(workload: Workload, config: RouteConfig) -> data_lib.DataSpec:
-    source = tf.data.Dataset.from_tensor_slices((workload.features, workload.labels))
-    return data_lib.DataSpec(source=source, global_batch_size=config.batch, shuffle_buffer=0)
-
-
 def _timed(fn: Callable[[int], Any], sync: Callable[[], Any]) -> Callable[[int], float]:
     def run(steps: int) -> float:
         started = time.perf_counter()
@@ -96,7 +91,7 @@ def reference(strategy: tf.distribute.Strategy, workload: Workload, config: Rout
     call as a `tf.range` loop, `tf.nn.compute_average_loss` over the global batch.
     """
     started = time.perf_counter()
-    spec = _spec(workload, config)
+    spec = workload.spec(config.batch)
     with strategy.scope():
         model = workload.build()
         optimizer = keras.optimizers.SGD(LEARNING_RATE)
@@ -137,7 +132,7 @@ def ctl(strategy: tf.distribute.Strategy, workload: Workload, config: RouteConfi
     started = time.perf_counter()
     trainer = loop_lib.Trainer(
         strategy=strategy, model=workload.build, optimizer=keras.optimizers.SGD(LEARNING_RATE),
-        loss=_loss(), train_data=_spec(workload, config))
+        loss=_loss(), train_data=workload.spec(config.batch))
     controller = loop_lib.Controller(
         trainer, model_dir=config.model_dir, steps_per_loop=config.steps_per_call,
         checkpoint_every=10**9, progress=False, summaries=False, export=False,
@@ -166,7 +161,7 @@ def fit(strategy: tf.distribute.Strategy, workload: Workload, config: RouteConfi
     """
     started = time.perf_counter()
     model = _compiled(strategy, workload, config.steps_per_call)
-    dataset = data_lib.for_fit(strategy, _spec(workload, config))
+    dataset = data_lib.for_fit(strategy, workload.spec(config.batch))
 
     def train(steps: int) -> None:
         model.fit(dataset, epochs=1, steps_per_epoch=steps, verbose=0, shuffle=False)
@@ -200,7 +195,7 @@ def estimator(strategy: tf.distribute.Strategy, workload: Workload, config: Rout
     pipeline, restores the newest checkpoint and saves one at the end.
     """
     started = time.perf_counter()
-    spec = _spec(workload, config)
+    spec = workload.spec(config.batch)
     per_example = keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction=None)
 
     def model_fn(features: Any, labels: Any, mode: str) -> estimator_lib.EstimatorSpec:

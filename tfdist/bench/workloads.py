@@ -52,6 +52,16 @@ class Workload:
     flops_per_example: int
     params: int
 
+    def spec(self, global_batch_size: int) -> Any:
+        """The in-memory examples as a `tfdist.data.DataSpec`: repeated, not shuffled."""
+        import tensorflow as tf
+
+        from tfdist import data as data_lib
+
+        source = tf.data.Dataset.from_tensor_slices((self.features, self.labels))
+        return data_lib.DataSpec(source=source, global_batch_size=global_batch_size,
+                                 shuffle_buffer=0)
+
     @property
     def train_flops_per_example(self) -> int:
         """Approximate FLOPs of one training example: 3x the forward pass."""

@@ -27,16 +27,6 @@ USAGE_ERROR = 2
 _FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # SIGHUP: the terminal went away
 
 
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not value >= 0:  # also rejects nan
-        raise argparse.ArgumentTypeError(f"must be a number of seconds >= 0; received {text!r}")
-    return value
-
-
 def _port_list(text: str) -> tuple[int, ...]:
     try:
         return tuple(int(part) for part in text.split(","))
@@ -73,8 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     run = parser.add_argument_group("running")
     run.add_argument("--max-restarts", type=cli_args.int_at_least(0), default=0, metavar="K",
                      help="restart the whole group up to K times after a failure; default 0")
-    run.add_argument("--timeout", type=_seconds, metavar="S", help="stop everything after S seconds")
-    run.add_argument("--grace", type=_seconds, default=10.0, metavar="S",
+    run.add_argument("--timeout", type=cli_args.seconds(allow_zero=True), metavar="S", help="stop everything after S seconds")
+    run.add_argument("--grace", type=cli_args.seconds(allow_zero=True), default=10.0, metavar="S",
                      help="seconds the others get to exit after a failure, and from SIGTERM to "
                           "SIGKILL; default 10")
     run.add_argument("--log-dir", metavar="DIR",
