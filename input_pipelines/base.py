@@ -14,7 +14,7 @@ from typing import Any
 
 from tfdist import data as data_lib
 
-_MAX_SHUFFLE_BUFFER = 10_000
+_MAX_SHUFFLE_BUFFER = data_lib.DEFAULT_SHUFFLE_BUFFER
 
 
 @dataclasses.dataclass(frozen=True)

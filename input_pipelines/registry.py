@@ -85,11 +85,6 @@ class DatasetRequest:
     options: tuple[tuple[str, Any], ...] = ()
 
 
-def names() -> list[str]:
-    """The dataset kinds."""
-    return list(_KINDS)
-
-
 def parse(text: str) -> DatasetRequest:
     """Parses `KIND[:ARGUMENT][,key=value...]` (see the module docstring) without importing TF.
 

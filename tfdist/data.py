@@ -34,7 +34,7 @@ SHARDING_POLICIES = ("auto", "off", "file", "data")
 DatasetFn = Callable[[tf.distribute.InputContext], tf.data.Dataset]
 Source = Union[tf.data.Dataset, DatasetFn, str, Sequence[str]]
 
-_DEFAULT_SHUFFLE_BUFFER = 10_000
+DEFAULT_SHUFFLE_BUFFER = 10_000
 # Odd constant that spreads per-pipeline seeds apart; any fixed value keeps runs reproducible.
 _SEED_STRIDE = 7919
 
@@ -140,7 +140,7 @@ class DataSpec:
     def effective_shuffle_buffer(self) -> int:
         if self.shuffle_buffer is not None:
             return self.shuffle_buffer
-        return _DEFAULT_SHUFFLE_BUFFER if self.training else 0
+        return DEFAULT_SHUFFLE_BUFFER if self.training else 0
 
     @property
     def effective_repeat(self) -> bool:
@@ -330,7 +330,7 @@ def make_dataset(
     n, i = info.num_input_pipelines, info.input_pipeline_id
 
     if spec._is_files():
-        files = info.files if info.policy == "file" else tuple(list_files(spec.source))
+        files = info.files  # this pipeline's slice under file sharding, else every file
         ds = tf.data.Dataset.from_tensor_slices(list(files))
         ds = ds.interleave(
             spec.reader,

@@ -26,15 +26,9 @@ def run(
 
     `steps_per_loop` becomes `steps_per_execution`. A `BackupAndRestore` in `model_dir/backup`
     lets a restarted job (e.g. `tfdist-launch --max-restarts`) resume mid-run; it is deleted when
-    `fit` succeeds, so a finished `model_dir` trains again from scratch.
-
-    Raises:
-        settings_lib.RunError: This task is an evaluator (`fit` has no sidecar evaluation).
+    `fit` succeeds, so a finished `model_dir` trains again from scratch. (An evaluator task is
+    refused before any route runs: `options.check_cluster`.)
     """
-    if settings.cluster.is_evaluator:
-        raise settings_lib.RunError(
-            "--route=fit has no evaluator task: fit evaluates on the training workers. "
-            "Drop the evaluator or use --route=ctl or --route=estimator.")
     interval = min(settings.eval_every, settings.train_steps)
     epochs, remainder = divmod(settings.train_steps, interval)
     with strategy.scope():

@@ -8,7 +8,6 @@ from typing import Any
 import keras
 
 from tfdist import cluster as cluster_lib
-from tfdist.runner.options import RunError  # noqa: F401  (routes raise it)
 
 
 @dataclasses.dataclass(frozen=True)
