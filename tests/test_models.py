@@ -64,6 +64,9 @@ def test_transformer_takes_token_ids():
     ("transformer", dict(embed_dim=30, num_heads=4), "num_heads to divide embed_dim"),
     ("transformer", dict(input_shape=(8, 8, 1), vocab_size=100), "token ids of shape \\(seq_len,\\)"),
     ("cnn", dict(dropout=1.0), "dropout=1.0"),
+    ("resnet", dict(weight_decay=-0.1), "weight_decay"),
+    ("transformer", dict(input_shape=(8,), vocab_size=None), "without a vocab_size"),
+    ("mlp", dict(input_shape=(0, 3)), "input_shape=\\(0, 3\\). Pass positive integers"),
 ])
 def test_configs_reject_what_cannot_be_built(name, config, message):
     with pytest.raises(ValueError, match=message):
@@ -105,3 +108,9 @@ def test_listing_names_imports_no_keras():
     code = ("import sys, models; assert models.names(); "
             "assert 'keras' not in sys.modules and 'tensorflow' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, check=True, timeout=60)
+
+
+@pytest.mark.parametrize("text", ["depth", "=3", "depth=8,2x"])
+def test_model_options_must_be_key_value_items(text):
+    with pytest.raises(ValueError, match="expected key=value items separated by commas"):
+        models.parse_options(text)

@@ -212,6 +212,8 @@ def test_runtime_checks_name_the_flag_before_training(tmp_path):
         (dict(model="resnet", model_options="detph=8"), "--model=resnet: Model 'resnet' has no option.* detph"),
         (dict(model_options="num_classes=3"), "--model_options: num_classes comes from the dataset"),
         (dict(model="mlp", dataset="synthetic:shape=16,vocab=50"), "--model=mlp takes float features"),
+        (dict(dataset=f"tfrecord:{tmp_path / 'missing'}"), "--dataset=tfrecord:.*missing"),
+        (dict(route="keras2"), "unknown route 'keras2'; valid: ctl, fit, estimator"),
     ]:
         with pytest.raises(runner.RunError, match=message):
             runner.run(runner.TrainOptions(model_dir=str(tmp_path), strategy="default", **options))
