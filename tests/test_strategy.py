@@ -126,3 +126,9 @@ def test_virtual_cpus_in_a_fresh_process():
     )
     assert out.returncode == 0, out.stderr
     assert "MirroredStrategy: 3 replica(s), 1 worker(s), devices=[CPU:0, CPU:1, CPU:2]" in out.stdout
+
+
+def test_name_of_gives_back_the_get_strategy_name(cpus):
+    for name, kwargs in [("default", {}), ("one_device", {"devices": cpus(1)}),
+                         ("mirrored", {"devices": cpus(2)})]:
+        assert strategy.name_of(tfdist.get_strategy(name, **kwargs)) == name

@@ -224,6 +224,27 @@ def num_workers(strategy: tf.distribute.Strategy) -> int:
     return int(getattr(strategy.extended, "_num_workers", 1))
 
 
+# Class name (without "V2" and leading "_") -> the `get_strategy` name.
+_NAMES = {
+    "DefaultDistributionStrategy": "default",
+    "OneDeviceStrategy": "one_device",
+    "MirroredStrategy": "mirrored",
+    "CollectiveAllReduceStrategy": "multi_worker_mirrored",
+    "MultiWorkerMirroredStrategy": "multi_worker_mirrored",
+}
+
+
+def _kind(strategy: tf.distribute.Strategy) -> str:
+    kind = type(strategy).__name__.replace("V2", "").lstrip("_")
+    return {"CollectiveAllReduceStrategy": "MultiWorkerMirroredStrategy"}.get(kind, kind)
+
+
+def name_of(strategy: tf.distribute.Strategy) -> str:
+    """The `get_strategy` name of a strategy object, e.g. `"mirrored"` (else its class name)."""
+    kind = _kind(strategy)
+    return _NAMES.get(kind, kind)
+
+
 def describe(strategy: tf.distribute.Strategy) -> str:
     """One line for logs: strategy kind, replicas, workers and local devices.
 
@@ -239,8 +260,7 @@ def describe(strategy: tf.distribute.Strategy) -> str:
         worker_devices = ("default placement",)
     devices = [d.split("device:")[-1] for d in worker_devices]
     workers = num_workers(strategy)
-    kind = type(strategy).__name__.replace("V2", "").lstrip("_")
-    kind = {"CollectiveAllReduceStrategy": "MultiWorkerMirroredStrategy"}.get(kind, kind)
+    kind = _kind(strategy)
     return (
         f"{kind}: {strategy.num_replicas_in_sync} replica(s), {workers} worker(s), "
         f"devices=[{', '.join(devices)}]"

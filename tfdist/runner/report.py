@@ -16,21 +16,6 @@ from tfdist.runner.options import TrainOptions
 from tfdist.runner.settings import RouteResult
 
 METRICS_FILE = "metrics.json"
-_STRATEGY_NAMES = {
-    "_DefaultDistributionStrategy": "default",
-    "OneDeviceStrategy": "one_device",
-    "MirroredStrategy": "mirrored",
-    "CollectiveAllReduceStrategy": "multi_worker_mirrored",
-    "MultiWorkerMirroredStrategy": "multi_worker_mirrored",
-}
-
-
-def strategy_name(strategy: tf.distribute.Strategy) -> str:
-    """The `tfdist.get_strategy` name of a strategy object, e.g. `"mirrored"`."""
-    kind = type(strategy).__name__.replace("V2", "")
-    return _STRATEGY_NAMES.get(kind, kind)
-
-
 def model_info(family: Any, config: Any) -> dict[str, Any]:
     """Parameter count and FLOPs per example, from a throwaway build of the model."""
     model = family.build(config)
@@ -56,7 +41,7 @@ def build(
     policy = keras.mixed_precision.dtype_policy().name
     return {
         "route": options.route,
-        "strategy": strategy_name(strategy),
+        "strategy": strategy_lib.name_of(strategy),
         "strategy_flag": options.strategy,
         "strategy_description": strategy_lib.describe(strategy),
         "replicas": strategy.num_replicas_in_sync,
