@@ -38,7 +38,7 @@ def _input_fn(batch=32, repeat=True, num=256):
     return input_fn
 
 
-def _model_fn(models=None, lr=0.1, **spec_overrides):
+def _model_fn(models=None, lr=0.3, **spec_overrides):
     """model_fn building a Keras model inside; `models` records every model it builds."""
 
     def model_fn(features, labels, mode):
@@ -117,11 +117,12 @@ def _summary_steps(directory):
 def test_tutorial_program_as_one_process(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
-    report = estimator_job.main(str(tmp_path / "model"), str(out), epochs=2)
+    report = estimator_job.main(str(tmp_path / "model"), str(out), epochs=8)
     result = report["eval_result"]
-    assert result["global_step"] == 94  # 2 epochs of 1500 examples in batches of 32, input ends
-    assert result["accuracy"] > 0.7 and result["loss"] > 0
-    assert report["latest_checkpoint"].endswith("ckpt-94")
+    # 8 epochs of 1500 examples in batches of 32, input ends. Accuracy over 20 seeds: 0.85-0.91.
+    assert result["global_step"] == 375
+    assert result["accuracy"] > 0.75 and result["loss"] > 0
+    assert report["latest_checkpoint"].endswith("ckpt-375")
     (export_dir,) = report["exports"]
     _check_export(export_dir)
     assert list((tmp_path / "model" / "eval").glob("events.*"))
@@ -136,21 +137,21 @@ def test_tutorial_program_on_two_workers_and_an_evaluator(tmp_path):
                             evaluator=True, env={"TMPDIR": str(scratch)}, timeout=400)
     reports = {p.stem: json.loads(p.read_text()) for p in out.glob("*.json")}
     assert set(reports) == {"worker-0", "worker-1", "evaluator-0"}
-    # 1500 examples sharded over 2 input pipelines, 4 epochs, per-worker batches of 32.
-    assert [reports[name]["last_step"] for name in ("worker-0", "worker-1")] == [94, 94]
-    assert reports["worker-0"]["latest_checkpoint"].endswith("ckpt-94")  # the chief wrote it
+    # 1500 examples sharded over 2 input pipelines, 16 epochs, per-worker batches of 32.
+    assert [reports[name]["last_step"] for name in ("worker-0", "worker-1")] == [375, 375]
+    assert reports["worker-0"]["latest_checkpoint"].endswith("ckpt-375")  # the chief wrote it
     evaluator = reports["evaluator-0"]
-    assert evaluator["eval_result"]["global_step"] == 94
-    assert evaluator["eval_result"]["accuracy"] > 0.7
+    assert evaluator["eval_result"]["global_step"] == 375
+    assert evaluator["eval_result"]["accuracy"] > 0.75
     (export_dir,) = evaluator["exports"]
     assert Path(export_dir).parent == model_dir / "export" / "digits"
     _check_export(export_dir)
     top = {p.name for p in model_dir.iterdir()}
-    assert {"checkpoint", "ckpt-94.index", "eval", "export", "training_done"} <= top
+    assert {"checkpoint", "ckpt-375.index", "eval", "export", "training_done"} <= top
     assert len([n for n in top if "tfevents" in n]) == 1  # only the chief writes training summaries
     assert not list(scratch.glob("tfdist-*"))  # the other worker removed its scratch checkpoints
     evaluated = _summary_steps(model_dir / "eval")
-    assert evaluated[-1] == 94 and set(evaluated) <= {40, 80, 94}  # new checkpoints only
+    assert evaluated[-1] == 375 and set(evaluated) <= {100, 200, 300, 375}  # new checkpoints only
 
 
 # --- training, resume, warm start ------------------------------------------------------------------

@@ -32,7 +32,7 @@ import tfdist.estimator  # PORT 1
 BUFFER_SIZE = 10000
 BATCH_SIZE = 32
 LEARNING_RATE = 0.1
-EPOCHS = 4
+EPOCHS = 16  # 375 steps on 2 workers: test accuracy 0.85-0.91, far from chance either way
 NUM_TRAIN = 1500
 
 
@@ -114,7 +114,7 @@ def main(model_dir, out_dir, epochs=EPOCHS):
     global EPOCHS
     EPOCHS = epochs
     strategy = tfdist.get_strategy()  # PORT 2 (was tf.distribute.experimental.MultiWorkerMirroredStrategy())
-    config = tfdist.estimator.RunConfig(train_distribute=strategy, save_checkpoints_steps=40,
+    config = tfdist.estimator.RunConfig(train_distribute=strategy, save_checkpoints_steps=100,
                                         save_summary_steps=20, log_step_count_steps=40)
     classifier = tfdist.estimator.Estimator(model_fn=model_fn, model_dir=model_dir, config=config)
     eval_result, exports = tfdist.estimator.train_and_evaluate(
