@@ -519,14 +519,15 @@ def test_route_example_runs_under_the_launcher(tmp_path):
 @pytest.mark.multiworker
 def test_kill_9_with_a_restart_resumes_from_the_last_checkpoint(tmp_path):
     model, out = _dirs(tmp_path)
-    steps = 200
+    steps = 500  # ~10 s of training after the first checkpoint here: the kill lands mid-run
+    chance = random.Random()  # not the global one: tests and Keras seed that one
     run = Background("--workers", 2, "--max-restarts", 1, "--grace", 3, "--",
                      PY, "-c", VERBOSE_CTL_JOB, model, out, steps)
     try:
         run.wait_for(lambda: any(model.glob("ckpt-*.index")), "the first checkpoint")
-        delay = random.uniform(0.0, 1.5)
+        delay = chance.uniform(0.0, 1.5)
         time.sleep(delay)  # a random point in training after it
-        victim = random.choice(run.children(2))
+        victim = chance.choice(run.children(2))
         victim_name = f"worker:{victim.environ()['TFDIST_TASK_ID']}"
         victim.kill()
         assert run.finish() == 0, run.output[-4000:]
@@ -549,11 +550,12 @@ def test_kill_9_with_a_restart_resumes_from_the_last_checkpoint(tmp_path):
 @pytest.mark.multiworker
 def test_kill_9_without_restarts_fails_fast_and_leaves_nothing(tmp_path):
     model, out = _dirs(tmp_path)
-    run = Background("--workers", 2, "--", PY, CTL_JOB, model, out, 100000)
+    # The survivor is stuck in a collective until SIGKILL: 3 s to exit alone, TERM, 3 s, KILL.
+    run = Background("--workers", 2, "--grace", 3, "--", PY, CTL_JOB, model, out, 100000)
     try:
         run.wait_for(lambda: any(model.glob("ckpt-*.index")), "the first checkpoint")
         children = run.children(2)
-        random.choice(children).kill()
+        random.Random().choice(children).kill()
         killed_at = time.monotonic()
         code = run.finish(timeout=120)
         elapsed = time.monotonic() - killed_at

@@ -24,7 +24,8 @@ def test_registry_lists_the_families_and_names_valid_ones_on_a_typo():
         models.get("cnn").make_config(widht=3)
 
 
-def test_register_refuses_a_taken_name_unless_replacing():
+def test_register_refuses_a_taken_name_unless_replacing(monkeypatch):
+    monkeypatch.setattr(registry, "_REGISTERED", dict(registry._REGISTERED))  # leave others' registry alone
     family = registry.ModelFamily("tiny_test_model", models.MLPConfig, models.get("mlp").build)
     assert models.register(family) is family
     assert "tiny_test_model" in models.names()
