@@ -24,14 +24,17 @@ def test_registry_lists_the_families_and_names_valid_ones_on_a_typo():
         models.get("cnn").make_config(widht=3)
 
 
-def test_register_refuses_a_taken_name_unless_replacing(monkeypatch):
-    monkeypatch.setattr(registry, "_REGISTERED", dict(registry._REGISTERED))  # leave others' registry alone
+def test_register_refuses_a_taken_name_unless_replacing():
     family = registry.ModelFamily("tiny_test_model", models.MLPConfig, models.get("mlp").build)
-    assert models.register(family) is family
-    assert "tiny_test_model" in models.names()
-    with pytest.raises(ValueError, match="already registered"):
-        models.register(registry.ModelFamily("tiny_test_model", models.MLPConfig, lambda c: None))
-    models.register(family, replace=True)
+    try:
+        assert models.register(family) is family
+        assert "tiny_test_model" in models.names()
+        with pytest.raises(ValueError, match="already registered"):
+            models.register(registry.ModelFamily("tiny_test_model", models.MLPConfig, lambda c: None))
+        models.register(family, replace=True)
+    finally:
+        registry._REGISTERED.pop("tiny_test_model", None)  # leave the registry as other tests expect
+    assert "tiny_test_model" not in models.names()
 
 
 @pytest.mark.parametrize("name", sorted(SHAPES))
