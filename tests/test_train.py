@@ -119,6 +119,31 @@ def test_estimator_on_two_workers_and_an_evaluator(tmp_path):
     assert f"[evaluator:0] tfdist-train: evaluator: final evaluation at step {STEPS}" in output
 
 
+def test_fit_route_backup_covers_a_short_last_epoch(tmp_path, monkeypatch):
+    # 25 steps, validated every 10: epochs of 10, 10 and 5 steps, in one fit call so a crash in the
+    # short last epoch resumes from the backup at step 20 instead of starting over.
+    from tfdist.runner import route_fit
+    seen, stop_batch_end = [], route_fit._StopAtStep.on_train_batch_end
+
+    def crash_at_the_end(callback, batch, logs=None):
+        seen.append(int(callback.model.optimizer.iterations.numpy()))
+        if seen[-1] == 25 and crash:
+            raise RuntimeError("simulated crash")
+        stop_batch_end(callback, batch, logs)
+
+    monkeypatch.setattr(route_fit._StopAtStep, "on_train_batch_end", crash_at_the_end)
+    run = dict(train_steps=25, eval_every=10, steps_per_loop=5)
+    crash = True
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        _in_process(tmp_path, "fit", "default", **run)
+    assert [p.name for p in (tmp_path / "backup").glob("*.index")] == ["ckpt-20.index"]
+    crash, seen[:] = False, []
+    report = _in_process(tmp_path, "fit", "default", **run)
+    assert seen == [25]  # only the last 5 steps ran again
+    assert report["steps"] == 25 and report["final"]["accuracy"] > 0.2
+    assert not (tmp_path / "backup").exists()
+
+
 @pytest.mark.parametrize("route, model, model_options, dataset", [
     ("ctl", "mlp", "hidden=64", "tfrecord"),
     ("fit", "resnet", "depth=8,width=8", "digits"),

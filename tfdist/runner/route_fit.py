@@ -15,6 +15,26 @@ from tfdist.keras import callbacks as callbacks_lib
 from tfdist.runner import settings as settings_lib
 
 
+class _StopAtStep(keras.callbacks.Callback):
+    """Ends `fit` once the optimizer has taken `steps` steps, in its last epoch (which may be short).
+
+    Reads the step counter only in the last epoch: a read waits for the step to finish.
+    """
+
+    def __init__(self, steps: int, last_epoch: int) -> None:
+        super().__init__()
+        self.steps = steps
+        self.last_epoch = last_epoch
+        self._in_last_epoch = False
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self._in_last_epoch = epoch == self.last_epoch
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        if self._in_last_epoch and int(self.model.optimizer.iterations.numpy()) >= self.steps:
+            self.model.stop_training = True  # same step count on every worker: all stop together
+
+
 def run(
     strategy: tf.distribute.Strategy,
     build_model: Callable[[], keras.Model],
@@ -30,7 +50,8 @@ def run(
     refused before any route runs: `options.check_cluster`.)
     """
     interval = min(settings.eval_every, settings.train_steps)
-    epochs, remainder = divmod(settings.train_steps, interval)
+    remainder = settings.train_steps % interval
+    epochs = settings.train_steps // interval + bool(remainder)  # the last one may end early
     with strategy.scope():
         model = build_model()
         model.compile(
@@ -45,14 +66,14 @@ def run(
     backup = callbacks_lib.BackupAndRestore(os.path.join(settings.model_dir, "backup"),
                                             cluster=settings.cluster)
     started = time.perf_counter()
+    # One `fit` call, so the backup covers every step (a second call for the remainder would start
+    # without it: the first call deletes the backup when it ends).
+    stop = _StopAtStep(settings.train_steps, last_epoch=epochs - 1)
     history = model.fit(
-        train_data, epochs=epochs, steps_per_epoch=interval, callbacks=[backup], verbose=verbose,
-        shuffle=False,  # the data layer shuffles
+        train_data, epochs=epochs, steps_per_epoch=interval, callbacks=[backup, stop],
+        verbose=verbose, shuffle=False,  # the data layer shuffles
         validation_data=eval_data if interval < settings.train_steps else None,
     )
-    if remainder:  # the steps left after whole `eval_every` epochs
-        history = model.fit(train_data, initial_epoch=epochs, epochs=epochs + 1,
-                            steps_per_epoch=remainder, verbose=verbose, shuffle=False)
     seconds = time.perf_counter() - started
     final = model.evaluate(eval_data, return_dict=True, verbose=0)
     train = {k: v[-1] for k, v in history.history.items() if not k.startswith("val_")}
