@@ -224,17 +224,17 @@ def num_workers(strategy: tf.distribute.Strategy) -> int:
     return int(getattr(strategy.extended, "_num_workers", 1))
 
 
-# Class name (without "V2" and leading "_") -> the `get_strategy` name.
+# `_kind` of a strategy -> its `get_strategy` name.
 _NAMES = {
     "DefaultDistributionStrategy": "default",
     "OneDeviceStrategy": "one_device",
     "MirroredStrategy": "mirrored",
-    "CollectiveAllReduceStrategy": "multi_worker_mirrored",
     "MultiWorkerMirroredStrategy": "multi_worker_mirrored",
 }
 
 
 def _kind(strategy: tf.distribute.Strategy) -> str:
+    """Class name without "V2" or a leading "_"; TF's CollectiveAllReduceStrategy by its public name."""
     kind = type(strategy).__name__.replace("V2", "").lstrip("_")
     return {"CollectiveAllReduceStrategy": "MultiWorkerMirroredStrategy"}.get(kind, kind)
 
