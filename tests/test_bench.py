@@ -121,6 +121,7 @@ def plot_available() -> bool:
     (["--reps", "zero"], ["--reps", "'zero'", ">= 1"]),
     (["--steps", "30", "--steps-per-call", "20"], ["--steps", "30", "e.g. --steps=20"]),
     (["--batch", "15", "--strategies", "mirrored"], ["--batch", "15", "e.g. --batch=14"]),
+    (["--batch", "15", "--strategies", "multi_worker"], ["--batch", "15", "2 workers", "e.g. --batch=14"]),
     (["--json", "/no/such/dir/out.json"], ["--json", "/no/such/dir", "create it"]),
     (["--call-lengths", "100,x"], ["--call-lengths", "'100,x'", "e.g. 100,200,300"]),
     (["--call-lengths", "60,100", "--steps-per-call", "50"],
@@ -148,10 +149,15 @@ def test_module_entry_point_exits_2_on_bad_input():
 
 
 def test_console_script_entry_point_exists():
-    from tfdist import bench
-
-    assert callable(bench.run) and callable(bench.main)
     assert "tfdist-bench = tfdist.bench:run" in (REPO_ROOT / "setup.cfg").read_text()
+
+
+@pytest.mark.multiworker
+def test_a_multi_worker_launch_that_cannot_finish_exits_1_naming_the_worker():
+    result = _bench("--strategies", "multi_worker", *SMOKE, "--timeout", "3")
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert ("tfdist-bench: error: one_worker: worker:0 was stopped (timeout) (killed by SIGTERM"
+            in result.stderr), result.stderr[-3000:]
 
 
 # --- report logic on a hand-made report (no TensorFlow) -----------------------------------------

@@ -96,20 +96,21 @@ def to_options(args: argparse.Namespace) -> options_lib.BenchOptions:
     """The parsed command line as checked `BenchOptions`.
 
     Raises:
-        tfdist.bench.options.BenchUsageError: A value that cannot work.
+        tfdist.cli_args.UsageError: A value that cannot work.
     """
     defaults = options_lib.MODEL_DEFAULTS[args.model]
     routes = options_lib.parse_list("--routes", "route", args.routes, options_lib.ROUTES)
     if "reference" not in routes:
         routes = ("reference", *routes)
+    steps = args.steps or defaults.steps
     options = options_lib.BenchOptions(
         model=args.model,
         strategies=options_lib.parse_list("--strategies", "strategy", args.strategies,
                                            options_lib.STRATEGIES),
         routes=routes,
         batch=args.batch or defaults.batch,
-        steps=args.steps or defaults.steps,
-        steps_per_call=args.steps_per_call or min(defaults.steps_per_call, args.steps or 10**9),
+        steps=steps,
+        steps_per_call=args.steps_per_call or min(defaults.steps_per_call, steps),
         reps=args.reps, mw_reps=args.mw_reps, virtual_cpus=args.virtual_cpus,
         workers=args.workers, pipeline_batches=args.pipeline_batches,
         call_lengths=args.call_lengths, timeout=args.timeout,
@@ -118,7 +119,7 @@ def to_options(args: argparse.Namespace) -> options_lib.BenchOptions:
     for flag, path in (("--json", args.json), ("--plot", args.plot)):
         directory = os.path.dirname(os.path.abspath(path)) if path else None
         if directory and not os.path.isdir(directory):
-            raise options_lib.BenchUsageError(
+            raise cli_args.UsageError(
                 f"{flag}: directory {directory!r} does not exist (received {flag}={path}); "
                 "create it or pass another path")
     return options_lib.check(options)
@@ -135,7 +136,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         options = to_options(args)
     except cli_args.ParserExit as exit_:
         return exit_.code
-    except (cli_args.UsageError, options_lib.BenchUsageError) as err:
+    except cli_args.UsageError as err:
         print(f"{PROG}: error: {err}", file=sys.stderr, flush=True)
         return USAGE_ERROR
 

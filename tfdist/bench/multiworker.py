@@ -24,6 +24,7 @@ import tempfile
 from typing import Any
 
 from tfdist.bench.options import BenchOptions
+from tfdist.launch.group import describe_status
 
 BASELINE_ROUTES = ("reference", "ctl")
 _PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -55,9 +56,11 @@ def _launch(row: str, workers: int, cores_per_worker: int, options: BenchOptions
                          stream=False, grace=5.0)
     failed = [r for r in results if r.returncode != 0]
     if failed:
-        first = failed[0]
-        raise BenchError(f"{row}: {first.name} exited with {first.returncode}; its last lines:\n"
-                         f"{_tail(first.output)}")
+        # The process that failed by itself, not one the launcher stopped because of it.
+        first = next((r for r in failed if not r.stopped), failed[0])
+        how = "was stopped (timeout)" if first.stopped else "failed"
+        raise BenchError(f"{row}: {first.name} {how} ({describe_status(first.returncode)}); its "
+                         f"last lines:\n{_tail(first.output)}")
     reports = []
     for path in sorted(glob.glob(os.path.join(out_dir, "worker-*.json"))):
         with open(path) as f:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 
+from tfdist.cli_args import UsageError
+
 ROUTES = ("reference", "ctl", "fit", "keras_fit", "estimator")
 ROUTE_DESCRIPTIONS = {
     "reference": "hand-written strategy.run loop, iterator kept alive",
@@ -35,10 +37,6 @@ MODEL_DEFAULTS = {
     "cnn": ModelDefaults(batch=256, steps=100, steps_per_call=50),
     "resnet": ModelDefaults(batch=64, steps=10, steps_per_call=5),
 }
-
-
-class BenchUsageError(ValueError):
-    """A command-line value that cannot work; the message names the flag and the fix."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,14 +94,13 @@ def parse_list(flag: str, noun: str, text: str, valid: tuple[str, ...]) -> tuple
     """Parses a comma-separated subset of `valid` (order kept, duplicates dropped).
 
     Raises:
-        BenchUsageError: An unknown or empty name, naming `flag` and the valid names.
+        tfdist.cli_args.UsageError: An unknown or empty name, naming `flag` and the valid names.
     """
     names = tuple(dict.fromkeys(part.strip() for part in text.split(",")))
     unknown = [n for n in names if n not in valid]
-    if not names or unknown:
-        shown = ", ".join(repr(n) for n in unknown) or "nothing"
-        raise BenchUsageError(
-            f"{flag}: unknown {noun} {shown} (received {flag}={text}); "
+    if unknown:  # an empty name is unknown too: `split` always yields one
+        raise UsageError(
+            f"{flag}: unknown {noun} {', '.join(repr(n) for n in unknown)} (received {flag}={text}); "
             f"pass a comma-separated subset of: {','.join(valid)}")
     return names
 
@@ -112,10 +109,10 @@ def check(options: BenchOptions) -> BenchOptions:
     """Checks values that depend on each other; returns `options`.
 
     Raises:
-        BenchUsageError: One line naming the flag, what it received and the fix.
+        tfdist.cli_args.UsageError: One line naming the flag, what it received and the fix.
     """
     if options.steps % options.steps_per_call:
-        raise BenchUsageError(
+        raise UsageError(
             f"--steps must be a multiple of --steps-per-call (received --steps={options.steps}, "
             f"--steps-per-call={options.steps_per_call}); e.g. --steps="
             f"{max(1, options.steps // options.steps_per_call) * options.steps_per_call}")
@@ -123,17 +120,17 @@ def check(options: BenchOptions) -> BenchOptions:
     if uneven:
         lengths = ",".join(str(max(1, n // options.steps_per_call) * options.steps_per_call)
                            for n in options.call_lengths)
-        raise BenchUsageError(
+        raise UsageError(
             f"--call-lengths must be multiples of --steps-per-call (received --call-lengths="
             f"{','.join(map(str, options.call_lengths))}, --steps-per-call="
             f"{options.steps_per_call}); e.g. --call-lengths={lengths}")
     if "mirrored" in options.strategies and options.batch % options.virtual_cpus:
-        raise BenchUsageError(
+        raise UsageError(
             f"--batch must divide over the {options.virtual_cpus} mirrored replicas (received "
             f"--batch={options.batch}, --virtual-cpus={options.virtual_cpus}); e.g. --batch="
             f"{max(1, options.batch // options.virtual_cpus) * options.virtual_cpus}")
     if "multi_worker" in options.strategies and options.batch % options.workers:
-        raise BenchUsageError(
+        raise UsageError(
             f"--batch must divide over the {options.workers} workers (received --batch="
             f"{options.batch}, --workers={options.workers}); e.g. --batch="
             f"{max(1, options.batch // options.workers) * options.workers}")

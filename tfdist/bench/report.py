@@ -188,7 +188,7 @@ def targets_table(report: dict[str, Any], markdown: bool = False) -> str:
     """The issue-8 targets: measured value, threshold, met or not."""
     header = ["target", "measured", "met", "how"]
     rows = [[t["name"], f"{t['value']:.3f}", "yes" if t["met"] else "NO", t["detail"]]
-            for t in report.get("targets", targets(report))]
+            for t in (report["targets"] if "targets" in report else targets(report))]
     return _render(header, rows, markdown, [False, True, False, False])
 
 

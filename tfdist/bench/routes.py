@@ -31,14 +31,12 @@ class Route:
     """One built route.
 
     Attributes:
-        name: A `tfdist.bench.options.ROUTES` name.
         run: `run(steps) -> seconds`: trains `steps` steps (a multiple of the steps per call).
         first_call_seconds: Construction start to the end of the first call (tracing included).
         first_call_steps: Steps that first call ran: 1, or one whole execution for `fit`
             (Keras runs whole `steps_per_execution` blocks).
     """
 
-    name: str
     run: Callable[[int], float]
     first_call_seconds: float
     first_call_steps: int
@@ -73,9 +71,9 @@ def _timed(fn: Callable[[int], Any], sync: Callable[[], Any]) -> Callable[[int],
     return run
 
 
-def _first(name: str, started: float, run: Callable[[int], float], steps: int) -> Route:
+def _first(started: float, run: Callable[[int], float], steps: int) -> Route:
     run(steps)
-    return Route(name=name, run=run, first_call_seconds=time.perf_counter() - started,
+    return Route(run=run, first_call_seconds=time.perf_counter() - started,
                  first_call_steps=steps)
 
 
@@ -120,7 +118,7 @@ def reference(strategy: tf.distribute.Strategy, workload: Workload, config: Rout
         for _ in range(steps // config.steps_per_call):
             loop(tf.constant(config.steps_per_call))
 
-    return _first("reference", started, _timed(train, _sync_on(model)), 1)
+    return _first(started, _timed(train, _sync_on(model)), 1)
 
 
 def ctl(strategy: tf.distribute.Strategy, workload: Workload, config: RouteConfig) -> Route:
@@ -141,7 +139,7 @@ def ctl(strategy: tf.distribute.Strategy, workload: Workload, config: RouteConfi
     def train(steps: int) -> None:
         controller.train(controller.global_step + steps)
 
-    return _first("ctl", started, _timed(train, _sync_on(trainer.model)), 1)
+    return _first(started, _timed(train, _sync_on(trainer.model)), 1)
 
 
 def _compiled(strategy: tf.distribute.Strategy, workload: Workload,
@@ -167,7 +165,7 @@ def fit(strategy: tf.distribute.Strategy, workload: Workload, config: RouteConfi
         model.fit(dataset, epochs=1, steps_per_epoch=steps, verbose=0, shuffle=False)
 
     # Keras runs whole executions, so the first call is one execution.
-    return _first("fit", started, _timed(train, _sync_on(model)), config.steps_per_call)
+    return _first(started, _timed(train, _sync_on(model)), config.steps_per_call)
 
 
 def keras_fit(strategy: tf.distribute.Strategy, workload: Workload, config: RouteConfig) -> Route:
@@ -184,7 +182,7 @@ def keras_fit(strategy: tf.distribute.Strategy, workload: Workload, config: Rout
     def train(steps: int) -> None:
         model.fit(dataset, epochs=1, steps_per_epoch=steps, verbose=0, shuffle=False)
 
-    return _first("keras_fit", started, _timed(train, _sync_on(model)), 1)
+    return _first(started, _timed(train, _sync_on(model)), 1)
 
 
 def estimator(strategy: tf.distribute.Strategy, workload: Workload, config: RouteConfig) -> Route:
@@ -214,7 +212,7 @@ def estimator(strategy: tf.distribute.Strategy, workload: Workload, config: Rout
     def train(steps: int) -> None:
         est.train(input_fn, steps=steps)
 
-    return _first("estimator", started, _timed(train, lambda: None), 1)
+    return _first(started, _timed(train, lambda: None), 1)
 
 
 BUILDERS: dict[str, Callable[[tf.distribute.Strategy, Workload, RouteConfig], Route]] = {
