@@ -47,6 +47,14 @@ def _child_env(extra: Mapping[str, str]) -> dict[str, str]:
     return env
 
 
+def subprocess_env(**extra: str) -> dict[str, str]:
+    """This process's environment for a child run by hand: the repo importable, TensorFlow quiet,
+    no inherited TF_CONFIG (a test passes its own in `extra`)."""
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), TF_CPP_MIN_LOG_LEVEL="2")
+    env.pop("TF_CONFIG", None)
+    return {**env, **extra}
+
+
 def run_workers(
     argv: Sequence[str],
     num_workers: int,

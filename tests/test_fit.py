@@ -1,7 +1,6 @@
 """Tests for route 2: plain Keras 3 `fit` under tfdist strategies, callbacks, errors."""
 
 import json
-import sys
 from pathlib import Path
 
 import keras

@@ -24,7 +24,7 @@ import portpicker
 import psutil
 import pytest
 
-from tests.multiworker import REPO_ROOT
+from tests.multiworker import REPO_ROOT, subprocess_env
 from tfdist import launch
 from tfdist.launch import layout
 
@@ -69,16 +69,10 @@ VERBOSE_CTL_JOB = textwrap.dedent("""
 # --- helpers ---------------------------------------------------------------------------------
 
 
-def _env(**extra):
-    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), TF_CPP_MIN_LOG_LEVEL="2", **extra)
-    env.pop("TF_CONFIG", None)
-    return env
-
-
 def cli(*args, timeout=60, env=None):
     """Runs `python -m tfdist.launch ARGS` to the end."""
     return subprocess.run([PY, "-m", "tfdist.launch", *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout, env=env or _env(), cwd=REPO_ROOT)
+                          timeout=timeout, env=env or subprocess_env(), cwd=REPO_ROOT)
 
 
 class Background:
@@ -86,7 +80,7 @@ class Background:
 
     def __init__(self, *args, env=None):
         self.proc = subprocess.Popen([PY, "-m", "tfdist.launch", *map(str, args)], stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, text=True, env=env or _env(),
+                                     stderr=subprocess.STDOUT, text=True, env=env or subprocess_env(),
                                      cwd=REPO_ROOT, start_new_session=True)
         self.lines: list[str] = []
         self._reader = threading.Thread(target=self._read, daemon=True)
@@ -415,11 +409,11 @@ def test_plan_for_two_hosts_numbers_ports_per_host():
 
 def test_slurm_one_launcher_per_node(tmp_path):
     slurm = dict(SLURM_STEP_NODELIST="node[07-08]", SLURM_NODEID="1", SLURM_STEP_TASKS_PER_NODE="1(x2)")
-    result = cli("--slurm", "--workers", 2, "--dry-run", "--", "true", env=_env(**slurm))
+    result = cli("--slurm", "--workers", 2, "--dry-run", "--", "true", env=subprocess_env(**slurm))
     assert result.returncode == 0, result.stderr
     assert '"worker": ["node07:8888", "node07:8889", "node08:8888", "node08:8889"]' in result.stdout
     assert [l.split()[0] for l in result.stdout.splitlines()] == ["[worker:2]", "[worker:3]"]
-    result = cli("--slurm", "--", "true", env=_env(**{**slurm, "SLURM_STEP_TASKS_PER_NODE": "2(x2)"}))
+    result = cli("--slurm", "--", "true", env=subprocess_env(**{**slurm, "SLURM_STEP_TASKS_PER_NODE": "2(x2)"}))
     _one_line_error(result, "run one tfdist-launch per node")
 
 
@@ -468,7 +462,7 @@ def test_ctrl_c_in_run_stops_every_process(tmp_path):
     code = (f"import sys\nfrom tfdist import launch\n"
             f"launch.run([sys.executable, '-c', {TRAP_TERM!r}, {str(tmp_path)!r}], num_workers=2)")
     proc = subprocess.Popen([PY, "-c", code, str(tmp_path)], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, env=_env(), cwd=REPO_ROOT)
+                            stderr=subprocess.STDOUT, text=True, env=subprocess_env(), cwd=REPO_ROOT)
     try:
         lines = []
         while sum(line.endswith("] ready\n") for line in lines) < 2:

@@ -18,7 +18,6 @@ import tensorflow as tf
 from absl import logging
 
 from tfdist import checkpoint as checkpoint_lib
-from tfdist import strategy as strategy_lib
 from tfdist.estimator import hooks as hooks_lib
 from tfdist.estimator import loops
 from tfdist.estimator.run_config import RunConfig
@@ -56,7 +55,6 @@ class TrainRun:
             NanLossDuringTrainingError: The loss is NaN or infinite.
             tfdist.checkpoint.Preempted: SIGTERM arrived; saved at the current step.
         """
-        config = self._config
         preemption = checkpoint_lib.PreemptionWatcher().install()
         for hook in hooks:
             hook.begin()
