@@ -88,8 +88,13 @@ def test_train_checkpoints_exports_and_learns(tmp_path, cpus):
     trainer = ctl_job.make_trainer(tfdist.get_strategy("mirrored", devices=cpus(2)))
     controller = _controller(trainer, tmp_path, checkpoint_every=20, max_to_keep=2)
     before = controller.evaluate()["loss"]
+    evaluated_at = []
+    evaluate = controller.evaluate
+    controller.evaluate = lambda *a, **k: evaluated_at.append(controller.global_step) or evaluate(*a, **k)
     results = controller.train_and_evaluate(60, eval_interval=20)
     assert controller.global_step == 60
+    assert evaluated_at == [20, 40, 60]  # the final evaluation is the one train made at step 60
+    assert results["eval_global_step"] == 60
     assert results["eval_loss"] < before
     assert results["steps_per_sec"] > 0 and results["examples_per_sec"] > 0
     assert Path(checkpoint_path := controller.checkpoints.latest()).name == "ckpt-60"

@@ -259,9 +259,25 @@ class Controller:
         """
         _check_positive_int("eval_interval", eval_interval)
         results = self.train(train_steps, eval_interval=eval_interval)
-        final = self.evaluate(eval_steps)
+        final = self.final_evaluation(results, eval_steps)
         results.update({f"eval_{k}": v for k, v in final.items()})
         return results
+
+    def final_evaluation(self, train_results: dict[str, float],
+                         steps: int | None = None) -> dict[str, float]:
+        """`evaluate(steps)` at the current step, unless `train` has just evaluated there.
+
+        Args:
+            train_results: What `train` returned (its `eval_` results, if any).
+            steps: As in `evaluate`; `train` evaluates on the whole evaluation data, so only
+                `None` reuses its results.
+
+        Returns:
+            Loss and metrics, plus `global_step`.
+        """
+        if steps is None and train_results.get("eval_global_step") == self.global_step:
+            return {k[len("eval_"):]: v for k, v in train_results.items() if k.startswith("eval_")}
+        return self.evaluate(steps)
 
     def evaluate_continuously(
         self, train_steps: int, *, timeout: float | None = None, eval_steps: int | None = None
@@ -298,11 +314,7 @@ class Controller:
         """
         if not self.is_chief:
             return {}
-        keras_path = os.path.join(self.model_dir, "model.keras")
-        saved_model = os.path.join(self.model_dir, "saved_model")
-        self.trainer.model.save(keras_path)
-        self.trainer.model.export(saved_model, verbose=False)
-        return {"keras": keras_path, "saved_model": saved_model}
+        return checkpoint_lib.export_model(self.trainer.model, self.model_dir)
 
     def _write_summaries(self, name: str, step: int, results: dict[str, float], **extra: float) -> None:
         writer = self._writers.get(name)

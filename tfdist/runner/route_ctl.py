@@ -51,8 +51,8 @@ def run(
         interval = settings.eval_every if settings.eval_every < settings.train_steps else None
         train = controller.train(settings.train_steps, eval_interval=interval)
         seconds = time.perf_counter() - started
-        final = controller.evaluate()
-        exports = controller.export() if settings.export else {}
+        final = controller.final_evaluation(train)
+        exports = controller.export()  # the chief's; {} elsewhere
     finally:
         controller.close()
     # Metrics only: the report computes throughput over the whole run itself.
