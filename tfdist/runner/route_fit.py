@@ -10,6 +10,7 @@ from collections.abc import Callable
 import keras
 import tensorflow as tf
 
+from tfdist import checkpoint as checkpoint_lib
 from tfdist import data as data_lib
 from tfdist.keras import callbacks as callbacks_lib
 from tfdist.runner import settings as settings_lib
@@ -18,14 +19,20 @@ from tfdist.runner import settings as settings_lib
 class _StopAtStep(keras.callbacks.Callback):
     """Ends `fit` once the optimizer has taken `steps` steps, in its last epoch (which may be short).
 
-    Reads the step counter only in the last epoch: a read waits for the step to finish.
+    Reads the step counter only in the last epoch: a read waits for the step to finish. Also
+    records `start_step`, the step `fit` starts from (after a `BackupAndRestore` listed before it
+    has restored).
     """
 
     def __init__(self, steps: int, last_epoch: int) -> None:
         super().__init__()
         self.steps = steps
         self.last_epoch = last_epoch
+        self.start_step = 0
         self._in_last_epoch = False
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        self.start_step = int(self.model.optimizer.iterations.numpy())
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         self._in_last_epoch = epoch == self.last_epoch
@@ -75,19 +82,15 @@ def run(
         validation_data=eval_data if interval < settings.train_steps else None,
     )
     seconds = time.perf_counter() - started
-    final = model.evaluate(eval_data, return_dict=True, verbose=0)
+    validated = {k[len("val_"):]: v[-1] for k, v in history.history.items() if k.startswith("val_")}
+    # Keras validated after the last (possibly stopped) epoch too: that is the final evaluation.
+    final = validated or model.evaluate(eval_data, return_dict=True, verbose=0)
     train = {k: v[-1] for k, v in history.history.items() if not k.startswith("val_")}
-    exports = {}
-    if settings.export and chief:
-        os.makedirs(settings.model_dir, exist_ok=True)
-        exports = {"keras": os.path.join(settings.model_dir, "model.keras"),
-                   "saved_model": os.path.join(settings.model_dir, "saved_model")}
-        model.save(exports["keras"])
-        model.export(exports["saved_model"], verbose=False)
+    exports = checkpoint_lib.export_model(model, settings.model_dir) if chief else {}
     steps = int(model.optimizer.iterations.numpy())
     return settings_lib.RouteResult(
         final=settings_lib.floats(final), train=settings_lib.floats(train),
-        start_step=0, steps=steps, train_seconds=seconds, exports=exports)
+        start_step=stop.start_step, steps=steps, train_seconds=seconds, exports=exports)
 
 
 def _steps_per_execution(steps_per_loop: int, *epoch_lengths: int) -> int:
