@@ -14,8 +14,6 @@ from typing import Any
 
 from tfdist import data as data_lib
 
-_MAX_SHUFFLE_BUFFER = data_lib.DEFAULT_SHUFFLE_BUFFER
-
 
 @dataclasses.dataclass(frozen=True)
 class DatasetSources:
@@ -57,7 +55,7 @@ class DatasetSources:
             global_batch_size: Examples per step across all replicas.
             seed: Shuffle seed. Defaults to 0.
         """
-        buffer = _MAX_SHUFFLE_BUFFER
+        buffer = data_lib.DEFAULT_SHUFFLE_BUFFER
         if self.train_examples:
             buffer = min(buffer, self.train_examples)
         return data_lib.DataSpec(

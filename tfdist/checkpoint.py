@@ -170,6 +170,22 @@ class CheckpointManager:
         self._checkpoint.restore(path).expect_partial()
 
 
+def export_model(model: Any, model_dir: str) -> dict[str, str]:
+    """Saves a Keras model as `model_dir/model.keras` and a SavedModel in `model_dir/saved_model`.
+
+    Call it on the chief only (every route does): it writes into `model_dir`.
+
+    Returns:
+        The paths written, `{"keras": ..., "saved_model": ...}`.
+    """
+    tf.io.gfile.makedirs(model_dir)
+    paths = {"keras": os.path.join(model_dir, "model.keras"),
+             "saved_model": os.path.join(model_dir, "saved_model")}
+    model.save(paths["keras"])
+    model.export(paths["saved_model"], verbose=False)
+    return paths
+
+
 _AGREE_FNS: dict[int, Any] = {}
 
 

@@ -103,7 +103,7 @@ def run(
     if final is None:  # chief and workers of a cluster: evaluate together (a collective run)
         final = estimator.evaluate(eval_input_fn)
     exports = {}
-    if settings.export and cluster.is_chief and not cluster.is_evaluator:
+    if cluster.is_chief and not cluster.is_evaluator:
         exports["saved_model"] = estimator.export_saved_model(
             os.path.join(settings.model_dir, "export"), _serving_receiver_fn(eval_spec))
     final = {k: v for k, v in final.items() if k != "global_step"}

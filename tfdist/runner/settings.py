@@ -25,7 +25,6 @@ class RouteSettings:
         seed: Initialisation seed (route 3's `tf_random_seed`).
         cluster: This task's place in the cluster.
         progress: Show progress (chief only). Defaults to `True`.
-        export: Export the model at the end (chief only). Defaults to `True`.
     """
 
     model_dir: str
@@ -36,7 +35,6 @@ class RouteSettings:
     seed: int
     cluster: cluster_lib.ClusterInfo
     progress: bool = True
-    export: bool = True
 
 
 @dataclasses.dataclass(frozen=True)
