@@ -193,6 +193,18 @@ def test_tfrecord_writer_rejects_what_fixed_length_lists_cannot_hold(tmp_path):
         tfrecord.write_shards(ragged, str(tmp_path), 1)
     with pytest.raises(ValueError, match="component 'x' of dtype qint8"):
         tfrecord.write_shards(tf.data.Dataset.from_tensors(tf.zeros([2], tf.qint8)), str(tmp_path), 1)
+    x = np.zeros((4, 2), np.float32)
+    with pytest.raises(ValueError, match=r"at most 3 arrays \(features, labels, weights\); received 4"):
+        tfrecord.write_shards((x, x, x, x), str(tmp_path), 1)
+    with pytest.raises(ValueError, match="write_shards received no examples"):
+        tfrecord.write_shards((x[:0], x[:0]), str(tmp_path), 1)
+
+
+def test_tfrecord_write_sources_refuses_file_sources(tmp_path):
+    tfrecord.write_sources(digits.sources(), str(tmp_path / "a"), 1)
+    from_files = registry.load(f"tfrecord:{tmp_path / 'a'}")
+    with pytest.raises(ValueError, match="converts in-memory, synthetic and TFDS sources, not files"):
+        tfrecord.write_sources(from_files, str(tmp_path / "b"), 1)
 
 
 def _write_format_1(directory, prefix, x, y):

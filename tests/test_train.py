@@ -28,6 +28,8 @@ _TWO_WORKERS = json.dumps({"cluster": {"worker": ["localhost:2222", "localhost:2
                            "task": {"type": "worker", "index": 0}})
 _EVALUATOR = json.dumps({"cluster": {"worker": ["localhost:2222", "localhost:2223"]},
                          "task": {"type": "evaluator", "index": 0}})
+_PS = json.dumps({"cluster": {"chief": ["localhost:2221"], "worker": ["localhost:2222"],
+                              "ps": ["localhost:2224"]}, "task": {"type": "ps", "index": 0}})
 
 
 def _run(argv, *, timeout=180, **env):
@@ -203,6 +205,7 @@ def test_ctl_resumes_a_finished_run_and_an_evaluator_task_evaluates_it(tmp_path,
     (["--virtual_cpus=0"], {}, "--virtual_cpus"),
     (["--strategy=mirrored"], {"TF_CONFIG": _TWO_WORKERS}, "--strategy=mirrored"),
     (["--route=fit"], {"TF_CONFIG": _EVALUATOR}, "--route=fit"),
+    ([], {"TF_CONFIG": _PS}, "this task is ps:0"),
     ([], {"TF_CONFIG": "{bad json"}, "TF_CONFIG"),
     (["extra"], {}, "unexpected arguments: extra"),
 ])
