@@ -53,8 +53,7 @@ def _launch(row: str, workers: int, cores_per_worker: int, options: BenchOptions
     spec_path = os.path.join(out_dir, "spec.json")
     with open(spec_path, "w") as f:
         json.dump(spec, f)
-    env = {"TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"),
-           "PYTHONPATH": os.pathsep.join(
+    env = {"PYTHONPATH": os.pathsep.join(
                p for p in (_PACKAGE_ROOT, os.environ.get("PYTHONPATH", "")) if p)}
     command = [sys.executable, "-m", "tfdist.bench", "--_worker", spec_path]
     results = launch.run(command, num_workers=workers, timeout=options.timeout, env=env,
