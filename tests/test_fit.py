@@ -1,6 +1,8 @@
 """Tests for route 2: plain Keras 3 `fit` under tfdist strategies, callbacks, errors."""
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import keras
@@ -15,6 +17,7 @@ from tfdist.keras import callbacks
 from tests import multiworker
 
 TUTORIAL = str(Path(__file__).parent / "workers" / "keras_mw_tutorial.py")
+UNCAUGHT_ERROR = str(Path(__file__).parent / "workers" / "fit_uncaught_error.py")
 
 
 def _xy(n=512, seed=0):
@@ -155,6 +158,16 @@ def test_backup_resumes_mid_epoch_in_process(tmp_path, cpus):
 
 
 # --- real processes --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["in_fit", "after_fit", "in_second_fit"])
+def test_uncaught_error_around_fit_exits_the_process(mode):
+    """Issue 13: a NameError escaping `fit` hung the process at exit (a thread started during
+    interpreter finalization never runs). It exits with the traceback's status, as without tfdist."""
+    result = subprocess.run([sys.executable, UNCAUGHT_ERROR, mode], capture_output=True, text=True,
+                            timeout=60, env=multiworker.subprocess_env(), cwd=multiworker.REPO_ROOT)
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert result.stderr.rstrip().endswith("NameError: name 'undefined_name' is not defined")
 
 
 def _run(tmp_path, num_workers, env=None, check=True, name="run"):
