@@ -18,6 +18,8 @@ _LAZY = {
     "keras": ("tfdist.keras", None),
     "launch": ("tfdist.launch", None),
     "loop": ("tfdist.loop", None),
+    "peer_failure": ("tfdist.peer_failure", None),
+    "PeerUnavailableError": ("tfdist.peer_failure", "PeerUnavailableError"),
     "strategy": ("tfdist.strategy", None),
     "get_strategy": ("tfdist.strategy", "get_strategy"),
     "describe": ("tfdist.strategy", "describe"),

@@ -7,15 +7,21 @@ before TensorFlow initialises its devices.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+import os
+from collections.abc import Mapping, Sequence
 
 import tensorflow as tf
 
 from tfdist import cluster as cluster_lib
 from tfdist import compat
+from tfdist import peer_failure
+from tfdist.compat import coordination_startup
 
 STRATEGY_NAMES = ("auto", "default", "one_device", "mirrored", "multi_worker_mirrored")
 COMMUNICATIONS = ("auto", "ring", "nccl")
+STARTUP_TIMEOUT_ENV = "TFDIST_STARTUP_TIMEOUT"
+DEFAULT_STARTUP_TIMEOUT = 300.0  # seconds: pods of a job may be scheduled minutes apart
 
 
 class StrategyError(ValueError):
@@ -91,6 +97,7 @@ def get_strategy(
     virtual_cpus: int | None = None,
     cluster: cluster_lib.ClusterInfo | None = None,
     communication: str = "auto",
+    startup_timeout: float | None = None,
 ) -> tf.distribute.Strategy:
     """Creates a distribution strategy by name, with tfdist's upstream fixes applied.
 
@@ -108,6 +115,9 @@ def get_strategy(
             (TF_CONFIG, or a single local process).
         communication: Collective implementation for `multi_worker_mirrored`: `"auto"`, `"ring"`
             or `"nccl"`. Defaults to `"auto"`.
+        startup_timeout: Seconds a `multi_worker_mirrored` task waits for every chief and
+            worker task to join; then it raises `tfdist.peer_failure.PeerUnavailableError`
+            naming the missing ones. Defaults to `$TFDIST_STARTUP_TIMEOUT`, else 300.
 
     Returns:
         A `tf.distribute.Strategy`. The default strategy is a real strategy object, never `None`.
@@ -117,6 +127,7 @@ def get_strategy(
     Raises:
         StrategyError: Unknown name or communication, or arguments that do not fit the name.
         tfdist.cluster.ClusterConfigError: TF_CONFIG is invalid.
+        tfdist.peer_failure.PeerUnavailableError: A peer did not join within `startup_timeout`.
 
     Example:
 
@@ -135,6 +146,7 @@ def get_strategy(
             f"Invalid value for argument `communication`. Received: communication={communication!r}. "
             f"Valid values: {', '.join(COMMUNICATIONS)}."
         )
+    startup_timeout = resolve_startup_timeout(startup_timeout)
     if virtual_cpus is not None:
         configure_virtual_cpus(virtual_cpus)
     if cluster is None:
@@ -144,7 +156,7 @@ def get_strategy(
         name = _auto_name(cluster, devices, virtual_cpus)
 
     if name == "multi_worker_mirrored":
-        strategy = _multi_worker(cluster, communication)
+        strategy = _multi_worker(cluster, communication, startup_timeout)
     elif cluster.is_multi_worker and not cluster.is_evaluator and not cluster.is_ps:
         raise StrategyError(
             f"Strategy {name!r} cannot train a cluster of {cluster.num_workers} workers (TF_CONFIG "
@@ -199,7 +211,38 @@ def _auto_name(
     return "default"
 
 
-def _multi_worker(cluster: cluster_lib.ClusterInfo, communication: str) -> tf.distribute.Strategy:
+def resolve_startup_timeout(startup_timeout: float | None,
+                            environ: Mapping[str, str] | None = None) -> float:
+    """The start-up wait in seconds: the argument, else `$TFDIST_STARTUP_TIMEOUT`, else 300.
+
+    Raises:
+        StrategyError: The value is not a positive finite number of seconds.
+    """
+    if startup_timeout is None:
+        raw = (os.environ if environ is None else environ).get(STARTUP_TIMEOUT_ENV, "").strip()
+        if not raw:
+            return DEFAULT_STARTUP_TIMEOUT
+        try:
+            value = float(raw)
+        except ValueError:
+            value = math.nan
+        if not (math.isfinite(value) and value > 0):
+            raise StrategyError(
+                f"Invalid value for environment variable {STARTUP_TIMEOUT_ENV}. Received: "
+                f"{STARTUP_TIMEOUT_ENV}={raw!r}. Set it to a number of seconds > 0, e.g. 300."
+            )
+        return value
+    if (isinstance(startup_timeout, bool) or not isinstance(startup_timeout, (int, float))
+            or not math.isfinite(startup_timeout) or startup_timeout <= 0):
+        raise StrategyError(
+            f"Invalid value for argument `startup_timeout`. Received: "
+            f"startup_timeout={startup_timeout!r}. Pass a number of seconds > 0, e.g. 300."
+        )
+    return float(startup_timeout)
+
+
+def _multi_worker(cluster: cluster_lib.ClusterInfo, communication: str,
+                  startup_timeout: float) -> tf.distribute.Strategy:
     if cluster.is_evaluator or cluster.is_ps:
         raise StrategyError(
             f"Strategy 'multi_worker_mirrored' runs on chief and worker tasks; this task is "
@@ -214,9 +257,12 @@ def _multi_worker(cluster: cluster_lib.ClusterInfo, communication: str) -> tf.di
         task_id=cluster.task_id,
         rpc_layer=cluster.rpc_layer or "grpc",
     )
-    return tf.distribute.MultiWorkerMirroredStrategy(
-        cluster_resolver=resolver, communication_options=options
-    )
+    coordination_startup.configure(cluster.cluster_spec, cluster.task_type, startup_timeout)
+    # The strategy connects to its peers here: a missing one ends the wait with a named error.
+    with peer_failure.translate(cluster, startup_timeout=startup_timeout):
+        return tf.distribute.MultiWorkerMirroredStrategy(
+            cluster_resolver=resolver, communication_options=options
+        )
 
 
 def num_workers(strategy: tf.distribute.Strategy) -> int:

@@ -12,6 +12,7 @@ See docs/training.md.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
 
@@ -35,7 +36,7 @@ def main(argv: Sequence[str]) -> int:
     # Before TensorFlow loads: its C++ start-up noise stays out unless --verbosity=1 (-v 1) or
     # the user set TF_CPP_MIN_LOG_LEVEL.
     quiet.importing_tensorflow(quiet.tf_log_level_env(verbose=FLAGS.verbosity >= 1))
-    from tfdist import cluster, data, runner, strategy
+    from tfdist import cluster, data, peer_failure, runner, strategy
 
     # First, before TensorFlow initialises: logical CPUs, seeds, determinism, precision policy.
     runner.configure_process(options)
@@ -45,7 +46,22 @@ def main(argv: Sequence[str]) -> int:
             cluster.ClusterConfigError) as e:
         print(f"tfdist-train: error: {e}", file=sys.stderr)
         return USAGE_ERROR
+    except peer_failure.PeerUnavailableError as e:
+        exit_after_peer_failure(e)
     return 0
+
+
+def exit_after_peer_failure(error: BaseException) -> None:
+    """Prints the one-line peer failure and ends the process with its retryable status.
+
+    `os._exit`, not a normal exit: after a peer failure TensorFlow's collective executor and
+    coordination agent may wait for the dead peer during interpreter teardown. Checkpoints are
+    written synchronously, so nothing worth keeping is lost. Binaries only, never library code.
+    """
+    print(str(error), file=sys.stderr)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(getattr(error, "exit_code", 1))
 
 
 def run() -> None:

@@ -3,7 +3,8 @@
 Upstream, a model compiled outside its strategy's scope fails deep in `_symbolic_build` with
 "Mixing different tf.distribute.Strategy objects" or "Need to be inside `with strategy.scope()`",
 and a multi-worker `fit` on a dataset whose last batch may be short fails or hangs in a collective
-(FINDINGS §6). These checks run first, at the top of `fit`/`evaluate`, and say what to change.
+(FINDINGS §6). A peer that dies during `fit`/`evaluate` ends it with `tfdist.peer_failure`'s
+one-line `PeerUnavailableError` (issue 15). These checks run first, at the top of `fit`/`evaluate`, and say what to change.
 Under strategies the `keras_fit` workarounds do not cover (`ParameterServerStrategy`, ...) they
 stay silent, so upstream's own errors come through.
 """
@@ -15,6 +16,7 @@ import functools
 import tensorflow as tf
 from keras.src.backend.tensorflow import trainer as keras_tf_trainer
 
+from tfdist import peer_failure
 from tfdist.compat import keras_fit
 from tfdist.compat import keras_optimizer_build
 
@@ -77,7 +79,9 @@ def _checked(name):
     @functools.wraps(original)
     def method(self, x=None, *args, **kwargs):
         check_model_and_data(self, x)
-        return original(self, x, *args, **kwargs)
+        # A dead peer ends fit with one line naming it, not a wall of collective errors.
+        with peer_failure.translate():
+            return original(self, x, *args, **kwargs)
 
     return method
 

@@ -35,6 +35,7 @@ from absl import logging
 from tfdist import checkpoint as checkpoint_lib
 from tfdist import compat
 from tfdist import data as data_lib
+from tfdist import peer_failure
 from tfdist import strategy as strategy_lib
 from tfdist.estimator import build as build_lib
 from tfdist.estimator import hooks as hooks_lib
@@ -306,6 +307,7 @@ class Estimator:
             ValueError: Both `steps` and `max_steps`, or a non-positive count.
             NanLossDuringTrainingError: The loss became NaN or infinite.
             tfdist.checkpoint.Preempted: SIGTERM arrived; a checkpoint was saved (exit 143).
+            tfdist.peer_failure.PeerUnavailableError: Another task died or stopped responding.
         """
         if steps is not None and max_steps is not None:
             raise ValueError(
@@ -326,29 +328,31 @@ class Estimator:
                     f"hooks must be tfdist.estimator.SessionRunHook instances; received "
                     f"{type(hook).__name__}."
                 )
-        strategy = self._get_strategy()
-        source = inputs_lib.InputFn(input_fn, params=self._params, config=self._config)
-        distributed, info = source.distribute(strategy, ModeKeys.TRAIN)
-        iterator = iter(distributed)
-        try:
-            self._build(ModeKeys.TRAIN, info)
-            self._has_labels[ModeKeys.TRAIN] = info.has_labels
-            restored = self._restore()
-            if restored is None and self._warm_start is not None:
-                with strategy.scope():
-                    warm_start_lib.warm_start(self._warm_start, self._store)
-            start = self._global_step_value()
-            if max_steps is not None and start >= max_steps:
-                logging.info("tfdist.estimator: global step %d >= max_steps %d; nothing to train.",
-                             start, max_steps)
-                return self
-            target = max_steps if max_steps is not None else (start + steps if steps else None)
-            loop = self._train_loop(info.finite)
-            self._train_run.run(loop, iterator, target, self._spec_hooks + user_hooks,
-                                list(saving_listeners or []), self._fetch_dtypes)
-        finally:
-            data_lib.release_iterator(iterator)  # destroyed off this thread: no teardown stall
-            del iterator
+        # A dead peer ends training with one line naming it (issue 15).
+        with peer_failure.translate(self._config.cluster):
+            strategy = self._get_strategy()
+            source = inputs_lib.InputFn(input_fn, params=self._params, config=self._config)
+            distributed, info = source.distribute(strategy, ModeKeys.TRAIN)
+            iterator = iter(distributed)
+            try:
+                self._build(ModeKeys.TRAIN, info)
+                self._has_labels[ModeKeys.TRAIN] = info.has_labels
+                restored = self._restore()
+                if restored is None and self._warm_start is not None:
+                    with strategy.scope():
+                        warm_start_lib.warm_start(self._warm_start, self._store)
+                start = self._global_step_value()
+                if max_steps is not None and start >= max_steps:
+                    logging.info("tfdist.estimator: global step %d >= max_steps %d; nothing to train.",
+                                 start, max_steps)
+                    return self
+                target = max_steps if max_steps is not None else (start + steps if steps else None)
+                loop = self._train_loop(info.finite)
+                self._train_run.run(loop, iterator, target, self._spec_hooks + user_hooks,
+                                    list(saving_listeners or []), self._fetch_dtypes)
+            finally:
+                data_lib.release_iterator(iterator)  # destroyed off this thread: no teardown stall
+                del iterator
         return self
 
     def _train_loop(self, finite: bool) -> Callable[..., Any]:

@@ -23,6 +23,7 @@ from absl import logging
 from tfdist import checkpoint as checkpoint_lib
 from tfdist import cluster as cluster_lib
 from tfdist import data as data_lib
+from tfdist import peer_failure
 from tfdist.loop import progress as progress_lib
 from tfdist.loop.trainer import Trainer
 
@@ -159,11 +160,12 @@ class Controller:
             NonFiniteLossError: The loss became NaN/inf (with `on_nonfinite="stop"`, or when
                 restores are exhausted).
             tfdist.checkpoint.Preempted: SIGTERM arrived; a checkpoint was saved at that step.
+            tfdist.peer_failure.PeerUnavailableError: Another task died or stopped responding.
         """
         _check_positive_int("steps", steps)
         if self._train_iterator is None:
             raise ValueError("Controller.train needs a Trainer with train_data.")
-        with self._preemption.watching(self._handle_preemption):
+        with self._preemption.watching(self._handle_preemption), peer_failure.translate(self.cluster):
             return self._train(steps, eval_interval)
 
     def _train(self, steps: int, eval_interval: int | None) -> dict[str, float]:
@@ -243,9 +245,16 @@ class Controller:
 
         Returns:
             Loss and metrics, plus `global_step`.
+
+        Raises:
+            tfdist.peer_failure.PeerUnavailableError: Another task died or stopped responding.
         """
         if self.trainer.eval_data is None:
             raise ValueError("Controller.evaluate needs a Trainer with eval_data.")
+        with peer_failure.translate(self.cluster):
+            return self._evaluate(steps)
+
+    def _evaluate(self, steps: int | None) -> dict[str, float]:
         iterator = iter(data_lib.distribute(self.strategy, self.trainer.eval_data))
         self.trainer.eval_loop(iterator, steps)
         results = self.trainer.eval_results()
