@@ -11,13 +11,14 @@ Test harness additions (outside the tutorial's code): a fixed seed (TUTORIAL_SEE
 the accuracy the tests assert is not a draw (unseeded: mean 0.866, worst of 200 inits 0.82, against
 their 0.8); argv = BACKUP_DIR OUT_DIR; the final evaluation and weights written to
 OUT_DIR/<task>.json; and CRASH_AT_STEP=N, which makes worker 1 kill itself with SIGKILL after N
-training steps (a crashed worker).
+training steps (a crashed worker; with CRASH_STAMP=path it first writes its time there).
 """
 
 import json
 import os
 import signal
 import sys
+import time
 
 import numpy as np
 import tensorflow as tf
@@ -85,6 +86,10 @@ class _CrashAtStep(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         if int(self.model.optimizer.iterations.numpy()) >= self.step:
+            stamp = os.environ.get("CRASH_STAMP")
+            if stamp:  # when it died, for tests that time the survivors
+                with open(stamp, "w") as f:
+                    f.write(repr(time.time()))
             os.kill(os.getpid(), signal.SIGKILL)
 
 
