@@ -173,3 +173,46 @@ def test_canary_keras_fit_still_rejects_parameter_server_strategy(ps_fit_outcome
     FINDINGS §9): then decide whether tfdist's fit workarounds should cover it."""
     for outcome in ps_fit_outcomes["upstream"].values():
         assert outcome is not None and "ClusterCoordinator.create_per_worker_dataset" in outcome[1]
+
+
+# --- bounded start-up wait (tfdist.compat.coordination_startup) ---------------------------------
+
+import inspect  # noqa: E402
+import json  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+
+from tests.multiworker import REPO_ROOT, subprocess_env  # noqa: E402
+
+_CONFIGURE = """
+import json
+from tensorflow.python.eager import context
+from tfdist.compat import coordination_startup
+spec = {"worker": ["localhost:1", "localhost:2"], "evaluator": ["localhost:3"]}
+first = coordination_startup.configure(spec, "worker", 20)
+again = coordination_startup.configure(spec, "worker", 20)
+config = context.context().coordination_service
+print(json.dumps({"first": first, "again": again, "timeout": config.cluster_register_timeout_in_ms,
+                  "barrier": config.cluster_register_with_barrier, "leader": config.service_leader,
+                  "jobs": [[j.name, j.num_tasks] for j in config.coordinated_job_list]}))
+"""
+
+
+def test_coordination_startup_configures_a_bounded_barrier_once():
+    out = subprocess.run([sys.executable, "-c", _CONFIGURE], env=subprocess_env(), cwd=str(REPO_ROOT),
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    config = json.loads(out.stdout.strip().splitlines()[-1])
+    assert config == {"first": True, "again": False, "timeout": 20000, "barrier": True,
+                      "leader": "/job:worker/replica:0/task:0", "jobs": [["worker", 2]]}
+
+
+def test_canary_mwms_sets_no_register_timeout():
+    """Fails once TF's strategy bounds the start-up wait itself (sets a register timeout or the
+    registration barrier): then delete tfdist/compat/coordination_startup.py. (Its
+    `CommunicationOptions(timeout_seconds=)` bounds collectives, not the start-up.)"""
+    from tensorflow.python.distribute import collective_all_reduce_strategy as cars
+
+    source = inspect.getsource(cars.CollectiveAllReduceExtended._initialize_multi_worker)
+    assert "configure_coordination_service(" in source
+    assert "cluster_register_timeout" not in source and "register_with_barrier" not in source

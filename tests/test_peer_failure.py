@@ -232,7 +232,7 @@ def test_a_worker_that_never_starts_ends_the_wait(tmp_path, present, missing, re
     argv = [PY, "-m", "tfdist.train", *_train_flags("ctl", tmp_path / "model", 40)]
     started = time.monotonic()
     proc = _start(cluster, present, argv, tmp_path, TFDIST_STARTUP_TIMEOUT="20")
-    code = _wait(proc, timeout=240)
+    code = _wait(proc, timeout=150)
     seconds = time.monotonic() - started
     record_property("startup_give_up_secs", round(seconds, 1))
     err_file = tmp_path / f"worker-{present}.err"
