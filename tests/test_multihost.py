@@ -31,11 +31,11 @@ def _launch(hosts, i, *command):
             *command]
 
 
-def _run(tmp_path, hosts, *command, timeout=240):
+def _run(tmp_path, hosts, *command, timeout=240, env=None):
     logs = tmp_path / "logs"
     logs.mkdir(exist_ok=True)
     commands = [_launch(hosts, i, *command) for i in range(len(hosts.addresses))]
-    results = netns.run_on_hosts(hosts, commands, env=subprocess_env(), cwd=str(REPO_ROOT),
+    results = netns.run_on_hosts(hosts, commands, env=subprocess_env(**(env or {})), cwd=str(REPO_ROOT),
                                  log_dir=str(logs), timeout=timeout)
     assert [r.returncode for r in results] == [0] * len(results), \
         "\n".join(f"--- host {i} (exit {r.returncode}) ---\n{r.stdout[-3000:]}"
@@ -64,7 +64,8 @@ def no_leftover_namespaces():
 def test_custom_loop_trains_across_hosts(tmp_path, num_hosts, no_leftover_namespaces):
     model, out = _dirs(tmp_path)
     with netns.hosts(num_hosts) as hosts:
-        results = _run(tmp_path, hosts, PY, CTL_JOB, str(model), str(out), "40")
+        results = _run(tmp_path, hosts, PY, CTL_JOB, str(model), str(out), "40",
+                       env={"CTL_JOB_GLOBAL_BATCH": str(16 * num_hosts)})
     reports = _reports(out, num_hosts)
     assert [r["end"] for r in reports] == [40] * num_hosts
     assert all(r["weights"] == reports[0]["weights"] for r in reports)

@@ -1,6 +1,7 @@
 """A small custom-loop job used in-process by tests and as a worker program.
 
-With CTL_JOB_SIGTERM_SELF=worker:1 that worker sends itself SIGTERM once ready.
+With CTL_JOB_SIGTERM_SELF=worker:1 that worker sends itself SIGTERM once ready;
+CTL_JOB_GLOBAL_BATCH sets the global batch (default 32; 3 workers need a multiple of 3).
 
 Usage: ctl_job.py MODEL_DIR OUT_DIR STEPS [READY_FILE]  (writes OUT_DIR/<task>-<id>.json)
 With READY_FILE: trains 10 more steps, writes READY_FILE, then trains on (steps_per_loop=5) so a
@@ -19,7 +20,7 @@ import tensorflow as tf
 import tfdist
 from tfdist import data
 
-GLOBAL_BATCH = 32
+GLOBAL_BATCH = int(os.environ.get("CTL_JOB_GLOBAL_BATCH", "32"))  # divisible by the replicas
 
 
 def dataset(num: int = 512, seed: int = 0) -> tf.data.Dataset:
