@@ -24,6 +24,8 @@ from tfdist import strategy as strategy_lib
 PY = sys.executable
 VICTIM = str(REPO_ROOT / "tests" / "workers" / "peer_victim.py")
 FIT_TUTORIAL = str(REPO_ROOT / "tests" / "workers" / "keras_mw_tutorial.py")
+CTL_SCRIPT = str(REPO_ROOT / "tests" / "workers" / "ctl_job.py")
+ESTIMATOR_SCRIPT = str(REPO_ROOT / "tests" / "workers" / "estimator_job.py")
 BOUND_SECS = 30.0  # the bound from the peer's death to the survivor's exit
 
 CLUSTER = cluster_lib.resolve(json.dumps({
@@ -60,7 +62,9 @@ def test_tf_peer_errors_become_one_line_naming_the_task(error, tasks, address):
     message = str(translated)
     assert "\n" not in message and f"{tasks[0][0]}:{tasks[0][1]} ({address})" in message
     assert "(this is worker:0 (localhost:1234))" in message
-    assert f"status {peer_failure.EXIT_CODE}" in message and translated.exit_code == 250
+    assert "exiting" not in message  # a library error: the binary's line adds the status
+    assert translated.exit_line().startswith(message.split(" -- ")[0] + "; exiting with status 250 -- ")
+    assert translated.exit_code == 250
 
 
 def test_a_startup_failure_says_the_peer_did_not_join():
@@ -223,6 +227,29 @@ def test_a_library_users_fit_script_gets_the_one_line_error(tmp_path, record_pro
     assert _last_line(tmp_path / "worker-0.err").startswith(
         f"tfdist.peer_failure.PeerUnavailableError: tfdist: worker:1 ({cluster['worker'][1]}) "
         "stopped responding")
+
+
+@pytest.mark.multiworker
+@pytest.mark.parametrize("script, extra", [(CTL_SCRIPT, "5000"), (ESTIMATOR_SCRIPT, "100")],
+                         ids=["Controller", "Estimator"])
+def test_a_library_users_script_gets_the_one_line_error(tmp_path, script, extra, record_property):
+    # The user's own script (Controller.train / train_and_evaluate), worker:1 killed after the
+    # first checkpoint: the uncaught error ends the survivor promptly, naming the dead task.
+    cluster, stamp, model, out = _cluster(), tmp_path / "died", tmp_path / "model", tmp_path / "out"
+    model.mkdir()
+    out.mkdir()
+    argv = [PY, VICTIM, "worker:1", str(stamp), script, str(model), str(out), extra]
+    procs = [_start(cluster, i, argv, tmp_path) for i in range(2)]
+    survivor = _wait(procs[0])
+    after = time.time() - float(stamp.read_text())
+    record_property("script_survivor_exit_secs_after_death", round(after, 1))
+    print(f"{os.path.basename(script)}: survivor exited {survivor} {after:.1f} s after worker:1 died")
+    assert _wait(procs[1], timeout=60) == -9
+    assert survivor == 1 and after < BOUND_SECS
+    assert _last_line(tmp_path / "worker-0.err") == (
+        f"tfdist.peer_failure.PeerUnavailableError: tfdist: worker:1 ({cluster['worker'][1]}) "
+        f"stopped responding (this is worker:0 ({cluster['worker'][0]})) -- restart the job, it "
+        "resumes from the last checkpoint")
 
 
 @pytest.mark.multiworker

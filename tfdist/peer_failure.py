@@ -44,8 +44,8 @@ _ERROR_TYPES = ("UnavailableError", "DeadlineExceededError", "AbortedError", "Ca
 class PeerUnavailableError(RuntimeError):
     """Another task of the cluster died, stopped responding, or never started.
 
-    The message is one line, e.g. ``tfdist: worker:1 (localhost:12345) stopped responding;
-    exiting with status 250 -- restart the job, it resumes from the last checkpoint``.
+    The message is one line, e.g. ``tfdist: worker:1 (localhost:12345) stopped responding (this
+    is worker:0 (localhost:12344)) -- restart the job, it resumes from the last checkpoint``.
 
     Attributes:
         tasks: The failed tasks as ``(job, index)`` pairs, in the order TensorFlow named them
@@ -57,12 +57,18 @@ class PeerUnavailableError(RuntimeError):
 
     exit_code = EXIT_CODE
 
-    def __init__(self, message: str, *, tasks: tuple[tuple[str, int], ...] = (),
+    def __init__(self, what: str, fix: str, *, tasks: tuple[tuple[str, int], ...] = (),
                  startup: bool = False, cause: BaseException | None = None) -> None:
-        super().__init__(message.replace("\r", " ").replace("\n", " "))
+        self.what = what.replace("\r", " ").replace("\n", " ")
+        self.fix = fix
+        super().__init__(f"{self.what} -- {fix}")
         self.tasks = tasks
         self.startup = startup
         self.cause = cause
+
+    def exit_line(self) -> str:
+        """The line a binary prints before exiting with `exit_code`."""
+        return f"{self.what}; exiting with status {self.exit_code} -- {self.fix}"
 
 
 def _is_tf_peer_error(error: BaseException) -> bool:
@@ -127,9 +133,8 @@ def from_error(error: BaseException, cluster: cluster_lib.ClusterInfo | None = N
         what = "stopped responding"
         fix = "restart the job, it resumes from the last checkpoint"
     me_text = f" (this is {_name(me, cluster)})" if me is not None else ""
-    return PeerUnavailableError(
-        f"tfdist: {who} {what}{me_text}; exiting with status {EXIT_CODE} -- {fix}",
-        tasks=tasks, startup=startup, cause=error)
+    return PeerUnavailableError(f"tfdist: {who} {what}{me_text}", fix,
+                                tasks=tasks, startup=startup, cause=error)
 
 
 @contextlib.contextmanager

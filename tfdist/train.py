@@ -15,12 +15,16 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, NoReturn
 
 from absl import app
 from absl import flags
 
 from tfdist import flags as tfdist_flags
 from tfdist import quiet
+
+if TYPE_CHECKING:
+    from tfdist import peer_failure
 
 FLAGS = flags.FLAGS
 USAGE_ERROR = 2
@@ -51,17 +55,17 @@ def main(argv: Sequence[str]) -> int:
     return 0
 
 
-def exit_after_peer_failure(error: BaseException) -> None:
+def exit_after_peer_failure(error: peer_failure.PeerUnavailableError) -> NoReturn:
     """Prints the one-line peer failure and ends the process with its retryable status.
 
     `os._exit`, not a normal exit: after a peer failure TensorFlow's collective executor and
     coordination agent may wait for the dead peer during interpreter teardown. Checkpoints are
     written synchronously, so nothing worth keeping is lost. Binaries only, never library code.
     """
-    print(str(error), file=sys.stderr)
+    print(error.exit_line(), file=sys.stderr)
     sys.stdout.flush()
     sys.stderr.flush()
-    os._exit(getattr(error, "exit_code", 1))
+    os._exit(error.exit_code)
 
 
 def run() -> None:

@@ -1,6 +1,7 @@
 """Runs `tfdist-train` (argv after the first two) and, on the chosen task, dies by design.
 
 Usage: peer_victim.py VICTIM STAMP_FILE TFDIST_TRAIN_FLAGS...
+       peer_victim.py VICTIM STAMP_FILE SCRIPT.py MODEL_DIR ARGS...   (a user's script instead)
 
 On the task named VICTIM (e.g. "worker:1"; "none" for nobody) a thread waits until a checkpoint
 exists under --model_dir (a file named "checkpoint", which TensorFlow writes after the data
@@ -9,6 +10,7 @@ mid-run with a checkpoint to resume from. Other tasks just run tfdist-train.
 """
 
 import os
+import runpy
 import signal
 import sys
 import threading
@@ -32,10 +34,16 @@ def _die_after_checkpoint(model_dir: str, stamp: str) -> None:
 
 def main() -> None:
     victim, stamp, flags = sys.argv[1], sys.argv[2], sys.argv[3:]
+    script = flags[0] if flags[0].endswith(".py") else None
     info = cluster.resolve()
     if victim == f"{info.task_type}:{info.task_id}":
-        model_dir = next(f.split("=", 1)[1] for f in flags if f.startswith("--model_dir="))
+        model_dir = flags[1] if script else next(
+            f.split("=", 1)[1] for f in flags if f.startswith("--model_dir="))
         threading.Thread(target=_die_after_checkpoint, args=(model_dir, stamp), daemon=True).start()
+    if script:
+        sys.argv = flags
+        runpy.run_path(script, run_name="__main__")
+        return
     sys.argv = ["tfdist-train", *flags]
     from tfdist import train
 
