@@ -57,10 +57,15 @@ def _replicas_agree(model):
         assert others and all(np.array_equal(first, o) for o in others), variable.path
 
 
-def test_tutorial_custom_training_model_without_input_shape_trains(cpus, tmp_path):
+@pytest.fixture(scope="module")
+def lazily_built_tutorial_run(tmp_path_factory):
     """TF's distribute/custom_training as written: layers first built inside strategy.run."""
-    strategy = tfdist.get_strategy("mirrored", devices=cpus(2))
-    result = tutorial_dct.train(strategy, str(tmp_path), epochs=2)
+    strategy = tfdist.get_strategy("mirrored", devices=["/cpu:0", "/cpu:1"])
+    return tutorial_dct.train(strategy, str(tmp_path_factory.mktemp("dct")), epochs=2)
+
+
+def test_tutorial_custom_training_model_without_input_shape_trains(lazily_built_tutorial_run):
+    result = lazily_built_tutorial_run
     first, last = result["history"]
     # Seeded; observed: loss 1.98 -> 1.01, accuracy 0.86 train / 0.77 test (chance: 0.1).
     assert last["loss"] < 0.8 * first["loss"]
@@ -70,10 +75,12 @@ def test_tutorial_custom_training_model_without_input_shape_trains(cpus, tmp_pat
     _replicas_agree(result["model"])
 
 
-def test_tutorial_custom_training_with_an_input_still_trains(cpus, tmp_path):
+def test_tutorial_custom_training_with_an_input_trains_the_same(
+    cpus, tmp_path, lazily_built_tutorial_run
+):
     strategy = tfdist.get_strategy("mirrored", devices=cpus(2))
     (epoch,) = tutorial_dct.train(strategy, str(tmp_path), epochs=1, with_input=True)["history"]
-    assert math.isfinite(epoch["loss"]) and epoch["accuracy"] > 0.2  # observed 0.48
+    assert epoch == pytest.approx(lazily_built_tutorial_run["history"][0], rel=1e-5)
 
 
 def test_canary_variables_created_in_replica_fn_still_break_upstream(
