@@ -69,7 +69,9 @@ def _copies_primary_value(primary_var):
     if value is None:
         return None
     if tf.is_tensor(value):
-        if value.graph is not tf.compat.v1.get_default_graph():
+        # Only a tensor of this function graph can be lifted with the primary's initializer
+        # (an eager tensor has no `graph`: it would be captured, which is not liftable either).
+        if getattr(value, "graph", None) is not tf.compat.v1.get_default_graph():
             return None
         if value.dtype.base_dtype != primary_var.dtype.base_dtype:
             return None
@@ -91,7 +93,6 @@ def _patched(original):
             return _recording(value, _state.primary)
         return _copies_primary_value(primary_var) or value
 
-    get_initial_value._tfdist_workaround = True
     return get_initial_value
 
 
