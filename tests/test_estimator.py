@@ -4,6 +4,8 @@ created once, loss scaling across replicas, hooks, exporters, roles, and every e
 import json
 import os
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import keras
@@ -585,6 +587,46 @@ def test_input_fn_with_the_wrong_structure(tmp_path):
         estimator.train(lambda: [x, y, y], steps=1)
     with pytest.raises(TypeError, match="takes arguments tfdist cannot fill: \\['batch_size'\\]"):
         estimator.train(lambda batch_size: None, steps=1)
+
+
+_GRAPH_MODE_PROGRAM = """
+import json, sys
+import tensorflow as tf
+import tfdist.estimator as est
+from tests.test_estimator import _input_fn, _model_fn
+
+made_eagerly = est.Estimator(_model_fn(), sys.argv[1])
+tf.compat.v1.disable_eager_execution()  # line one of the multi_worker_with_estimator tutorial
+errors = {}
+calls = {
+    "Estimator": lambda: est.Estimator(_model_fn(), sys.argv[1]),
+    "train": lambda: made_eagerly.train(_input_fn(), steps=1),
+    "evaluate": lambda: made_eagerly.evaluate(_input_fn(repeat=False)),
+    "predict": lambda: made_eagerly.predict(_input_fn(repeat=False)),
+    "train_and_evaluate": lambda: est.train_and_evaluate(
+        made_eagerly, est.TrainSpec(_input_fn()), est.EvalSpec(_input_fn())),
+}
+for name, call in calls.items():
+    try:
+        call()
+    except Exception as err:
+        errors[name] = f"{type(err).__name__}: {err}"
+print(json.dumps(errors))
+"""
+
+
+def test_graph_mode_is_one_clear_error(tmp_path):
+    # disable_eager_execution is process-global: run it in a child, not in pytest's process.
+    result = subprocess.run([sys.executable, "-c", _GRAPH_MODE_PROGRAM, str(tmp_path)],
+                            capture_output=True, text=True, timeout=120,
+                            env=multiworker.subprocess_env(), cwd=multiworker.REPO_ROOT)
+    assert result.returncode == 0, result.stderr[-3000:]
+    errors = json.loads(result.stdout.strip().splitlines()[-1])
+    assert set(errors) == {"Estimator", "train", "evaluate", "predict", "train_and_evaluate"}
+    for message in errors.values():
+        assert message.startswith("RuntimeError: ") and "\n" not in message
+        assert "in graph mode" in message
+        assert "Remove that call" in message and "disable_eager_execution()" in message
 
 
 def test_model_fn_signature_errors(tmp_path):
