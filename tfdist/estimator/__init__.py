@@ -5,6 +5,9 @@ the edits listed in docs/estimator_migration.md.
 """
 
 from tfdist.estimator import export
+from tfdist.estimator import inputs
+from tfdist.estimator.array_inputs import numpy_input_fn
+from tfdist.estimator.array_inputs import pandas_input_fn
 from tfdist.estimator.estimator import Estimator
 from tfdist.estimator.exporters import BestExporter
 from tfdist.estimator.exporters import Exporter
