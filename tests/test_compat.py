@@ -141,3 +141,24 @@ def test_canary_multi_worker_fit_still_broken_upstream(tmp_path, fix, upstream_e
         env={"WITHOUT_FIX": fix}, check=False)
     assert any(r.returncode != 0 for r in results)
     assert any(upstream_error in r.output for r in results), results[0].output[-3000:]
+
+
+def test_canary_keras_compile_utils():
+    """The private Keras objects compat.keras_compile_utils builds (see its docstring): fails when
+    Keras moves or changes them — then follow Keras (or use a public API if one appeared)."""
+    import keras
+
+    from tfdist.compat import keras_compile_utils
+
+    y_true = tf.constant([0, 2])
+    logits = tf.constant([[4.0, 0.0, 0.0], [0.0, 0.0, 4.0]])
+    loss = keras_compile_utils.compiled_loss(
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True), None, ["out"])
+    expected = keras.losses.sparse_categorical_crossentropy(y_true, logits, from_logits=True)
+    assert float(loss(y_true, logits)) == pytest.approx(float(tf.reduce_mean(expected)))
+    metrics = keras_compile_utils.compiled_metrics(["accuracy"], None, ["out"])
+    metrics.update_state(y_true, logits)
+    assert isinstance(metrics, keras.metrics.Metric)
+    result = metrics.result()
+    assert list(result) == ["accuracy"] and float(result["accuracy"]) == 1.0  # sparse accuracy
+    assert keras_compile_utils.compiled_metrics(None, None, ["out"]) is None

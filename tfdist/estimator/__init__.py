@@ -22,6 +22,7 @@ from tfdist.estimator.hooks import SessionRunContext
 from tfdist.estimator.hooks import SessionRunHook
 from tfdist.estimator.hooks import SessionRunValues
 from tfdist.estimator.hooks import StopAtStepHook
+from tfdist.estimator.keras_estimator import model_to_estimator
 from tfdist.estimator.run_config import RunConfig
 from tfdist.estimator.spec import EstimatorSpec
 from tfdist.estimator.spec import EvalSpec

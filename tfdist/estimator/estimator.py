@@ -452,7 +452,12 @@ class Estimator:
             self._eval_loop(iterator, tf.constant(steps or loops.UNTIL_END, tf.int64))
             with strategy.scope():
                 results = {"loss": _to_numpy(self._eval_loss.result())}
-                results.update({k: _to_numpy(m.result()) for k, m in self._eval_metrics.items()})
+                for key, metric in self._eval_metrics.items():
+                    value = metric.result()
+                    if isinstance(value, dict):  # e.g. Keras's compiled-metrics container
+                        results.update({k: _to_numpy(v) for k, v in value.items()})
+                    else:
+                        results[key] = _to_numpy(value)
             results["global_step"] = step
             hooks_lib.after_runs(hooks, requests, context,
                                  {"loss": results["loss"], "global_step": step})
