@@ -605,6 +605,7 @@ calls = {
     "predict": lambda: made_eagerly.predict(_input_fn(repeat=False)),
     "train_and_evaluate": lambda: est.train_and_evaluate(
         made_eagerly, est.TrainSpec(_input_fn()), est.EvalSpec(_input_fn())),
+    "model_to_estimator": lambda: est.model_to_estimator(),
 }
 for name, call in calls.items():
     try:
@@ -622,7 +623,8 @@ def test_graph_mode_is_one_clear_error(tmp_path):
                             env=multiworker.subprocess_env(), cwd=multiworker.REPO_ROOT)
     assert result.returncode == 0, result.stderr[-3000:]
     errors = json.loads(result.stdout.strip().splitlines()[-1])
-    assert set(errors) == {"Estimator", "train", "evaluate", "predict", "train_and_evaluate"}
+    assert set(errors) == {"Estimator", "train", "evaluate", "predict", "train_and_evaluate",
+                           "model_to_estimator"}
     for message in errors.values():
         assert message.startswith("RuntimeError: ") and "\n" not in message
         assert "in graph mode" in message

@@ -93,6 +93,10 @@ def test_the_keras_weights_are_the_starting_point(tmp_path):
         lambda: tf.data.Dataset.from_tensor_slices(x).batch(64))])
     np.testing.assert_allclose(before, expected, rtol=1e-5, atol=1e-6)
     estimator.train(input_fn, steps=1)  # learning rate 0: the weights stay the model's
+    receiver = est.export.build_raw_serving_input_receiver_fn(tf.TensorSpec([None, 4], tf.float32))
+    served = tf.saved_model.load(estimator.export_saved_model(str(tmp_path / "export"), receiver))
+    np.testing.assert_allclose(served.signatures["serving_default"](input=tf.constant(x))[output],
+                               expected, rtol=1e-5, atol=1e-6)
     kernel = f"{model.layers[0].name}/kernel"
     np.testing.assert_array_equal(estimator.get_variable_value(kernel),
                                   model.layers[0].kernel.numpy())
