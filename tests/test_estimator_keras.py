@@ -134,6 +134,8 @@ def test_keras_model_path_and_a_functional_two_output_model(tmp_path):
     # The total is the weighted sum of the outputs' losses (plus a small L2 term).
     weighted = result["species_loss"] + 0.5 * result["width_loss"]
     assert weighted <= result["loss"] < weighted + 0.05
+    names = estimator.get_variable_names()
+    assert "hidden/kernel" in names and not any("_loss" in n or "accuracy" in n for n in names)
     prediction = next(estimator.predict(lambda: tf.data.Dataset.from_tensor_slices(x).batch(10)))
     assert set(prediction) == {"species", "width"} and prediction["species"].shape == (3,)
 

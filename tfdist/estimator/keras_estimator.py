@@ -23,6 +23,7 @@ from typing import Any
 import keras
 import numpy as np
 import tensorflow as tf
+from absl import logging
 
 from tfdist.compat import keras_compile_utils
 from tfdist.compat import keras_names
@@ -117,7 +118,12 @@ def _initial_values(keras_model: keras.Model, model_class: type, model_config: d
     with keras_names.fresh_names(), keras.saving.custom_object_scope(custom_objects):
         reference = model_class.from_config(copy.deepcopy(model_config))
     if not reference.weights and getattr(keras_model, "inputs", None) is None:
-        return {}  # a subclassed model builds on its first call: start from initializers
+        # A subclassed model builds on its first call, inside model_fn: its weights start from
+        # their initializers (or a checkpoint), not from the Keras model's.
+        logging.warning("tfdist.estimator: %r is built on its first call; model_to_estimator "
+                        "starts it from its initializers, not from its current weights.",
+                        keras_model.name)
+        return {}
     shapes = [tuple(w.shape) for w in keras_model.weights]
     if [tuple(w.shape) for w in reference.weights] != shapes:
         raise ValueError(
