@@ -426,6 +426,21 @@ def test_controller_as_a_context_manager_handles_sigterm_for_the_block(tmp_path)
         signal.signal(signal.SIGTERM, previous)
 
 
+def test_preemption_requested_reports_a_handled_sigterm(tmp_path):
+    previous = signal.signal(signal.SIGTERM, _own_sigterm_handler)
+    try:
+        trainer = ctl_job.make_trainer(tfdist.get_strategy("default"))
+        with _controller(trainer, tmp_path, handle_preemption=True, export=False) as controller:
+            assert not controller.preemption_requested
+            signal.raise_signal(signal.SIGTERM)  # to this thread: handled before it returns
+            assert controller.preemption_requested
+            with pytest.raises(checkpoint.Preempted, match="saved a checkpoint at step 5 "):
+                controller.train(20)  # stops at its first loop boundary
+        assert controller.preemption_requested  # the flag outlives the handler
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def test_evaluator_stops_waiting_on_sigterm(tmp_path):
     trainer = ctl_job.make_trainer(tfdist.get_strategy("default"))
     _controller(trainer, tmp_path, checkpoint_every=10, export=False).train(10)
