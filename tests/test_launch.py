@@ -35,15 +35,21 @@ PY = sys.executable
 PRINT_ENV = ("import json, os; print(json.dumps({k: v for k, v in os.environ.items() "
              "if k == 'TF_CONFIG' or k.startswith('TFDIST_')}))")
 # Starts a grandchild, then worker 1 fails with code 3 while worker 0 ignores SIGTERM (as a worker
-# stuck in a collective does), so only the launcher's SIGKILL ends it.
+# stuck in a collective does), so only the launcher's SIGKILL ends it. Worker 1 fails only once
+# worker 0 says it ignores SIGTERM (a file), so the SIGKILL path is certain to be taken.
 FAIL_ONE = textwrap.dedent("""
     import os, signal, subprocess, sys, time
     subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)", sys.argv[1]])
     print("started", flush=True)
+    ignoring = os.path.join(sys.argv[1], "ignoring")
     if os.environ["TFDIST_TASK_ID"] == "1":
-        time.sleep(0.5)
+        for _ in range(600):  # 30 s at most
+            if os.path.exists(ignoring):
+                break
+            time.sleep(0.05)
         sys.exit(3)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    open(ignoring, "w").close()
     time.sleep(300)
 """)
 # Says "ready", then exits 143 on SIGTERM like a preempted training job.
@@ -292,9 +298,20 @@ def test_children_die_with_a_killed_launcher(tmp_path):
 
 
 def test_restart_relaunches_the_group_on_fresh_ports(tmp_path):
+    # Worker 1 fails the first run only once worker 0 has printed (a file says so): worker 0's
+    # line is never lost to the launcher stopping it.
     code = PRINT_ENV + textwrap.dedent("""
-        import sys
+        import sys, time
+        sys.stdout.flush()
         first_run = os.environ["TFDIST_RESTART"] == "0"
+        printed = os.path.join(sys.argv[1], "printed-" + os.environ["TFDIST_RESTART"])
+        if os.environ["TFDIST_TASK_ID"] == "0":
+            open(printed, "w").close()
+        elif first_run:
+            for _ in range(600):  # 30 s at most
+                if os.path.exists(printed):
+                    break
+                time.sleep(0.05)
         sys.exit(5 if first_run and os.environ["TFDIST_TASK_ID"] == "1" else 0)
     """)
     result = cli("--workers", 2, "--max-restarts", 1, "--grace", 1, "--", PY, "-c", code, tmp_path)
@@ -422,11 +439,35 @@ def test_slurm_one_launcher_per_node(tmp_path):
 
 @pytest.fixture
 def job_module(tmp_path, monkeypatch):
+    # With `fail_on` (two workers), the failing worker returns 4 only once the other has exited
+    # (its pid in a file, then a zombie): the other's exit 0 is certain, never a stop by the
+    # launcher. `token` is a directory, fresh for each launch.
     (tmp_path / "tfdist_launch_demo.py").write_text(textwrap.dedent("""
-        import os
+        import os, time
+        import psutil
+
         def main(token, fail_on=None):
-            print("hello from", os.environ["TFDIST_TASK_TYPE"], os.environ["TFDIST_TASK_ID"], token)
-            return 4 if os.environ["TFDIST_TASK_ID"] == fail_on else 0
+            task = os.environ["TFDIST_TASK_ID"]
+            print("hello from", os.environ["TFDIST_TASK_TYPE"], task, token, flush=True)
+            if fail_on is None:
+                return 0
+            other = os.path.join(token, "other-" + os.environ["TFDIST_RESTART"])
+            if task != fail_on:
+                with open(other + ".tmp", "w") as f:
+                    f.write(str(os.getpid()))
+                os.replace(other + ".tmp", other)
+                return 0
+            for _ in range(600):  # 30 s at most
+                if os.path.exists(other) and _exited(int(open(other).read())):
+                    break
+                time.sleep(0.05)
+            return 4
+
+        def _exited(pid):
+            try:
+                return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE  # the launcher reaps later
+            except psutil.NoSuchProcess:
+                return True
     """))
     monkeypatch.syspath_prepend(str(tmp_path))
     import tfdist_launch_demo
@@ -443,10 +484,15 @@ def test_run_a_module_function_and_a_function_object(tmp_path, job_module, capsy
 
 
 def test_run_reports_failures_and_restarts(tmp_path, job_module):
-    results = launch.run("tfdist_launch_demo:main", args=[tmp_path, "1"], stream=False, grace=1)
-    assert [r.returncode for r in results] == [0, 4]
-    results = launch.run(job_module.main, args=[tmp_path, "1"], max_restarts=1, stream=False, grace=1)
-    assert [r.returncode for r in results] == [0, 4]
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.mkdir()
+    second.mkdir()
+    results = launch.run("tfdist_launch_demo:main", args=[first, "1"], stream=False, grace=1,
+                         timeout=60)
+    assert [r.returncode for r in results] == [0, 4], [r.output for r in results]
+    results = launch.run(job_module.main, args=[second, "1"], max_restarts=1, stream=False, grace=1,
+                         timeout=60)
+    assert [r.returncode for r in results] == [0, 4], [r.output for r in results]
     assert "--- tfdist-launch: restart 1 ---" in results[1].output
 
 
