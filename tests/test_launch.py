@@ -115,7 +115,11 @@ class Background:
         return parent.children()
 
     def finish(self, timeout=240) -> int:
-        code = self.proc.wait(timeout=timeout)
+        try:
+            code = self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            tail = self.output[-4000:]
+            raise AssertionError(f"launcher still running after {timeout:.0f}s:\n{tail}") from None
         self._reader.join(10)
         return code
 
@@ -506,7 +510,8 @@ def test_run_a_script(tmp_path):
 def test_ctrl_c_in_run_stops_every_process(tmp_path):
     # As in a notebook: KeyboardInterrupt in run() stops the workers before it propagates.
     code = (f"import sys\nfrom tfdist import launch\n"
-            f"launch.run([sys.executable, '-c', {TRAP_TERM!r}, {str(tmp_path)!r}], num_workers=2)")
+            f"launch.run([sys.executable, '-c', {TRAP_TERM!r}, {str(tmp_path)!r}], num_workers=2, "
+            f"timeout=120)")
     proc = subprocess.Popen([PY, "-c", code, str(tmp_path)], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, env=subprocess_env(), cwd=REPO_ROOT)
     try:
@@ -550,7 +555,7 @@ def _dirs(tmp_path):
 @pytest.mark.multiworker
 def test_route_example_runs_under_the_launcher(tmp_path):
     model, out = _dirs(tmp_path)
-    result = cli("--workers", 2, "--", PY, CTL_JOB, model, out, 40, timeout=300)
+    result = cli("--workers", 2, "--timeout", 240, "--", PY, CTL_JOB, model, out, 40, timeout=300)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr
     reports = [_report(out, f"worker-{i}") for i in range(2)]
     assert [r["end"] for r in reports] == [40, 40] and reports[0]["weights"] == reports[1]["weights"]
@@ -599,7 +604,8 @@ def test_kill_9_with_a_restart_resumes_from_the_last_checkpoint(tmp_path):
 def test_kill_9_without_restarts_fails_fast_and_leaves_nothing(tmp_path):
     model, out = _dirs(tmp_path)
     # The survivor is stuck in a collective until SIGKILL: 3 s to exit alone, TERM, 3 s, KILL.
-    run = Background("--workers", 2, "--grace", 3, "--", PY, CTL_JOB, model, out, 100000)
+    run = Background("--workers", 2, "--grace", 3, "--timeout", 150, "--", PY, CTL_JOB, model, out,
+                     100000)
     try:
         run.wait_for(lambda: any(model.glob("ckpt-*.index")), "the first checkpoint")
         children = run.children(2)
@@ -645,10 +651,11 @@ def test_two_hosts_train_together(tmp_path):
     # Two launchers on this machine stand in for two hosts; each runs only its own worker.
     model, out = _dirs(tmp_path)
     hosts = ",".join(f"localhost:{portpicker.pick_unused_port()}" for _ in range(2))
-    runs = [Background("--hosts", hosts, "--host-index", i, "--", PY, CTL_JOB, model, out, 40)
-            for i in range(2)]
+    runs = [Background("--hosts", hosts, "--host-index", i, "--timeout", 240, "--",
+                       PY, CTL_JOB, model, out, 40) for i in range(2)]
     try:
-        codes = [run.finish(timeout=300) for run in runs]
+        deadline = time.monotonic() + 270  # one budget for both: each launcher stops at 240 s
+        codes = [run.finish(timeout=max(1.0, deadline - time.monotonic())) for run in runs]
     finally:
         for run in runs:
             run.close()
@@ -662,7 +669,8 @@ def test_two_hosts_train_together(tmp_path):
 @pytest.mark.multiworker
 def test_chief_layout_trains(tmp_path):
     model, out = _dirs(tmp_path)
-    result = cli("--chief", "--workers", 1, "--", PY, CTL_JOB, model, out, 40, timeout=300)
+    result = cli("--chief", "--workers", 1, "--timeout", 240, "--", PY, CTL_JOB, model, out, 40,
+                 timeout=300)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr
     reports = [_report(out, name) for name in ("chief-0", "worker-0")]
     assert [r["end"] for r in reports] == [40, 40] and reports[0]["weights"] == reports[1]["weights"]
