@@ -305,7 +305,8 @@ def test_two_workers_and_an_evaluator_task(tmp_path):
     multiworker.run_workers(["python", JOB, str(model_dir), str(out), "60"], num_workers=2,
                             evaluator=True)
     report = json.loads((out / "evaluator-0.json").read_text())
-    assert report["evaluated_steps"][-1] == 60  # it stopped at the final checkpoint
+    assert report["evaluated_steps"], f"the evaluator evaluated no checkpoint: {report}"
+    assert report["evaluated_steps"][-1] == 60, report  # it stopped at the final checkpoint
     assert report["evaluated_steps"] == sorted(set(report["evaluated_steps"]))
     assert report["last"]["sparse_categorical_accuracy"] > 0.7
     assert len(list((model_dir / "eval").glob("events.*"))) == 2  # chief's and evaluator's
