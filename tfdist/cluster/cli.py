@@ -41,15 +41,18 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--linger", type=float, default=5.0, metavar="S",
                         help="with --check: keep this task's port open S seconds after its own "
                              "check, for slower peers (default: 5)")
-    parser.add_argument("--exec", dest="command", nargs=argparse.REMAINDER, metavar="-- COMMAND",
-                        help="set TF_CONFIG (evaluator kept out of the cluster) and run COMMAND in "
+    parser.add_argument("--exec", action="store_true",
+                        help="last option, then -- COMMAND: set TF_CONFIG (evaluator kept out of the cluster) "
+                             "and run COMMAND in "
                              "this process")
     return parser
 
 
 def _report_tensorflow() -> None:
     """TensorFlow/Keras versions and devices (the only TensorFlow import of this package)."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from tfdist import quiet  # pylint: disable=import-outside-toplevel
+
+    quiet.importing_tensorflow(quiet.tf_log_level_env(verbose=False))  # without the start-up noise
     import keras  # pylint: disable=import-outside-toplevel
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
 
@@ -80,8 +83,12 @@ def _check(info: ClusterInfo, timeout: float, linger: float) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the CLI: prints the resolved cluster, or one ``error:`` line and returns 2."""
     parser = _parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = None
+    if "--exec" in argv:  # everything after it is the command, even words that look like options
+        split = argv.index("--exec")
+        argv, command = argv[:split + 1], argv[split + 1:]
     args = parser.parse_args(argv)
-    command = args.command
     if command is not None:
         command = command[1:] if command[:1] == ["--"] else command
         if not command:
