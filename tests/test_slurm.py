@@ -1,5 +1,7 @@
 """Slurm: a faked job-step environment -> the right rank -> host:port mapping (python-hostlist)."""
 
+import json
+import os
 import re
 import subprocess
 import sys
@@ -90,3 +92,14 @@ def test_launcher_per_node_uses_the_same_parser():
         layout.slurm_hosts({**env, "SLURM_STEP_NODELIST": "n[[1]]"})
     with pytest.raises(LaunchError, match="run one tfdist-launch per node"):
         layout.slurm_hosts({**env, "SLURM_STEP_TASKS_PER_NODE": "1(x3),2"})
+
+
+def test_exec_wrapper_gives_a_plain_srun_task_its_tf_config():
+    """`srun python -m tfdist.cluster --slurm --exec -- CMD`: any program gets Slurm's cluster."""
+    env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(REPO_ROOT), **step("n[1-2]", "2(x2)", 3)}
+    result = subprocess.run([sys.executable, "-m", "tfdist.cluster", "--slurm", "--port", "7000", "--exec", "--",
+                             sys.executable, "-c", "import os; print(os.environ['TF_CONFIG'])"],
+                            env=env, capture_output=True, text=True, timeout=60, cwd=REPO_ROOT)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {"cluster": {"worker": ["n1:7000", "n1:7001", "n2:7000", "n2:7001"]},
+                                         "task": {"type": "worker", "index": 3}}

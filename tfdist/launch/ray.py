@@ -71,7 +71,7 @@ def prepare_worker(*, loopback: bool) -> Any:
 def run_on_ray(train_fn: Callable[[dict[str, Any]], Any], *, num_workers: int = 2,
                config: dict[str, Any] | None = None, loopback: bool = False, use_gpu: bool = False,
                resources_per_worker: dict[str, float] | None = None,
-               storage_path: str | None = None, name: str | None = None) -> Any:
+               storage_path: str | None = None, name: str | None = None, max_failures: int = 0) -> Any:
     """Runs ``train_fn(config)`` on `num_workers` Ray Train workers, with tfdist set up in each.
 
     Args:
@@ -86,6 +86,8 @@ def run_on_ray(train_fn: Callable[[dict[str, Any]], Any], *, num_workers: int = 
         storage_path: Where Ray Train keeps results (a shared path for several nodes).
             Defaults to Ray's.
         name: The run's name. Defaults to Ray's.
+        max_failures: Times Ray Train restarts the whole worker group after a worker fails;
+            training resumes from the checkpoints `train_fn` writes. Defaults to 0.
 
     Returns:
         Ray Train's ``Result``.
@@ -97,7 +99,7 @@ def run_on_ray(train_fn: Callable[[dict[str, Any]], Any], *, num_workers: int = 
         raise LaunchError(f"Invalid value for argument `num_workers`. Received: num_workers={num_workers!r}. "
                           "Pass an integer >= 1.")
     try:
-        from ray.train import RunConfig, ScalingConfig  # pylint: disable=import-outside-toplevel
+        from ray.train import FailureConfig, RunConfig, ScalingConfig  # pylint: disable=import-outside-toplevel
         from ray.train.tensorflow import TensorflowTrainer  # pylint: disable=import-outside-toplevel
     except ImportError:
         raise LaunchError("Ray Train is not installed: pip install 'tfdist[ray]'") from None
@@ -110,5 +112,6 @@ def run_on_ray(train_fn: Callable[[dict[str, Any]], Any], *, num_workers: int = 
         loop, train_loop_config=dict(config or {}),
         scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=use_gpu,
                                      resources_per_worker=resources_per_worker),
-        run_config=RunConfig(storage_path=storage_path, name=name))
+        run_config=RunConfig(storage_path=storage_path, name=name,
+                             failure_config=FailureConfig(max_failures=max_failures)))
     return trainer.fit()
