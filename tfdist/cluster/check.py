@@ -13,6 +13,7 @@ import dataclasses
 import socket
 import threading
 import time
+from collections.abc import Callable
 
 from tfdist.cluster.spec import ClusterInfo
 
@@ -125,8 +126,9 @@ class _Listener:
             self._sock.close()
 
 
-def check_peers(info: ClusterInfo, *, timeout: float = 10.0, listen: bool = True,
-                linger: float = 0.0) -> tuple[list[PeerStatus], str]:
+def check_peers(info: ClusterInfo, *, timeout: float = 10.0, listen: bool = True, linger: float = 0.0,
+                report: Callable[[list[PeerStatus], str], None] | None = None
+                ) -> tuple[list[PeerStatus], str]:
     """Checks every peer of `info` (every cluster address but this task's own).
 
     Args:
@@ -135,6 +137,8 @@ def check_peers(info: ClusterInfo, *, timeout: float = 10.0, listen: bool = True
             answer. Defaults to 10.
         listen: Listen on this task's own port meanwhile. Defaults to True.
         linger: Seconds to keep listening after the check. Defaults to 0.
+        report: Called with the results before lingering (so they are seen at once).
+            Defaults to None.
 
     Returns:
         The status of each peer, in cluster order, and a note about this task's own port ("" if
@@ -156,7 +160,10 @@ def check_peers(info: ClusterInfo, *, timeout: float = 10.0, listen: bool = True
     for thread in threads:
         thread.join()
     note = listener.note if listener else ""
+    statuses = [r for r in results if r is not None]
+    if report is not None:
+        report(statuses, note)
     if listener is not None:
         time.sleep(max(0.0, linger))
         listener.close()
-    return [r for r in results if r is not None], note
+    return statuses, note

@@ -61,14 +61,17 @@ def _report_tensorflow() -> None:
     print(f"tensorflow {tf.__version__}, keras {keras.__version__}, devices: {devices}")
 
 
-def _check(info: ClusterInfo, timeout: float, linger: float) -> int:
-    print(info.describe())
-    statuses, note = check_peers(info, timeout=timeout, linger=linger)
+def _print_peers(statuses: list, note: str) -> None:
     if note:
         print(f"note: {note}")
     for status in statuses:
         verdict = "ok" if status.reachable else "UNREACHABLE"
-        print(f"peer {status.task:<12} {status.address:<40} {verdict}: {status.detail}")
+        print(f"peer {status.task:<12} {status.address:<40} {verdict}: {status.detail}", flush=True)
+
+
+def _check(info: ClusterInfo, timeout: float, linger: float) -> int:
+    print(info.describe(), flush=True)
+    statuses, _ = check_peers(info, timeout=timeout, linger=linger, report=_print_peers)
     _report_tensorflow()
     bad = [s for s in statuses if not s.reachable]
     if bad:
