@@ -42,9 +42,8 @@ def _parser() -> argparse.ArgumentParser:
                         help="with --check: keep this task's port open S seconds after its own "
                              "check, for slower peers (default: 5)")
     parser.add_argument("--exec", action="store_true",
-                        help="last option, then -- COMMAND: set TF_CONFIG (evaluator kept out of the cluster) "
-                             "and run COMMAND in "
-                             "this process")
+                        help="last option, then -- COMMAND: set TF_CONFIG (evaluator kept out of "
+                             "the cluster) and run COMMAND in this process")
     return parser
 
 

@@ -104,7 +104,8 @@ def parse_tasks(text: str, var: str = TASKS_VAR) -> dict[str, int]:
         counts[job] = count
     for job in ("chief", "evaluator"):
         if counts.get(job, 0) > 1:
-            raise fail(_SOURCE, f"{var} asks for {counts[job]} {job} tasks", text, f"A job has at most one {job}.")
+            raise fail(_SOURCE, f"{var} asks for {counts[job]} {job} tasks", text,
+                       f"A job has at most one {job}.")
     if not counts.get("chief") and not counts.get("worker"):
         raise fail(_SOURCE, f"{var} has no chief and no worker", text, _TASKS_FIX)
     return {job: counts[job] for job in JOB_NAMES if counts.get(job)}

@@ -102,8 +102,8 @@ def tasks_per_node(environ: Mapping[str, str] | None = None) -> tuple[str, list[
     except hostlist.BadHostlist:
         counts = None
     if counts is None or not counts or min(counts) < 1:
-        bad = next((e for e in text.split(",") if not re.fullmatch(r"\s*[1-9][0-9]*(\(x[1-9][0-9]*\))?\s*", e)),
-                   text)
+        entry = re.compile(r"\s*[1-9][0-9]*(\(x[1-9][0-9]*\))?\s*")  # to name the bad one
+        bad = next((e for e in text.split(",") if not entry.fullmatch(e)), text)
         raise fail("SLURM", f"{var} has a malformed entry {show(bad)}", text, _TASKS_FIX)
     return var, counts
 
@@ -150,7 +150,8 @@ def from_slurm(environ: Mapping[str, str] | None = None, *, port: int = 8888) ->
             raise fail("SLURM", f"SLURM_NODEID is {node_id} but rank {procid} belongs on node "
                        f"{owners[procid]} ({hosts[owners[procid]]}) under block distribution",
                        str(node_id), "Run srun with --distribution=block (SLURM_DISTRIBUTION is "
-                       f"{show(env.get('SLURM_DISTRIBUTION', MISSING))}) so each node's ranks are consecutive.")
+                       f"{show(env.get('SLURM_DISTRIBUTION', MISSING))}) so each node's ranks are "
+                       "consecutive.")
     workers = [f"{host}:{port + k}" for host, count in zip(hosts, counts) for k in range(count)]
     return build({"cluster": {"worker": workers}, "task": {"type": "worker", "index": procid}}, "SLURM")
 

@@ -136,10 +136,10 @@ def _topology(args: argparse.Namespace) -> layout.Topology:
 
 def _emit(args: argparse.Namespace, command: list[str]) -> str:
     """The manifests asked for with --emit (validated), as YAML."""
-    local_only = [flag for flag, value in (("--hosts", args.hosts), ("--host-index", args.host_index),
-                                           ("--slurm", args.slurm), ("--ports", args.ports),
-                                           ("--timeout", args.timeout), ("--log-dir", args.log_dir),
-                                           ("--dry-run", args.dry_run)) if value is not None and value is not False]
+    given = (("--hosts", args.hosts), ("--host-index", args.host_index), ("--slurm", args.slurm),
+             ("--ports", args.ports), ("--timeout", args.timeout), ("--log-dir", args.log_dir),
+             ("--dry-run", args.dry_run))
+    local_only = [flag for flag, value in given if value is not None and value is not False]
     if local_only:
         raise LaunchError(f"--emit prints manifests for Kubernetes; drop {', '.join(local_only)} "
                           "(they apply to processes started here).")

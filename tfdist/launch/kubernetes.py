@@ -195,7 +195,8 @@ def validate(documents: list[dict[str, Any]]) -> None:
             _round_trip(api, doc, f"V1{kind}", kind)
         elif kind == "TFJob":
             if doc.get("apiVersion") != "kubeflow.org/v1":
-                raise LaunchError(f"TFJob: apiVersion must be kubeflow.org/v1; received {doc.get('apiVersion')!r}")
+                raise LaunchError("TFJob: apiVersion must be kubeflow.org/v1; received "
+                                  f"{doc.get('apiVersion')!r}")
             _round_trip(api, doc["metadata"], "V1ObjectMeta", "TFJob metadata")
             specs = doc["spec"]["tfReplicaSpecs"]
             for rtype, spec in specs.items():

@@ -99,8 +99,9 @@ def run_on_ray(train_fn: Callable[[dict[str, Any]], Any], *, num_workers: int = 
         raise LaunchError(f"Invalid value for argument `num_workers`. Received: num_workers={num_workers!r}. "
                           "Pass an integer >= 1.")
     try:
-        from ray.train import FailureConfig, RunConfig, ScalingConfig  # pylint: disable=import-outside-toplevel
-        from ray.train.tensorflow import TensorflowTrainer  # pylint: disable=import-outside-toplevel
+        # pylint: disable=import-outside-toplevel
+        from ray.train import FailureConfig, RunConfig, ScalingConfig
+        from ray.train.tensorflow import TensorflowTrainer
     except ImportError:
         raise LaunchError("Ray Train is not installed: pip install 'tfdist[ray]'") from None
 
