@@ -109,3 +109,13 @@ def test_cli_check_rejects_bad_input():
     assert result.returncode == 2 and "--timeout must be > 0" in result.stderr
     result = run_check('{"cluster": {"worker": ["a"]}, "task": {"type": "worker", "index": 0}}')
     assert result.returncode == 2 and result.stderr.startswith("error: TF_CONFIG: cluster.worker[0] has no port")
+
+
+def test_cluster_package_imports_no_tensorflow():
+    code = ("import sys\nimport tfdist.cluster, tfdist.cluster.cli, tfdist.launch, tfdist.launch.kubernetes\n"
+            "from tfdist import cluster\ncluster.resolve()\n"
+            "print(sorted(m for m in ('tensorflow', 'keras', 'kubernetes', 'ray') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+                            capture_output=True, text=True, timeout=60, cwd=REPO_ROOT)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
