@@ -116,10 +116,13 @@ def main(argv: Sequence[str]) -> int:
         print(f"tfdist-predict: error: unexpected arguments: {' '.join(argv[1:])} "
               "(flags are --name=value; see --help)", file=sys.stderr)
         return USAGE_ERROR
+    from tfdist.predict import locate, store
     from tfdist.predict.errors import PredictError
 
     try:
         options = to_options(FLAGS)
+        locate.resolve_path(options.model)  # the cheap checks, before TensorFlow loads
+        store.check_writable(options.output_dir)
     except PredictError as e:
         print(f"tfdist-predict: error: {e}", file=sys.stderr)
         return USAGE_ERROR
