@@ -35,8 +35,9 @@ class Timings:
     first_step: float = 0.0  # the first step alone: building the iterator, tracing, first call
     batches: int = 0
     rows: int = 0
-    steady_rows: int = 0  # rows after the first step, over `steady` seconds
-    steady: float = 0.0
+    steady_rows: int = 0  # rows after the first step, scored in `steady` seconds (from the end
+    steady: float = 0.0  # of the first step to the end of the last: what the caller does between
+    #                      steps, such as writing shards, included)
 
 
 def predict_batches(
@@ -101,8 +102,9 @@ def predict_batches(
         timings.rows += len(host_keys)
         if first:
             timings.first_step = done - began
+            first_done = done
             first = False
         else:
             timings.steady_rows += len(host_keys)
-            timings.steady += done - started
+            timings.steady = done - first_done
         yield host_keys, host

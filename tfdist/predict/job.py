@@ -125,9 +125,8 @@ def run(options: PredictOptions, *, cluster: cluster_lib.ClusterInfo | None = No
              "startup_seconds": startup, "loop_seconds": loop_seconds,
              "input_seconds": timings.input, "inference_seconds": timings.inference,
              "write_seconds": write_seconds, "batches": timings.batches,
-             "first_step_seconds": timings.first_step,
-             "steady_rows_per_second": (timings.steady_rows / timings.steady
-                                        if timings.steady > 0 else 0.0),
+             "first_step_seconds": timings.first_step, "steady_rows": timings.steady_rows,
+             "steady_seconds": timings.steady,
              "strategy": strategy_lib.describe(strategy)}
     store.write_json(store.worker_stats_path(out, rank), stats)
     if not chief:

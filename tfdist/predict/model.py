@@ -37,6 +37,7 @@ class Model:
     inputs: dict[str, tf.TensorSpec]
     outputs: dict[str, list[int | None]]
     call: Callable[[Mapping[str, tf.Tensor]], dict[str, tf.Tensor]]
+    handle: Any = None  # the loaded object, kept alive while `call` is used
 
 
 def _spec(spec: Any, name: str) -> tf.TensorSpec:
@@ -73,7 +74,7 @@ def _load_keras(path: str) -> Model:
         return dict(zip(out_names, tf.nest.flatten(result)))
 
     shapes = {n: list(t.shape[1:]) for n, t in zip(out_names, outputs)}
-    return Model(path, "keras", specs, shapes, call)
+    return Model(path, "keras", specs, shapes, call, handle=model)
 
 
 def _load_saved_model(path: str) -> Model:
@@ -96,9 +97,7 @@ def _load_saved_model(path: str) -> Model:
         result = fn(**{n: features[n] for n in specs})
         return {n: result[n] for n in out_names}
 
-    model = Model(path, "saved_model", specs, shapes, call)
-    object.__setattr__(model, "_keepalive", loaded)  # the signature needs its object alive
-    return model
+    return Model(path, "saved_model", specs, shapes, call, handle=loaded)
 
 
 def load(path: str, strategy: tf.distribute.Strategy | None = None) -> Model:
