@@ -28,9 +28,9 @@ from tfdist import data as data_lib
 from tfdist import predict
 from tfdist.predict import faults, features, progress, store, writers
 
-NUM_ROWS = 10_007  # divides by nothing the tests use: 2 workers, 2 replicas, batch 64, shard 1000
+NUM_ROWS = 10_007  # divides by nothing the tests use: 2 workers, 2 replicas, batch 128, shard 1000
 SHARD = 1000
-BATCH = 64
+BATCH = 128
 SMALL = 2_003  # the other tests: 3 shards of 1000, 1000 and 3 rows
 
 
@@ -67,7 +67,11 @@ def files(tmp_path_factory):
     receiver = est.export.build_raw_serving_input_receiver_fn(
         {"x": tf.TensorSpec([None, 4], tf.float32)})
     export = estimator.export_saved_model(str(root / "est" / "export"), receiver)
+    parsing = est.export.build_parsing_serving_input_receiver_fn(
+        {"x": tf.io.FixedLenFeature([4], tf.float32)})
+    parsing_export = estimator.export_saved_model(str(root / "est" / "parsing"), parsing)
     return {"root": root, "keras": str(root / "model.keras"), "export": export, "x": x, "ids": ids,
+            "parsing_export": parsing_export,
             "npy": str(root / "x.npy"), "parquet": str(root / "x.parquet"),
             "small_npy": str(root / "small.npy"), "small_parquet": str(root / "small.parquet")}
 
@@ -180,6 +184,18 @@ def test_tfrecord_input_through_input_pipelines(files, tmp_path):
     model = keras.saving.load_model(files["keras"])
     np.testing.assert_allclose(got["output_0"], model.predict(x[got["row"]], verbose=0),
                                rtol=1e-5, atol=1e-6)
+
+
+def test_tfrecord_records_go_as_they_are_to_a_parsing_serving_signature(files, tmp_path):
+    x = files["x"][:300]
+    tfrecord.write_shards({"x": x}, str(tmp_path / "rec"), 2)
+    summary = _run(files, tmp_path / "out", model=files["parsing_export"],
+                   inputs=(str(tmp_path / "rec" / "data.json"),), shard_size=100)
+    got = _read(summary)
+    rows = np.concatenate([np.arange(0, 300, 2), np.arange(1, 300, 2)])  # file 0, then file 1
+    served = tf.saved_model.load(files["export"]).signatures["serving_default"](x=tf.constant(x[rows]))
+    np.testing.assert_array_equal(got["key"], np.arange(300))
+    np.testing.assert_allclose(got["logits"], served["logits"].numpy(), rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("fmt", writers.FORMATS)

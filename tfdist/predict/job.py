@@ -155,8 +155,8 @@ def run(options: PredictOptions, *, cluster: cluster_lib.ClusterInfo | None = No
     merge_started = time.perf_counter()
     target = merge.output_path(out, options.output_format, options.merge)
     key_name = options.id_column or "key"
-    if os.path.exists(target) and resumed and not todo:
-        rows = source.num_records  # an earlier attempt merged already
+    if os.path.exists(target) and resumed and not any(w["shards_written"] for w in workers):
+        rows = source.num_records  # an earlier attempt merged these very shards already
     else:
         target, rows = merge.merge(out, plan, fmt=options.output_format,
                                    merge_into_one=options.merge, post=options.postprocess,

@@ -55,10 +55,13 @@ def resolve_path(path: str) -> tuple[str, str]:
 
 
 def fingerprint(path: str, kind: str) -> str:
-    """A short hash of the model's files (its graph and weights), for the run manifest."""
+    """A short hash of the model (its graph and weights), for the run manifest."""
     digest = hashlib.sha256()
     if kind == "keras":
         files = [path]
+    elif os.path.isfile(os.path.join(path, "fingerprint.pb")):
+        # TensorFlow's own fingerprint (TF >= 2.12) hashes the graph, signatures and checkpoint.
+        files = [os.path.join(path, "fingerprint.pb")]
     else:
         files = [os.path.join(root, n) for root, _, names in os.walk(path) for n in sorted(names)]
     for name in sorted(files):
