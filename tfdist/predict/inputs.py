@@ -9,6 +9,7 @@ import tensorflow as tf
 
 from tfdist import data as data_lib
 from tfdist.predict import features as features_lib
+from tfdist.predict import readers
 from tfdist.predict.readers import Source
 
 
@@ -44,7 +45,7 @@ def build(source: Source, feeds: Sequence[features_lib.Feed], shards: Sequence[d
             name = feeds[0].input
             batch_map = lambda records: {name: records}  # noqa: E731
         else:
-            parse = _tfrecord_parse(source)
+            parse = readers.tfrecord_parse(source)
             batch_map = lambda records: features_lib.assemble_tf(  # noqa: E731
                 feeds, parse(records), id_column)
         return data_lib.inference_dataset(shards, read_batches, batch_size, batch_map_fn=batch_map)
@@ -65,19 +66,3 @@ def build(source: Source, feeds: Sequence[features_lib.Feed], shards: Sequence[d
 
     return data_lib.inference_dataset(shards, read_batches, batch_size)
 
-
-def _tfrecord_parse(source: Source):
-    from tfdist.predict import readers
-
-    return readers.tfrecord_parse(source)
-
-
-def input_throughput(dataset: tf.data.Dataset) -> tuple[int, float]:
-    """Reads `dataset` to the end without a model: (records, seconds). For the bench."""
-    import time
-
-    started = time.perf_counter()
-    rows = 0
-    for keys, _ in dataset:
-        rows += int(keys.shape[0])
-    return rows, time.perf_counter() - started

@@ -22,7 +22,7 @@ from absl import logging
 from tfdist import cluster as cluster_lib
 from tfdist import data as data_lib
 from tfdist import strategy as strategy_lib
-from tfdist.predict import faults, inference, inputs, merge, readers, store
+from tfdist.predict import faults, inference, inputs, merge, readers, store, writers
 from tfdist.predict import features as features_lib
 from tfdist.predict import model as model_lib
 from tfdist.predict.errors import PredictError
@@ -207,7 +207,7 @@ def _score(out, plan, todo, dataset, strategy, model, source, options, timings, 
                 if ids is not None:
                     shard_out[features_lib.ID_FEATURE] = ids[shard_keys]
                 store.write_shard(store.shard_path(out, todo[slot].index, num), shard_keys,
-                                  {n: _storable(v) for n, v in shard_out.items()})
+                                  {n: writers.plain(v) for n, v in shard_out.items()})
                 write_seconds += time.perf_counter() - t
                 written += 1
                 faults.after_shard(rank, written)
@@ -218,9 +218,3 @@ def _score(out, plan, todo, dataset, strategy, model, source, options, timings, 
             mine_pending = sum(counts[s] for s in pending)
             progress.update(max(progress.done, elsewhere + mine_pending))
     return scored, write_seconds
-
-
-def _storable(array: np.ndarray) -> np.ndarray:
-    from tfdist.predict.writers import plain
-
-    return plain(np.asarray(array))

@@ -8,7 +8,6 @@ name and renamed when complete.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -150,7 +149,3 @@ def read(path: str, fmt: str) -> dict[str, np.ndarray]:
 
 def extension(fmt: str) -> str:
     return EXTENSIONS[fmt]
-
-
-def exists(path: str) -> bool:
-    return os.path.exists(path)
