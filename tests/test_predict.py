@@ -287,6 +287,30 @@ def test_other_arguments_against_an_existing_output_dir_are_an_error(files, tmp_
     assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
 
 
+def _worker(rank, count):
+    return cluster_lib.resolve({"cluster": {"worker": [f"localhost:{1000 + i}" for i in range(count)]},
+                                "task": {"type": "worker", "index": rank}})
+
+
+def test_more_workers_than_shards_and_a_rerun_on_another_worker_count(files, tmp_path):
+    """Five workers run one after another in this process (the chief last): 3 shards, 2 idle."""
+    out = tmp_path / "out"
+    for rank in (4, 3, 2, 1):
+        stats = predict.run(_options(files, out), cluster=_worker(rank, 5))
+        assert stats["shards_written"] == (1 if rank < 3 else 0)
+    summary = predict.run(_options(files, out), cluster=_worker(0, 5))
+    assert summary["num_workers"] == 5 and summary["shards_written"] == 3
+    np.testing.assert_array_equal(_read(summary)["key"], np.arange(SMALL))
+    alone = _run(files, out)  # the shard split does not depend on the number of workers
+    assert alone["shards_skipped"] == 3 and alone["shards_written"] == 0
+
+
+def test_the_chief_gives_up_waiting_after_wait_timeout(files, tmp_path):
+    with pytest.raises(predict.PredictError, match="Timed out after 1s waiting for all 3 shards"):
+        predict.run(_options(files, tmp_path / "out", wait_timeout=1.0), cluster=_worker(0, 2))
+    assert len(store.completed_shards(str(tmp_path / "out"), 3)) == 2  # the chief's own are kept
+
+
 # --- bad input: one line, before any work, nothing lost -------------------------------------------
 
 
