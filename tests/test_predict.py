@@ -196,6 +196,11 @@ def test_tfrecord_records_go_as_they_are_to_a_parsing_serving_signature(files, t
     served = tf.saved_model.load(files["export"]).signatures["serving_default"](x=tf.constant(x[rows]))
     np.testing.assert_array_equal(got["key"], np.arange(300))
     np.testing.assert_allclose(got["logits"], served["logits"].numpy(), rtol=1e-5, atol=1e-6)
+    tfrecord.write_shards({"x": x, "row": np.arange(300)}, str(tmp_path / "ids"), 2)
+    with_ids = _read(_run(files, tmp_path / "with_ids", model=files["parsing_export"],
+                          inputs=(str(tmp_path / "ids"),), shard_size=100, id_column="row"))
+    np.testing.assert_array_equal(with_ids["row"], rows)
+    np.testing.assert_allclose(with_ids["logits"], got["logits"], rtol=1e-6)
 
 
 @pytest.mark.parametrize("fmt", writers.FORMATS)

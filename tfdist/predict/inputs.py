@@ -43,7 +43,13 @@ def build(source: Source, feeds: Sequence[features_lib.Feed], shards: Sequence[d
 
         if raw_records:
             name = feeds[0].input
-            batch_map = lambda records: {name: records}  # noqa: E731
+            parse = readers.tfrecord_parse(source) if id_column else None
+
+            def batch_map(records: tf.Tensor) -> dict[str, tf.Tensor]:
+                fed = {name: records}
+                if parse is not None:  # the ids still come from the parsed records
+                    fed[features_lib.ID_FEATURE] = parse(records)[id_column]
+                return fed
         else:
             parse = readers.tfrecord_parse(source)
             batch_map = lambda records: features_lib.assemble_tf(  # noqa: E731

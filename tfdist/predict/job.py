@@ -85,6 +85,10 @@ def run(options: PredictOptions, *, cluster: cluster_lib.ClusterInfo | None = No
     if raw:
         name, spec = next(iter(model.inputs.items()))
         feeds = [features_lib.Feed(name, ("<serialized records>",), spec)]
+        if options.id_column is not None and options.id_column not in source.columns:
+            raise PredictError(f"Invalid value for argument `id_column`. Received: id_column="
+                               f"{options.id_column!r}, not a column of the input (columns: "
+                               f"{list(source.columns)}).")
     options.postprocess.check(model.outputs)
     plan = data_lib.plan_inference(source.num_records, shard_size=options.shard_size,
                                    num_workers=world, worker_index=rank,
