@@ -7,7 +7,8 @@ replica with nothing left an empty batch). Keys travel with the features through
 so outputs are matched to records by key, whatever replica scored them.
 
 Workers do not form a `MultiWorkerMirroredStrategy`: inference has no all-reduce, and its
-distributed iterators agree on the end of the data with a cross-worker all-reduce every step,
+distributed iterators agree on the end of the data with a cross-worker all-reduce every step
+(`_calculate_replicas_with_values` in tensorflow/python/distribute/input_lib.py, TF 2.21),
 which would make every worker wait for the slowest one (and hang on a dead one). Each worker runs
 a local strategy over its own devices and writes its own shards; the chief waits on the files.
 """
