@@ -67,7 +67,7 @@ class Progress:
 def format_summary(summary: dict[str, Any]) -> str:
     """A few lines for the end of a run."""
     lines = [f"tfdist-predict: {summary['rows']} rows -> {summary['output']} "
-             f"({summary['shards']} shards: {summary['shards_written']} written, "
+             f"({summary['shards']} shard(s): {summary['shards_written']} written, "
              f"{summary['shards_skipped']} skipped as already done)",
              f"  {summary['rows_per_second']:,.0f} rows/s scoring; wall {summary['wall_seconds']:.1f}s"
              f" (merge {summary['merge_seconds']:.1f}s); input pipeline waits "
