@@ -512,3 +512,117 @@ def test_two_workers_equal_one_process_for_keras_and_estimator_exports_after_a_k
     np.testing.assert_array_equal(got["id"], files["ids"])
     for name in ("logits", "classes"):
         np.testing.assert_array_equal(got[name], est_ref[name])
+
+
+# --- the remaining error paths, one by one ----------------------------------------------------------
+
+
+def test_reader_errors(tmp_path):
+    from tfdist.predict import readers
+
+    np.save(tmp_path / "scalar.npy", np.float32(1))
+    (tmp_path / "bad.npy").write_bytes(b"not numpy")
+    (tmp_path / "bad.parquet").write_bytes(b"not parquet")
+    pq.write_table(pa.table({"v": [[1.0, 2.0], [1.0]]}), tmp_path / "ragged.parquet")
+    np.savez(tmp_path / "uneven.npz", a=np.zeros(3), b=np.zeros(4))
+    np.savez(tmp_path / "one.npz", a=np.zeros(3))
+    np.savez(tmp_path / "other.npz", b=np.zeros(3))
+    cases = [
+        (["scalar.npy"], "holds a scalar"), (["bad.npy"], "Cannot read the NumPy input"),
+        (["bad.parquet"], "Cannot read the Parquet input"),
+        (["ragged.parquet"], "'v' .* lists of different lengths"),
+        (["uneven.npz"], "columns differ in length"),
+        (["one.npz", "other.npz"], r"has columns \['b'\], but .*one.npz' has \['a'\]"),
+    ]
+    for names, match in cases:
+        with pytest.raises(predict.PredictError, match=match):
+            readers.open_source([str(tmp_path / n) for n in names])
+    with pytest.raises(predict.PredictError, match="`input`. Received: input=\\[\\]"):
+        readers.open_source([])
+    with pytest.raises(predict.PredictError, match="`input_format`"):
+        readers.open_source([str(tmp_path / "one.npz")], "xlsx")
+
+
+def test_tfrecord_description_errors(tmp_path):
+    from tfdist.predict import readers
+
+    tfrecord.write_shards({"x": np.zeros((4, 2), np.float32)}, str(tmp_path / "a"), 2)
+    tfrecord.write_shards({"x": np.zeros((4, 2), np.float32)}, str(tmp_path / "a"), 2, prefix="b")
+    with pytest.raises(predict.PredictError, match="a directory with 2 .json description"):
+        readers.open_source([str(tmp_path / "a")], "tfrecord")
+    with pytest.raises(predict.PredictError, match="takes one description"):
+        readers.open_source([str(tmp_path / "a" / "data.json"), str(tmp_path / "a" / "b.json")],
+                            "tfrecord")
+    os.remove(tmp_path / "a" / "b-00001-of-00002.tfrecord")
+    with pytest.raises(predict.PredictError, match="lists .*b-00001-of-00002.tfrecord.*does not exist"):
+        readers.open_source([str(tmp_path / "a" / "b.json")])
+    (tmp_path / "a" / "data.json").write_text("{")
+    with pytest.raises(predict.PredictError, match="not a valid description"):
+        readers.open_source([str(tmp_path / "a" / "data.json")])
+
+
+def test_feature_stacking_needs_scalar_columns():
+    from tfdist.predict.readers import Column
+
+    columns = {"a": Column(tf.float32, ()), "b": Column(tf.float32, (2,))}
+    with pytest.raises(predict.PredictError, match="column 'b' has shape \\[2\\]; only scalar"):
+        features.plan_feeds({"x": tf.TensorSpec([None, 2], tf.float32)}, columns, features="a,b")
+
+
+def test_post_processing_checks_and_user_function_results():
+    from tfdist.predict import postprocess
+
+    with pytest.raises(predict.PredictError, match="top_k=-1"):
+        predict.PostProcess(top_k=-1).check({"o": [3]})
+    with pytest.raises(predict.PredictError, match="need an output of shape \\[classes\\]"):
+        predict.PostProcess(argmax=True).check({"o": [2, 3]})
+    with pytest.raises(predict.PredictError, match="a float, not a function"):
+        predict.PostProcess(function="math:pi").check({"o": [3]})
+    with pytest.raises(predict.PredictError, match="returned a list; it must return a dict"):
+        postprocess._call(lambda columns: [1], {"key": np.arange(2)}, "m:f")
+
+
+def test_option_and_path_errors(files, tmp_path):
+    from tfdist.predict import locate
+
+    with pytest.raises(predict.PredictError, match="`virtual_cpus`"):
+        _options(files, tmp_path, virtual_cpus=0)
+    with pytest.raises(predict.PredictError, match="`output_dir`. Received: output_dir=''"):
+        predict.PredictOptions(model="m", inputs=("x",), output_dir="")
+    with pytest.raises(predict.PredictError, match="model=''"):
+        locate.resolve_path("")
+
+
+def test_a_corrupt_run_manifest_or_shard_is_reported(files, tmp_path):
+    out = tmp_path / "out"
+    _run(files, out)
+    (out / "run.json").write_text("{")
+    with pytest.raises(predict.PredictError, match="run.json is unreadable"):
+        _run(files, out)
+    out2 = tmp_path / "out2"
+    _run(files, out2)
+    keys, outputs = store.read_shard(store.shard_path(str(out2), 1, 3))
+    store.write_shard(store.shard_path(str(out2), 1, 3), keys[:-1], {k: v[:-1] for k, v in outputs.items()})
+    os.remove(out2 / "predictions.npz")
+    with pytest.raises(predict.PredictError, match="Shard 1 holds keys 1000..1998 \\(999 rows\\)"):
+        _run(files, out2)
+
+
+def test_class_names_flags(tmp_path):
+    from absl import flags as absl_flags
+
+    from tfdist import predict_main
+
+    def options(*extra):
+        values = absl_flags.FlagValues()
+        predict_main.define_flags(values)
+        values(["prog", "--model=m", "--input=x.npy", "--output_dir=o", *extra])
+        return predict_main.to_options(values)
+
+    (tmp_path / "names.txt").write_text("a\nb\n\nc\n")
+    names = f"--class_names_file={tmp_path / 'names.txt'}"
+    assert options(names).postprocess.class_names == ("a", "b", "c")
+    with pytest.raises(predict.PredictError, match="not both"):
+        options("--class_names=a,b", names)
+    with pytest.raises(predict.PredictError, match="class_names_file=.*missing.txt"):
+        options(f"--class_names_file={tmp_path / 'missing.txt'}")
