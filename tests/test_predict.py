@@ -626,3 +626,15 @@ def test_class_names_flags(tmp_path):
         options("--class_names=a,b", names)
     with pytest.raises(predict.PredictError, match="class_names_file=.*missing.txt"):
         options(f"--class_names_file={tmp_path / 'missing.txt'}")
+
+
+def test_console_script_and_pyarrow_are_declared():
+    import configparser
+
+    from tfdist import predict_main
+
+    config = configparser.ConfigParser()
+    config.read(multiworker.REPO_ROOT / "setup.cfg")
+    assert "tfdist-predict = tfdist.predict_main:run" in config["options.entry_points"]["console_scripts"]
+    assert "pyarrow" in config["options"]["install_requires"].split()
+    assert callable(predict_main.run)
