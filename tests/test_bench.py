@@ -249,3 +249,32 @@ def test_summary_quartiles_and_spread():
     assert (s["min"], s["q1"], s["median"], s["q3"], s["max"]) == (1.0, 2.0, 3.0, 4.0, 5.0)
     assert s["samples"] == [4.0, 1.0, 3.0, 2.0, 5.0]
     assert timing.summary([2.0])["q1"] == 2.0
+
+
+# --- the predict route (tfdist-bench --predict) ----------------------------------------------------
+
+
+def test_predict_targets_pair_rows_within_a_rep_and_render():
+    from tfdist.bench import predict as predict_bench
+
+    reps = {"keras_predict": [100.0, 50.0, 200.0], "one_device": [105.0, 49.0, 210.0],
+            "mirrored": [120.0, 60.0, 230.0], "one_worker": [300.0, 150.0, 310.0],
+            "multi_worker": [280.0, 140.0, 250.0], "input_pipeline": [1000.0, 90.0, 900.0]}
+    results = {k: {"examples_per_sec": sorted(v)[1], "reps": v} for k, v in reps.items()}
+    checks = {t["target"]: t for t in predict_bench.targets(results)}
+    one = checks["one_device vs keras_predict"]
+    assert one["rep_ratios"] == pytest.approx([1.05, 0.98, 1.05]) and one["met"]
+    assert checks["multi_worker vs one_worker"]["ratio"] == pytest.approx(280 / 300)
+    pipeline = checks["input_pipeline vs one_device"]
+    assert pipeline["ratio"] == pytest.approx(900 / 210) and pipeline["met"]  # not 1000/105
+    assert not predict_bench.targets({**results, "multi_worker": {"reps": [10.0, 10.0, 10.0]}})[1]["met"]
+    section = {"model": "dense", "rows": 10, "batch": 2, "results": results,
+               "targets": predict_bench.targets(results)}
+    text = predict_bench.render(section)
+    assert "one_device      105" in text and "multi_worker vs one_worker    0.93x  >= 0.9x  yes" in text
+    assert predict_bench.render(section, markdown=True).startswith("predict: model dense")
+
+
+def test_predict_rows_flag_is_checked_before_tensorflow():
+    result = _bench("--predict", "--predict-rows", "0")
+    assert result.returncode == 2 and "--predict-rows" in result.stderr, result.stderr

@@ -18,6 +18,7 @@ _LAZY = {
     "keras": ("tfdist.keras", None),
     "launch": ("tfdist.launch", None),
     "loop": ("tfdist.loop", None),
+    "predict": ("tfdist.predict", None),
     "strategy": ("tfdist.strategy", None),
     "get_strategy": ("tfdist.strategy", "get_strategy"),
     "describe": ("tfdist.strategy", "describe"),
