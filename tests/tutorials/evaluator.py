@@ -1,8 +1,8 @@
 """The Keras part of TF's guide "Migrate evaluation" (site/en/guide/migrate/evaluator), written
 after its structure with the edits of docs/tutorials.md: `ModelCheckpoint` file name
 `ckpt-{epoch}` -> `ckpt-{epoch}.weights.h5` (Keras 3 names the format by the suffix);
-`tf.keras.utils.SidecarEvaluator` -> `tfdist.keras.SidecarEvaluator` (Keras 3 has none);
-`tf.keras.X` -> `keras.X`. Offline and small: random 28x28 "images" in place of MNIST.
+`tf.keras.utils.SidecarEvaluator` -> `tfdist.keras.SidecarEvaluator` (Keras 3 has none).
+Offline and small: random 28x28 "images" in place of MNIST.
 
 argv = OUT_DIR (OUT_DIR/report.json).
 """
@@ -11,7 +11,6 @@ import os
 import sys
 import tempfile
 
-import keras
 import numpy as np
 import tensorflow as tf
 
@@ -26,21 +25,21 @@ y_test = rng.integers(0, 10, size=128).astype(np.int64)
 
 
 def create_model():
-    return keras.models.Sequential([
-        keras.layers.Flatten(input_shape=(28, 28)),
-        keras.layers.Dense(512, activation='relu'),
-        keras.layers.Dropout(0.2),
-        keras.layers.Dense(10)
+    return tf.keras.models.Sequential([
+        tf.keras.layers.Flatten(input_shape=(28, 28)),
+        tf.keras.layers.Dense(512, activation='relu'),
+        tf.keras.layers.Dropout(0.2),
+        tf.keras.layers.Dense(10)
     ])
 
 
 def keras_section(report):
-    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    loss = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     model = create_model()
     model.compile(optimizer='adam', loss=loss, metrics=['accuracy'], steps_per_execution=10,
                   run_eagerly=True)
     log_dir = tempfile.mkdtemp()
-    model_checkpoint = keras.callbacks.ModelCheckpoint(
+    model_checkpoint = tf.keras.callbacks.ModelCheckpoint(
         filepath=os.path.join(log_dir, 'ckpt-{epoch}.weights.h5'), save_weights_only=True)
     model.fit(x=x_train, y=y_train, epochs=1, callbacks=[model_checkpoint])
 

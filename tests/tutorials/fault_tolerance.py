@@ -2,8 +2,8 @@
 fault_tolerance), written after its structure with the edits of docs/tutorials.md applied:
 
 - `tf.keras.callbacks.BackupAndRestore` -> `tfdist.keras.callbacks.BackupAndRestore`
-  (Keras 3's own corrupts itself under multi-worker training and cannot resume mid-epoch);
-- `tf.keras.X` -> `keras.X` (the same objects in Keras 3, spelled the Keras 3 way).
+  (Keras 3's own corrupts itself under multi-worker training and cannot resume mid-epoch).
+`tf.keras` is Keras 3 in TF 2.21, so the rest runs as written.
 
 Offline and small: random 28x28 "images" in place of MNIST, and fewer epochs and steps
 (`EPOCHS`, `STEPS_PER_EPOCH`; the guide has 10 and 100), the interruptions and backups scaled
@@ -15,7 +15,6 @@ import os
 import sys
 import tempfile
 
-import keras
 import numpy as np
 import tensorflow as tf
 
@@ -34,7 +33,7 @@ y_test = rng.integers(0, 10, size=len(x_test)).astype(np.int64)
 
 
 # --- epoch-level backups ---------------------------------------------------------------------------
-class InterruptAtEpoch(keras.callbacks.Callback):
+class InterruptAtEpoch(tf.keras.callbacks.Callback):
     # A callback that interrupts training artificially.
     def __init__(self, interrupting_epoch=1):
         super().__init__()
@@ -46,16 +45,16 @@ class InterruptAtEpoch(keras.callbacks.Callback):
 
 
 def create_model():
-    return keras.models.Sequential([
-        keras.layers.Flatten(input_shape=(28, 28)),
-        keras.layers.Dense(512, activation='relu'),
-        keras.layers.Dropout(0.2),
-        keras.layers.Dense(10)
+    return tf.keras.models.Sequential([
+        tf.keras.layers.Flatten(input_shape=(28, 28)),
+        tf.keras.layers.Dense(512, activation='relu'),
+        tf.keras.layers.Dropout(0.2),
+        tf.keras.layers.Dense(10)
     ])
 
 
 def epoch_level(report):
-    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    loss = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     model = create_model()
     model.compile(optimizer='adam', loss=loss, metrics=['accuracy'])
     log_dir = tempfile.mkdtemp()
@@ -83,7 +82,7 @@ def epoch_level(report):
 
 
 # --- step-level backups (save_freq) -------------------------------------------------------------------
-class InterruptAtStep(keras.callbacks.Callback):
+class InterruptAtStep(tf.keras.callbacks.Callback):
     # A callback that interrupts training artificially.
     def __init__(self, interrupting_step=35):
         super().__init__()
@@ -100,7 +99,7 @@ class InterruptAtStep(keras.callbacks.Callback):
 
 
 def step_level(report):
-    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    loss = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     log_dir_2 = tempfile.mkdtemp()
     backup_restore_callback = tfdist.keras.callbacks.BackupAndRestore(
         backup_dir=log_dir_2, save_freq=6)  # the guide: 30 of 100 steps per epoch
@@ -129,8 +128,8 @@ def step_level(report):
 # --- a custom loop with tf.train.Checkpoint and CheckpointManager --------------------------------------
 def custom_loop(report):
     model = create_model()
-    optimizer = keras.optimizers.SGD(learning_rate=0.001)
-    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    optimizer = tf.keras.optimizers.SGD(learning_rate=0.001)
+    loss_fn = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     log_dir = tempfile.mkdtemp()
     epochs = 5
     steps_per_epoch = 5
@@ -157,7 +156,7 @@ def custom_loop(report):
 
 
 def main(out_dir):
-    keras.utils.set_random_seed(0)
+    tf.keras.utils.set_random_seed(0)
     report = {}
     for name, section in (("epoch_level", epoch_level), ("step_level", step_level),
                           ("custom_loop", custom_loop)):

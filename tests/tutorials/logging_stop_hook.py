@@ -3,10 +3,9 @@ migrate/logging_stop_hook), written after its structure with the edits of docs/t
 
 - `tf.compat.v1.estimator.X`, `tf.compat.v1.train.{StopAtStepHook,LoggingTensorHook}` ->
   `tfdist.estimator.X` (tf.estimator is gone from TF 2.16 on);
-- `tf.compat.v1.layers.Dense` -> `keras.layers.Dense` (gone with Keras 3);
+- `tf.compat.v1.layers.Dense` -> `tf.keras.layers.Dense` (gone with Keras 3);
 - `tf.compat.v1.train.AdagradOptimizer` + `train_op=optimizer.minimize(loss, global_step)` ->
-  `keras.optimizers.Adagrad` + `EstimatorSpec(optimizer=...)`;
-- `tf.keras.X` -> `keras.X`.
+  `tf.keras.optimizers.Adagrad` + `EstimatorSpec(optimizer=...)`.
 
 argv = OUT_DIR: the steps trained and the lines each section logged go to OUT_DIR/report.json.
 """
@@ -16,7 +15,6 @@ import logging as std_logging
 import os
 import sys
 
-import keras
 import tensorflow as tf
 import tensorflow.compat.v1 as tf1
 from absl import logging
@@ -33,10 +31,10 @@ def _input_fn():
 
 
 def _model_fn(features, labels, mode):
-    dense = keras.layers.Dense(1)
+    dense = tf.keras.layers.Dense(1)
     logits = dense(features)
     loss = tf1.losses.mean_squared_error(labels=labels, predictions=logits)
-    optimizer = keras.optimizers.Adagrad(0.05)
+    optimizer = tf.keras.optimizers.Adagrad(0.05)
 
     # Define the stop hook.
     stop_hook = tfdist.estimator.StopAtStepHook(num_steps=2)
@@ -56,7 +54,7 @@ def _model_fn(features, labels, mode):
                                                           logging_loss_hook])
 
 
-class StopAtStepCallback(keras.callbacks.Callback):
+class StopAtStepCallback(tf.keras.callbacks.Callback):
     def __init__(self, stop_step=None):
         super().__init__()
         self._stop_step = stop_step
@@ -67,7 +65,7 @@ class StopAtStepCallback(keras.callbacks.Callback):
             print('\nstop training now')
 
 
-class LoggingTensorCallback(keras.callbacks.Callback):
+class LoggingTensorCallback(tf.keras.callbacks.Callback):
     def __init__(self, every_n_iter):
         super().__init__()
         self._every_n_iter = every_n_iter
@@ -112,8 +110,8 @@ def main(out_dir):
         report["estimator"] = {"error": f"{type(e).__name__}: {message[-1] if message else ''}"}
 
     dataset = tf.data.Dataset.from_tensor_slices((features, labels)).batch(1)
-    model = keras.models.Sequential([keras.layers.Dense(1)])
-    optimizer = keras.optimizers.Adagrad(learning_rate=0.05)
+    model = tf.keras.models.Sequential([tf.keras.layers.Dense(1)])
+    optimizer = tf.keras.optimizers.Adagrad(learning_rate=0.05)
     model.compile(optimizer, "mse")
 
     # Begin training.

@@ -1,15 +1,14 @@
 """TF's guide "Migrate from Estimator to Keras APIs" (site/en/guide/migrate/migrating_estimator),
 written after its structure with the edits of docs/tutorials.md: `tf.compat.v1.estimator` ->
-`tfdist.estimator`; `tf.compat.v1.layers.Dense` -> `keras.layers.Dense`;
+`tfdist.estimator`; `tf.compat.v1.layers.Dense` -> `tf.keras.layers.Dense`;
 `tf.compat.v1.train.AdagradOptimizer` + `train_op=optimizer.minimize(...)` ->
-`keras.optimizers.Adagrad` + `EstimatorSpec(optimizer=...)`; `tf.keras.X` -> `keras.X`.
+`tf.keras.optimizers.Adagrad` + `EstimatorSpec(optimizer=...)`.
 
 argv = OUT_DIR (OUT_DIR/report.json).
 """
 
 import sys
 
-import keras
 import tensorflow as tf
 import tensorflow.compat.v1 as tf1
 
@@ -31,9 +30,9 @@ def _eval_input_fn():
 
 
 def _model_fn(features, labels, mode):
-    logits = keras.layers.Dense(1)(features)
+    logits = tf.keras.layers.Dense(1)(features)
     loss = tf1.losses.mean_squared_error(labels=labels, predictions=logits)
-    optimizer = keras.optimizers.Adagrad(0.05)
+    optimizer = tf.keras.optimizers.Adagrad(0.05)
     return tfdist.estimator.EstimatorSpec(mode, loss=loss, optimizer=optimizer)
 
 
@@ -46,15 +45,15 @@ def estimator_section(report):
 def keras_section(report):
     dataset = tf.data.Dataset.from_tensor_slices((features, labels)).batch(1)
     eval_dataset = tf.data.Dataset.from_tensor_slices((eval_features, eval_labels)).batch(1)
-    model = keras.models.Sequential([keras.layers.Dense(1)])
-    optimizer = keras.optimizers.Adagrad(learning_rate=0.05)
+    model = tf.keras.models.Sequential([tf.keras.layers.Dense(1)])
+    optimizer = tf.keras.optimizers.Adagrad(learning_rate=0.05)
     model.compile(optimizer=optimizer, loss="mse")
     model.fit(dataset)
     report["evaluate"] = model.evaluate(eval_dataset, return_dict=True)
     report["iterations"] = int(model.optimizer.iterations.numpy())
 
 
-class CustomModel(keras.Sequential):
+class CustomModel(tf.keras.Sequential):
     """A custom sequential model that overrides `Model.train_step`."""
 
     def train_step(self, data):
@@ -76,8 +75,8 @@ class CustomModel(keras.Sequential):
 def custom_train_step_section(report):
     dataset = tf.data.Dataset.from_tensor_slices((features, labels)).batch(1)
     eval_dataset = tf.data.Dataset.from_tensor_slices((eval_features, eval_labels)).batch(1)
-    model = CustomModel([keras.layers.Dense(1)])
-    optimizer = keras.optimizers.Adagrad(learning_rate=0.05)
+    model = CustomModel([tf.keras.layers.Dense(1)])
+    optimizer = tf.keras.optimizers.Adagrad(learning_rate=0.05)
     model.compile(optimizer=optimizer, loss="mse")
     model.fit(dataset)
     report["evaluate"] = model.evaluate(eval_dataset, return_dict=True)

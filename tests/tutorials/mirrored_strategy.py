@@ -1,9 +1,9 @@
 """TF's guide "Migrate single-worker multiple-GPU training" (site/en/guide/migrate/
 mirrored_strategy), written after its structure with the edits of docs/tutorials.md:
 `tf.compat.v1.estimator` -> `tfdist.estimator`; `tf.compat.v1.layers.Dense` ->
-`keras.layers.Dense`; `tf.compat.v1.distribute.MirroredStrategy` -> `tf.distribute.MirroredStrategy`;
-TF1 optimizer + `train_op` -> Keras optimizer + `EstimatorSpec(optimizer=)`;
-`tf.keras.X` -> `keras.X`. On this CPU-only machine `MirroredStrategy()` has one replica; the
+`tf.keras.layers.Dense`; `tf.compat.v1.distribute.MirroredStrategy` -> `tf.distribute.MirroredStrategy`;
+TF1 optimizer + `train_op` -> Keras optimizer + `EstimatorSpec(optimizer=)`.
+On this CPU-only machine `MirroredStrategy()` has one replica; the
 tests also run it over 2 logical CPUs (TUTORIAL_LOGICAL_CPUS=2, a harness addition).
 
 argv = OUT_DIR (OUT_DIR/report.json).
@@ -19,7 +19,6 @@ if os.environ.get("TUTORIAL_LOGICAL_CPUS"):  # harness: several replicas on one 
         tf.config.list_physical_devices("CPU")[0],
         [tf.config.LogicalDeviceConfiguration()] * int(os.environ["TUTORIAL_LOGICAL_CPUS"]))
 
-import keras  # noqa: E402
 import tensorflow.compat.v1 as tf1  # noqa: E402
 
 import tfdist.estimator  # noqa: E402
@@ -40,9 +39,9 @@ def _eval_input_fn():
 
 
 def _model_fn(features, labels, mode):
-    logits = keras.layers.Dense(1)(features)
+    logits = tf.keras.layers.Dense(1)(features)
     loss = tf1.losses.mean_squared_error(labels=labels, predictions=logits)
-    optimizer = keras.optimizers.Adagrad(0.05)
+    optimizer = tf.keras.optimizers.Adagrad(0.05)
     return tfdist.estimator.EstimatorSpec(mode, loss=loss, optimizer=optimizer)
 
 
@@ -61,8 +60,8 @@ def keras_section(report):
     eval_dataset = tf.data.Dataset.from_tensor_slices((eval_features, eval_labels)).batch(1)
     strategy = tf.distribute.MirroredStrategy()
     with strategy.scope():
-        model = keras.models.Sequential([keras.layers.Dense(1)])
-        optimizer = keras.optimizers.Adagrad(learning_rate=0.05)
+        model = tf.keras.models.Sequential([tf.keras.layers.Dense(1)])
+        optimizer = tf.keras.optimizers.Adagrad(learning_rate=0.05)
     model.compile(optimizer=optimizer, loss='mse')
     model.fit(dataset)
     report.update(replicas=strategy.num_replicas_in_sync,

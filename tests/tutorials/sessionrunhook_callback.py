@@ -1,8 +1,8 @@
 """TF's guide "Migrate SessionRunHook to Keras callbacks" (site/en/guide/migrate/
 sessionrunhook_callback), written after its structure with the edits of docs/tutorials.md:
 `tf.compat.v1.estimator` / `tf.compat.v1.train.SessionRunHook` -> `tfdist.estimator`;
-`tf.compat.v1.layers.Dense` -> `keras.layers.Dense`; TF1 optimizer + `train_op` -> Keras
-optimizer + `EstimatorSpec(optimizer=)`; `tf.keras.X` -> `keras.X`.
+`tf.compat.v1.layers.Dense` -> `tf.keras.layers.Dense`; TF1 optimizer + `train_op` -> Keras
+optimizer + `EstimatorSpec(optimizer=)`.
 
 argv = OUT_DIR (OUT_DIR/report.json; the hook's and the callback's logged steps).
 """
@@ -11,7 +11,6 @@ import sys
 import time
 from datetime import datetime
 
-import keras
 import tensorflow as tf
 import tensorflow.compat.v1 as tf1
 
@@ -29,9 +28,9 @@ def _input_fn():
 
 
 def _model_fn(features, labels, mode):
-    logits = keras.layers.Dense(1)(features)
+    logits = tf.keras.layers.Dense(1)(features)
     loss = tf1.losses.mean_squared_error(labels=labels, predictions=logits)
-    optimizer = keras.optimizers.Adagrad(0.05)
+    optimizer = tf.keras.optimizers.Adagrad(0.05)
     return tfdist.estimator.EstimatorSpec(mode, loss=loss, optimizer=optimizer)
 
 
@@ -64,7 +63,7 @@ def estimator_section(report):
                   logged=LOGGED["hook"])
 
 
-class CustomCallback(keras.callbacks.Callback):
+class CustomCallback(tf.keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         self._step = -1
@@ -88,8 +87,8 @@ class CustomCallback(keras.callbacks.Callback):
 def keras_section(report):
     callback = CustomCallback()
     dataset = tf.data.Dataset.from_tensor_slices((features, labels)).batch(1).repeat(100)
-    model = keras.models.Sequential([keras.layers.Dense(1)])
-    optimizer = keras.optimizers.Adagrad(learning_rate=0.05)
+    model = tf.keras.models.Sequential([tf.keras.layers.Dense(1)])
+    optimizer = tf.keras.optimizers.Adagrad(learning_rate=0.05)
     model.compile(optimizer, "mse")
     result = model.fit(dataset, callbacks=[callback], verbose=0)
     report.update(history=result.history, logged=LOGGED["callback"],
