@@ -145,3 +145,30 @@ def test_keras_model_to_estimator(run):
     assert result["global_step"] == 100
     # Iris, 100 Adam steps from the Keras model's initial weights: far below chance's 1.0986.
     assert result["loss"] < 0.9, result
+
+
+# --- tutorials/distribute/multi_worker_with_keras: its saving sections ----------------------------
+
+
+@pytest.mark.multiworker
+def test_multi_worker_with_keras_saving_sections(tmp_path):
+    """The tutorial's model saving (chief writes `.keras`, others a temporary copy they delete) and
+    tf.train checkpoint sections, after its 2-worker `fit` (tests/workers/keras_mw_tutorial.py)."""
+    multiworker.run_workers(
+        ["python", "-m", "tests.workers.keras_mw_tutorial", str(tmp_path / "backup"),
+         str(tmp_path)], num_workers=2, env={"TUTORIAL_SAVE_SECTION": "1", "TUTORIAL_EPOCHS": "1"},
+        timeout=240)
+    reports = [json.loads((tmp_path / f"save-worker-{i}.json").read_text()) for i in (0, 1)]
+    for r in reports:
+        # The loaded model keeps the optimizer state of the 70 trained steps, then trains 40.
+        assert r["loaded_iterations"] == 70 + 40
+        assert r["latest_checkpoint"] == "ckpt-1"
+        assert r["resumed_iterations"] == 70 + 40
+    assert reports[0]["resumed_loss"] == pytest.approx(reports[1]["resumed_loss"])
+    # Only the chief's files remain: worker 1 deleted its copies (the tutorial's code leaves its
+    # emptied temporary directory behind).
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith(".json")) == [
+        "ckpt", "keras-model.keras", "workertemp_1"]
+    assert not list((tmp_path / "workertemp_1").iterdir())
+    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == [
+        "checkpoint", "ckpt-1.data-00000-of-00001", "ckpt-1.index"]
