@@ -27,7 +27,7 @@ test: $(STAMP)
 TRAIN_ARGS ?=
 train: $(STAMP)
 	@rm -rf runs/default
-	$(VPY) -m tfdist.train --model_dir=runs/default $(TRAIN_ARGS)
+	@$(VPY) -m tfdist.train --model_dir=runs/default $(TRAIN_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
 import pytest
 
 from tests.multiworker import REPO_ROOT
+from tfdist.bench import multiworker as multiworker_lib
 from tfdist.bench import options as options_lib
 from tfdist.bench import plot
 from tfdist.bench import report as report_lib
@@ -19,9 +21,10 @@ SMOKE = ["--steps", "4", "--steps-per-call", "2", "--reps", "2", "--mw-reps", "1
          "--pipeline-batches", "5"]
 
 
-def _bench(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+def _bench(*args: str, timeout: float = 300, **env: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "tfdist.bench", *args], cwd=REPO_ROOT,
-                          capture_output=True, text=True, timeout=timeout)
+                          capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **env})
 
 
 def _positive_summary(summary: dict) -> None:
@@ -154,10 +157,23 @@ def test_console_script_entry_point_exists():
 
 @pytest.mark.multiworker
 def test_a_multi_worker_launch_that_cannot_finish_exits_1_naming_the_worker():
-    result = _bench("--strategies", "multi_worker", *SMOKE, "--timeout", "3")
+    # The one_worker launch's only worker hangs by design, so its --timeout is certain to fire
+    # there, and it dies of the SIGTERM (it has no handler), however fast the machine is.
+    result = _bench("--strategies", "multi_worker", *SMOKE, "--timeout", "3",
+                    **{multiworker_lib.FAULT_VAR: "one_worker:0:hang"})
     assert result.returncode == 1, result.stderr[-3000:]
-    assert ("tfdist-bench: error: one_worker: worker:0 was stopped (timeout) (killed by SIGTERM"
-            in result.stderr), result.stderr[-3000:]
+    assert ("tfdist-bench: error: one_worker: worker:0 was stopped (timeout) (killed by SIGTERM, "
+            "exit status 143)" in result.stderr), result.stderr[-3000:]
+
+
+def test_a_multi_worker_launch_with_a_failing_worker_names_it_not_the_one_stopped():
+    # worker:1 of the multi_worker launch exits 3 at start; worker:0, waiting for its peer in the
+    # strategy's start-up, is stopped by the launcher: the error names worker:1.
+    result = _bench("--strategies", "multi_worker", *SMOKE,
+                    **{multiworker_lib.FAULT_VAR: "multi_worker:1:exit"})
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert (f"tfdist-bench: error: multi_worker: worker:1 failed (exit code "
+            f"{multiworker_lib.FAULT_EXIT_STATUS})" in result.stderr), result.stderr[-3000:]
 
 
 # --- report logic on a hand-made report (no TensorFlow) -----------------------------------------

@@ -141,3 +141,35 @@ def test_canary_multi_worker_fit_still_broken_upstream(tmp_path, fix, upstream_e
         env={"WITHOUT_FIX": fix}, check=False)
     assert any(r.returncode != 0 for r in results)
     assert any(upstream_error in r.output for r in results), results[0].output[-3000:]
+
+
+# --- strategies the workarounds do not cover ----------------------------------------------------
+
+import json  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+
+PS_FIT = str(Path(__file__).parent / "workers" / "ps_fit.py")
+
+
+@pytest.fixture(scope="module")
+def ps_fit_outcomes():
+    """The same `fit` calls under a real ParameterServerStrategy, upstream and with tfdist's
+    patches. In a subprocess: its in-process gRPC servers cannot be stopped."""
+    result = subprocess.run([sys.executable, PS_FIT], capture_output=True, text=True, timeout=120,
+                            env=multiworker.subprocess_env(), cwd=multiworker.REPO_ROOT)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_fit_under_parameter_server_strategy_gets_upstream_behaviour(ps_fit_outcomes):
+    """Issue 13: the patches turned upstream's error into AttributeError
+    '_enable_get_next_as_optional' (symbolic build) or a FitConfigError (multi-worker check)."""
+    assert ps_fit_outcomes["tfdist"] == ps_fit_outcomes["upstream"]
+
+
+def test_canary_keras_fit_still_rejects_parameter_server_strategy(ps_fit_outcomes):
+    """Fails when Keras 3 `fit` runs under ParameterServerStrategy (keras-team/keras#18624,
+    FINDINGS §9): then decide whether tfdist's fit workarounds should cover it."""
+    for outcome in ps_fit_outcomes["upstream"].values():
+        assert outcome is not None and "ClusterCoordinator.create_per_worker_dataset" in outcome[1]

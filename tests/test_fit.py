@@ -1,6 +1,8 @@
 """Tests for route 2: plain Keras 3 `fit` under tfdist strategies, callbacks, errors."""
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import keras
@@ -15,6 +17,7 @@ from tfdist.keras import callbacks
 from tests import multiworker
 
 TUTORIAL = str(Path(__file__).parent / "workers" / "keras_mw_tutorial.py")
+UNCAUGHT_ERROR = str(Path(__file__).parent / "workers" / "fit_uncaught_error.py")
 
 
 def _xy(n=512, seed=0):
@@ -154,7 +157,72 @@ def test_backup_resumes_mid_epoch_in_process(tmp_path, cpus):
     assert not Path(backup).exists()  # removed after success
 
 
+def _lazy_model(input_shape):
+    """Built the way Keras builds without a strategy: variables at the first traced step."""
+    keras.utils.set_random_seed(5)
+    layers = [keras.layers.Dense(16, activation="relu"), keras.layers.Dense(2)]
+    if input_shape:
+        layers.insert(0, keras.Input((8,)))
+    model = keras.Sequential(layers)
+    model.compile(optimizer=keras.optimizers.Adam(0.01),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    return model
+
+
+@pytest.mark.parametrize("input_shape, stop_at, restored", [
+    (True, 17, (1, 5)),  # backups at steps 5, 10, 10 (epoch end), 15; stopped at 17
+    (False, 17, (1, 5)),
+    (True, 10, (0, 10)),  # stopped between the batch's backup and the epoch's: all of epoch 0 skipped
+], ids=["built_model", "unbuilt_model", "whole_epoch_skipped"])
+def test_backup_resumes_mid_epoch_into_a_fresh_lazily_built_model(
+    tmp_path, input_shape, stop_at, restored
+):
+    """Issue 13 (the TF fault-tolerance guide, default strategy): the resumed fit saved a backup
+    while it skipped trained batches, deleting the checkpoint the not-yet-built optimizer (Adam's
+    slots) and model were still to be restored from: NotFoundError at the first real step."""
+    strategy = tfdist.get_strategy("default")
+    finite = tf.data.Dataset.from_tensor_slices(_xy(320)).batch(32)  # 10 steps per epoch, in order
+
+    class StopAt(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if int(self.model.optimizer.iterations.numpy()) == stop_at:
+                raise KeyboardInterrupt
+
+    class CountTrained(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            self.at_start = int(self.model.optimizer.iterations.numpy())
+
+    with strategy.scope():
+        uninterrupted = _lazy_model(input_shape)
+        uninterrupted.fit(finite, epochs=3, verbose=0)
+        backup = str(tmp_path / "backup")
+        first = _lazy_model(input_shape)
+        with pytest.raises(KeyboardInterrupt):
+            first.fit(finite, epochs=3, verbose=0,
+                      callbacks=[callbacks.BackupAndRestore(backup, save_freq=5), StopAt()])
+        fresh = _lazy_model(input_shape)  # a restarted job's model: nothing built yet
+        restore = callbacks.BackupAndRestore(backup, save_freq=5)
+        count = CountTrained()
+        fresh.fit(finite, epochs=3, verbose=0, callbacks=[restore, count])
+    assert (restore.restored_epoch, restore.restored_step) == restored
+    assert count.at_start == restored[0] * 10 + restored[1]
+    assert int(fresh.optimizer.iterations.numpy()) == 30  # exactly 3 x 10: 15 trained, none twice
+    for a, b in zip(fresh.get_weights(), uninterrupted.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert not Path(backup).exists()
+
+
 # --- real processes --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["in_fit", "after_fit", "in_second_fit"])
+def test_uncaught_error_around_fit_exits_the_process(mode):
+    """Issue 13: a NameError escaping `fit` hung the process at exit (a thread started during
+    interpreter finalization never runs). It exits with the traceback's status, as without tfdist."""
+    result = subprocess.run([sys.executable, UNCAUGHT_ERROR, mode], capture_output=True, text=True,
+                            timeout=120, env=multiworker.subprocess_env(), cwd=multiworker.REPO_ROOT)
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert result.stderr.rstrip().endswith("NameError: name 'undefined_name' is not defined")
 
 
 def _run(tmp_path, num_workers, env=None, check=True, name="run"):

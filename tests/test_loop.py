@@ -371,3 +371,75 @@ def test_sigterm_saves_at_the_current_step_and_resume_continues(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads((out / "worker-0.json").read_text())
     assert report["start"] == saved_step and report["end"] == saved_step + 10
+
+
+def _own_sigterm_handler(signum, frame):
+    raise AssertionError("the test's own handler must never be called")
+
+
+def test_sigterm_handler_is_installed_only_while_the_controller_runs(tmp_path):
+    previous = signal.signal(signal.SIGTERM, _own_sigterm_handler)
+    try:
+        trainer = ctl_job.make_trainer(tfdist.get_strategy("default"))
+        controller = _controller(trainer, tmp_path, handle_preemption=True, export=False)
+        assert signal.getsignal(signal.SIGTERM) is _own_sigterm_handler  # not at construction
+        seen = []
+        original = trainer.train_loop
+        trainer.train_loop = lambda *a: (seen.append(signal.getsignal(signal.SIGTERM)), original(*a))
+        controller.train(10)
+        assert seen and all(h is not _own_sigterm_handler for h in seen)  # tfdist's, during train
+        assert signal.getsignal(signal.SIGTERM) is _own_sigterm_handler  # back after it returns
+
+        controller.train_and_evaluate(20, eval_interval=10)
+        assert signal.getsignal(signal.SIGTERM) is _own_sigterm_handler
+
+        controller.evaluate_continuously(20, timeout=5)
+        assert signal.getsignal(signal.SIGTERM) is _own_sigterm_handler
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def test_sigterm_handler_is_restored_when_train_raises(tmp_path):
+    previous = signal.signal(signal.SIGTERM, _own_sigterm_handler)
+    try:
+        trainer = ctl_job.make_trainer(tfdist.get_strategy("default"),
+                                       optimizer=keras.optimizers.SGD(1e30))
+        controller = _controller(trainer, tmp_path, handle_preemption=True, export=False)
+        with pytest.raises(tfdist.loop.NonFiniteLossError):
+            controller.train(50)
+        assert signal.getsignal(signal.SIGTERM) is _own_sigterm_handler
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def test_controller_as_a_context_manager_handles_sigterm_for_the_block(tmp_path):
+    previous = signal.signal(signal.SIGTERM, _own_sigterm_handler)
+    try:
+        trainer = ctl_job.make_trainer(tfdist.get_strategy("default"))
+        with _controller(trainer, tmp_path, handle_preemption=True, export=False) as controller:
+            inside = signal.getsignal(signal.SIGTERM)
+            controller.train(10)
+            assert signal.getsignal(signal.SIGTERM) is inside  # train leaves the block's handler
+        assert inside is not _own_sigterm_handler
+        assert signal.getsignal(signal.SIGTERM) is _own_sigterm_handler
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def test_evaluator_stops_waiting_on_sigterm(tmp_path):
+    trainer = ctl_job.make_trainer(tfdist.get_strategy("default"))
+    _controller(trainer, tmp_path, checkpoint_every=10, export=False).train(10)
+    watcher = _controller(ctl_job.make_trainer(tfdist.get_strategy("default")), tmp_path,
+                          handle_preemption=True)
+    original = watcher.evaluate
+
+    def evaluate_then_sigterm(steps=None):  # the signal lands while it waits for step 1000
+        results = original(steps)
+        os.kill(os.getpid(), signal.SIGTERM)
+        return results
+
+    watcher.evaluate = evaluate_then_sigterm
+    started = time.monotonic()
+    with pytest.raises(checkpoint.Preempted, match="preempted by SIGTERM at step 10"):
+        watcher.evaluate_continuously(1000, timeout=600)
+    assert time.monotonic() - started < 300  # not the 600 s timeout

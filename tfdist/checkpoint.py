@@ -13,12 +13,14 @@ loop calls; the workers agree on it (one tiny all-reduce), save at the same step
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import signal
 import tempfile
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 import tensorflow as tf
@@ -38,12 +40,15 @@ class CheckpointError(ValueError):
 class Preempted(SystemExit):
     """Raised after a preemption checkpoint was saved; exits the program with code 143."""
 
-    def __init__(self, step: int, path: str | None) -> None:
+    def __init__(self, step: int, path: str | None, *, saved: bool = True) -> None:
         super().__init__(PREEMPTED_EXIT_CODE)
         self.step = step
-        self.path = path
+        self.path = path  # None on non-chief workers: they save to a scratch directory
+        self.saved = saved  # False for an evaluator: it has nothing of its own to save
 
     def __str__(self) -> str:
+        if not self.saved:
+            return f"preempted by SIGTERM at step {self.step}"
         return f"preempted by SIGTERM; saved a checkpoint at step {self.step} ({self.path})"
 
 
@@ -262,7 +267,8 @@ class PreemptionWatcher:
     """Turns SIGTERM into a flag the training loop checks between loop calls.
 
     Installed only from the main thread (Python delivers signals there); elsewhere it is inert.
-    The previous handler is restored by `close()`.
+    Use `watching()` around a run so the previous handler is back when it ends, however it
+    ends; `install()` / `close()` do the same by hand.
     """
 
     def __init__(self) -> None:
@@ -275,6 +281,24 @@ class PreemptionWatcher:
             self._previous = signal.signal(signal.SIGTERM, self._on_sigterm)
             self._installed = True
         return self
+
+    @contextlib.contextmanager
+    def watching(self, enabled: bool = True) -> Iterator[PreemptionWatcher]:
+        """Installs the handler for the duration of a `with` block, then restores the previous one.
+
+        Nested blocks are fine: only the outermost one that installed the handler restores it.
+
+        Args:
+            enabled: When False, the block runs with the process's handler untouched.
+        """
+        installed_here = enabled and not self._installed
+        if installed_here:
+            self.install()
+        try:
+            yield self
+        finally:
+            if installed_here:
+                self.close()
 
     def _on_sigterm(self, signum, frame) -> None:
         del signum, frame

@@ -5,6 +5,10 @@ until the tf.data autotune thread's next timed wake-up: 2.5 s, 5 s, 10 s, ... af
 was created (FINDINGS §2, cause 1). Every epoch boundary, evaluation and Keras `fit` call drops an
 iterator. The wait releases the GIL, so destroying them on a background thread removes the stall
 from training. Used by `tfdist.data` (routes) and `tfdist.compat.keras_fit` (Keras's iterators).
+
+Once the interpreter is shutting down, iterators are destroyed on the caller's thread, as without
+tfdist: a thread started during finalization never runs, so `Thread.start` waits for it forever
+(an uncaught exception in `fit` leaves Keras's iterator to be dropped then: issue 13).
 """
 
 from __future__ import annotations
@@ -29,18 +33,24 @@ class _IteratorReaper:
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._closed = False
         self.released = 0
+        # Registered before any thread exists, so every thread started (even by another atexit
+        # handler) is joined before finalization.
+        atexit.register(self._drain)
 
     def release(self, iterator: Any) -> None:
         with self._lock:
+            if self._closed or sys.is_finalizing():
+                # Too late for the thread: the caller's reference drops it on its own thread.
+                return
             if self._thread is None:
                 self._thread = threading.Thread(
                     target=self._run, name="tfdist-iterator-reaper", daemon=True
                 )
                 self._thread.start()
-                atexit.register(self._drain)
             self.released += 1
-        self._queue.put(iterator)
+            self._queue.put(iterator)
 
     def _run(self) -> None:
         while True:
@@ -48,17 +58,23 @@ class _IteratorReaper:
             if iterator is self._STOP:
                 return
             # Callers may still hold a transient reference (a loop variable); wait until ours is
-            # the last one, or the destructor would run on their thread after all.
+            # the last one, or the destructor would run on their thread after all. Not at exit:
+            # a traceback kept for printing holds its frames' references until finalization.
             deadline = time.monotonic() + self._HANDOVER_TIMEOUT_SECS
-            while sys.getrefcount(iterator) > 2 and time.monotonic() < deadline:
+            while (sys.getrefcount(iterator) > 2 and not self._closed
+                   and time.monotonic() < deadline):
                 time.sleep(0.005)
             del iterator  # the (possibly blocking) destructor runs here, not on the caller
 
     def _drain(self) -> None:
         # A daemon thread still inside TensorFlow's C++ destructor when the interpreter exits is
         # unwound by force, which aborts the process ("FATAL: exception not rethrown").
-        self._queue.put(self._STOP)
-        self._thread.join(self._EXIT_TIMEOUT_SECS)
+        with self._lock:
+            self._closed = True
+            thread = self._thread
+        if thread is not None:
+            self._queue.put(self._STOP)
+            thread.join(self._EXIT_TIMEOUT_SECS)
 
 
 _reaper = _IteratorReaper()

@@ -6,7 +6,7 @@
     tfdist-train --flagfile=train.flags
 
 Prints progress and the final evaluation; the chief writes `<model_dir>/metrics.json` and
-exports the model. Flags: `tfdist/flags.py`; the run itself: `tfdist.runner.job.run`.
+exports the model. TensorFlow's C++ start-up noise is left out; `--verbosity=1` brings it back. Flags: `tfdist/flags.py`; the run itself: `tfdist.runner.job.run`.
 See docs/training.md.
 """
 
@@ -19,6 +19,7 @@ from absl import app
 from absl import flags
 
 from tfdist import flags as tfdist_flags
+from tfdist import quiet
 
 FLAGS = flags.FLAGS
 USAGE_ERROR = 2
@@ -31,7 +32,10 @@ def main(argv: Sequence[str]) -> int:
               "(flags are --name=value; see --help)", file=sys.stderr)
         return USAGE_ERROR
     options = tfdist_flags.to_options(FLAGS)
-    from tfdist import cluster, data, runner, strategy  # TensorFlow loads here, after the flags
+    # Before TensorFlow loads: its C++ start-up noise stays out unless --verbosity=1 (-v 1) or
+    # the user set TF_CPP_MIN_LOG_LEVEL.
+    quiet.importing_tensorflow(quiet.tf_log_level_env(verbose=FLAGS.verbosity >= 1))
+    from tfdist import cluster, data, runner, strategy
 
     # First, before TensorFlow initialises: logical CPUs, seeds, determinism, precision policy.
     runner.configure_process(options)

@@ -59,19 +59,20 @@ def main(model_dir: str, out_dir: str, steps: int, ready_file: str | None = None
     with strategy.scope():
         optimizer = keras.optimizers.SGD(0.1)
     trainer = make_trainer(strategy, optimizer=optimizer)
-    controller = tfdist.loop.Controller(
+    # The `with` block handles SIGTERM throughout, also between the two `train` calls.
+    with tfdist.loop.Controller(
         trainer, model_dir=model_dir, steps_per_loop=5, checkpoint_every=20, progress=False
-    )
-    start = controller.global_step
-    first = controller.evaluate()
-    if ready_file:
-        controller.train(start + 10)
-        with open(ready_file, "w") as f:
-            f.write(str(controller.global_step))
-        if os.environ.get("CTL_JOB_SIGTERM_SELF") == f"{info.task_type}:{info.task_id}":
-            os.kill(os.getpid(), signal.SIGTERM)  # a preemption of this one worker
-    results = controller.train(steps)
-    last = controller.evaluate()
+    ) as controller:
+        start = controller.global_step
+        first = controller.evaluate()
+        if ready_file:
+            controller.train(start + 10)
+            with open(ready_file, "w") as f:
+                f.write(str(controller.global_step))
+            if os.environ.get("CTL_JOB_SIGTERM_SELF") == f"{info.task_type}:{info.task_id}":
+                os.kill(os.getpid(), signal.SIGTERM)  # a preemption of this one worker
+        results = controller.train(steps)
+        last = controller.evaluate()
     report = {
         "start": start,
         "end": controller.global_step,

@@ -14,6 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from tfdist import cli_args
+from tfdist import quiet
 from tfdist.bench import options as options_lib
 
 PROG = "tfdist-bench"
@@ -86,6 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
     setup.add_argument("--seed", type=int, default=0, help="data and model seed; default 0")
     out = parser.add_argument_group("output")
     out.add_argument("--json", metavar="PATH", help="also write the full report as JSON")
+    out.add_argument("-v", "--verbose", action="store_true",
+                     help="keep TensorFlow's C++ start-up noise and info logs (a "
+                          "TF_CPP_MIN_LOG_LEVEL you set is kept either way)")
     out.add_argument("--plot", metavar="PATH", help="also draw a PNG (needs matplotlib)")
     out.add_argument("--markdown", action="store_true", help="print Markdown tables")
     parser.add_argument("--_worker", metavar="SPEC", help=argparse.SUPPRESS)
@@ -140,8 +144,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{PROG}: error: {err}", file=sys.stderr, flush=True)
         return USAGE_ERROR
 
-    # Binary-only, before TensorFlow loads: keep its C++ start-up chatter off the table.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # Binary-only, before TensorFlow loads: keep its C++ start-up noise off the table.
+    quiet.importing_tensorflow(quiet.tf_log_level_env(verbose=args.verbose))
     from tfdist.bench import benchmark
     from tfdist.bench import multiworker
     from tfdist.bench import plot

@@ -21,12 +21,17 @@ import json
 import os
 import sys
 import tempfile
+import time
 from typing import Any
 
 from tfdist.bench.options import BenchOptions
 from tfdist.launch.group import describe_status
 
 BASELINE_ROUTES = ("reference", "ctl")
+# Tests only: "ROW:RANK:hang" or "ROW:RANK:exit" makes that worker never finish or exit 3 at
+# once, so a failed launch is triggered by design rather than by a race against a timeout.
+FAULT_VAR = "TFDIST_BENCH_TEST_FAULT"
+FAULT_EXIT_STATUS = 3
 _PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
@@ -48,8 +53,7 @@ def _launch(row: str, workers: int, cores_per_worker: int, options: BenchOptions
     spec_path = os.path.join(out_dir, "spec.json")
     with open(spec_path, "w") as f:
         json.dump(spec, f)
-    env = {"TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"),
-           "PYTHONPATH": os.pathsep.join(
+    env = {"PYTHONPATH": os.pathsep.join(
                p for p in (_PACKAGE_ROOT, os.environ.get("PYTHONPATH", "")) if p)}
     command = [sys.executable, "-m", "tfdist.bench", "--_worker", spec_path]
     results = launch.run(command, num_workers=workers, timeout=options.timeout, env=env,
@@ -114,6 +118,20 @@ def _pin(rank: int, cores_per_worker: int) -> list[int]:
     return cores
 
 
+def _inject_fault(row: str, rank: int) -> None:
+    """Hangs or exits when `FAULT_VAR` names this worker (see there); else does nothing."""
+    fault = os.environ.get(FAULT_VAR, "")
+    if not fault:
+        return
+    target_row, target_rank, action = fault.split(":")
+    if (target_row, int(target_rank)) != (row, rank):
+        return
+    if action == "exit":
+        sys.exit(FAULT_EXIT_STATUS)
+    while True:  # "hang": SIGTERM's default action ends it when the launcher times out
+        time.sleep(3600)
+
+
 def worker_main(spec_path: str) -> int:
     """Worker mode: pin, start the strategy, measure peak and routes, write `worker-<rank>.json`.
 
@@ -124,6 +142,7 @@ def worker_main(spec_path: str) -> int:
     options = BenchOptions(**{k: tuple(v) if isinstance(v, list) else v
                               for k, v in spec["options"].items()})
     rank = int(os.environ.get("TFDIST_RANK", "0"))
+    _inject_fault(spec["row"], rank)
     # Before TensorFlow starts: it sizes its thread pools from the affinity mask.
     cores = _pin(rank, spec["cores_per_worker"])
     import keras

@@ -18,6 +18,10 @@ upstream (for the canary tests in tests/test_compat.py).
    replicas, the per-step function is left unwrapped, so it is traced into the multi-step loop.
 4. The tf.data iterator-teardown stall (FINDINGS §2, cause 1; TF 2.21). Iterators that Keras drops
    at epoch ends and at the end of each call are destroyed on a background thread.
+
+Each patch acts only under the strategies it was written for (`handles_strategy`: the ones
+`tfdist.get_strategy` builds). Under any other (`ParameterServerStrategy`, TPU, central storage)
+Keras runs its own code, so its own behaviour and errors come through unchanged (issue 13).
 """
 
 from __future__ import annotations
@@ -46,6 +50,30 @@ _ORIGINALS = {
     "reduce_per_replica": keras_tf_trainer.reduce_per_replica,
 }
 
+_HANDLED = (
+    tf.distribute.MirroredStrategy,
+    tf.distribute.MultiWorkerMirroredStrategy,
+    tf.distribute.OneDeviceStrategy,
+)
+
+
+def handles_strategy(strategy: tf.distribute.Strategy | None) -> bool:
+    """Whether tfdist's Keras `fit` workarounds apply under `strategy`.
+
+    Args:
+        strategy: A model's strategy; `None` (no strategy, as Keras records it) counts as the
+            default strategy.
+
+    Returns:
+        True for no strategy, the default one, and mirrored, multi-worker mirrored and one-device
+        strategies; False for every other (upstream Keras handles those its own way).
+    """
+    return (
+        strategy is None
+        or isinstance(strategy, _HANDLED)
+        or type(strategy).__name__ == "_DefaultDistributionStrategy"
+    )
+
 
 # --- 1. symbolic build from the element spec ---------------------------------------------------
 
@@ -61,6 +89,8 @@ def _first_replica_spec(spec: Any) -> Any:
 def _maybe_symbolic_build(self, iterator=None, data_batch=None):
     if self._distribute_strategy is None:
         return
+    if not handles_strategy(self._distribute_strategy):
+        return _ORIGINALS["maybe_symbolic_build"](self, iterator=iterator, data_batch=data_batch)
     if data_batch is None and iterator is not None:
         dataset = getattr(iterator, "_distributed_dataset", None)
         if dataset is None:
@@ -106,7 +136,8 @@ class _NoInnerFunction(types.ModuleType):
 
 def _make_function(self, step_function):
     strategy = self._distribute_strategy
-    if self.steps_per_execution == 1 or strategy is None or strategy.num_replicas_in_sync == 1:
+    if (self.steps_per_execution == 1 or strategy is None or strategy.num_replicas_in_sync == 1
+            or not handles_strategy(strategy)):
         return _ORIGINALS["make_function"](self, step_function)
     keras_tf_trainer.tf = _NoInnerFunction()
     try:
@@ -122,16 +153,21 @@ def _get_current_iterator(self):
     return self.__dict__.get("_current_iterator")
 
 
+def _reaps(epoch_iterator) -> bool:
+    return handles_strategy(epoch_iterator.__dict__.get("_distribute_strategy"))
+
+
 def _set_current_iterator(self, value):
     old = self.__dict__.get("_current_iterator")
     self.__dict__["_current_iterator"] = value
-    if old is not None and old is not value and not isinstance(old, (list, tuple)):
+    if (old is not None and old is not value and not isinstance(old, (list, tuple))
+            and _reaps(self)):
         iterator_reaper.release_iterator(old)
 
 
 def _epoch_iterator_del(self):
     old = self.__dict__.pop("_current_iterator", None)
-    if old is not None:
+    if old is not None and _reaps(self):
         iterator_reaper.release_iterator(old)
 
 

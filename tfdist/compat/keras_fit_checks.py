@@ -4,6 +4,8 @@ Upstream, a model compiled outside its strategy's scope fails deep in `_symbolic
 "Mixing different tf.distribute.Strategy objects" or "Need to be inside `with strategy.scope()`",
 and a multi-worker `fit` on a dataset whose last batch may be short fails or hangs in a collective
 (FINDINGS §6). These checks run first, at the top of `fit`/`evaluate`, and say what to change.
+Under strategies the `keras_fit` workarounds do not cover (`ParameterServerStrategy`, ...) they
+stay silent, so upstream's own errors come through.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import functools
 import tensorflow as tf
 from keras.src.backend.tensorflow import trainer as keras_tf_trainer
 
+from tfdist.compat import keras_fit
 from tfdist.compat import keras_optimizer_build
 
 _Trainer = keras_tf_trainer.TensorFlowTrainer
@@ -30,9 +33,13 @@ def _strategy_name(strategy) -> str:
 def check_model_and_data(model, x) -> None:
     """Raises `FitConfigError` for a compile/scope mismatch or an unsafe multi-worker dataset."""
     model_strategy = model._distribute_strategy
+    if not keras_fit.handles_strategy(model_strategy):
+        return
     optimizer = getattr(model, "optimizer", None)
     if optimizer is not None and hasattr(optimizer, "_distribution_strategy"):
         opt_strategy = keras_optimizer_build.strategy_of(optimizer)
+        if not keras_fit.handles_strategy(opt_strategy):
+            return
         opt_default = type(opt_strategy).__name__ == "_DefaultDistributionStrategy"
         if model_strategy is not None and opt_strategy is not model_strategy:
             raise FitConfigError(

@@ -34,8 +34,10 @@ class BackupAndRestore(keras.callbacks.Callback):
     Every worker takes part in each backup; only the chief writes to `backup_dir`. On start, the
     newest backup is restored (model, optimizer, epoch and step in the epoch): `fit` continues at
     that epoch, and the batches of the interrupted epoch that were already trained are read and
-    skipped, so the run ends with the same total number of optimizer steps. After a successful
-    `fit` the backup is deleted, as Keras does.
+    skipped, so the run ends with the same total number of optimizer steps. No backup is written
+    until a step has trained again: a fresh model's lazily built variables (optimizer slots, and
+    layers under the default strategy) are restored only then. After a successful `fit` the
+    backup is deleted, as Keras does.
 
     Args:
         backup_dir: Directory for the backup (a shared filesystem in multi-worker jobs).
@@ -83,11 +85,16 @@ class BackupAndRestore(keras.callbacks.Callback):
         self._manager: checkpoint_lib.CheckpointManager | None = None
         self._current_epoch = 0
         self._steps_since_save = 0
+        self._skipped_call = False  # the train-function call that just ended only read batches
+        self._restore_pending = False  # restored mid-epoch, and no step has trained since
         self.restored_epoch: int | None = None
         self.restored_step: int | None = None
 
     def on_train_begin(self, logs: dict | None = None) -> None:
         model = self.model
+        self._steps_since_save = 0
+        self._skipped_call = self._restore_pending = False
+        self.restored_epoch = self.restored_step = None
         checkpoint = tf.train.Checkpoint(
             model=model, optimizer=model.optimizer, epoch=self._epoch, step=self._step_in_epoch
         )
@@ -115,14 +122,23 @@ class BackupAndRestore(keras.callbacks.Callback):
             remaining[0] -= per_call
             if remaining[0] <= 0:
                 model.train_function = original
+            self._skipped_call = True
             return {}
 
+        # Variables a fresh model creates at its first traced step (the optimizer's slots, and
+        # the layers' under the default strategy) are restored then, from the backup just read:
+        # it must not be replaced (and deleted, max_to_keep=1) before a step has trained.
+        self._restore_pending = True
         model.train_function = skipping_train_function
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         self._current_epoch = epoch
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        if self._skipped_call:  # nothing trained: no step to count, and the restore is pending
+            self._skipped_call = False
+            return
+        self._restore_pending = False
         if self.save_freq == "epoch":
             return
         self._steps_since_save += self.model.steps_per_execution
@@ -130,6 +146,8 @@ class BackupAndRestore(keras.callbacks.Callback):
             self._save(self._current_epoch, batch + 1)
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if self._restore_pending:  # the whole epoch was skipped: the backup still holds
+            return
         self._save(epoch + 1, 0)
 
     def _save(self, epoch: int, step_in_epoch: int) -> None:

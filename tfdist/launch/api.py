@@ -9,6 +9,7 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from tfdist import quiet
 from tfdist.launch import layout
 from tfdist.launch.errors import LaunchError
 from tfdist.launch.group import ProcessResult
@@ -42,6 +43,7 @@ def run(
     stream: bool = True,
     log_dir: str | os.PathLike | None = None,
     grace: float = 10.0,
+    verbose: bool = False,
 ) -> list[ProcessResult]:
     """Runs `target` in one process per task, each with its TF_CONFIG, and waits for all of them.
 
@@ -64,6 +66,8 @@ def run(
             stderr). Defaults to True.
         log_dir: Also write ``<task>-<id>.log`` files here. Defaults to None.
         grace: Seconds between SIGTERM and SIGKILL when stopping. Defaults to 10.
+        verbose: Keep TensorFlow's C++ start-up noise and info logs in the children's output.
+            Defaults to False (a `TF_CPP_MIN_LOG_LEVEL` you set is kept either way).
 
     Returns:
         One `ProcessResult` per process (chief first, evaluator last) with its return code
@@ -80,11 +84,13 @@ def run(
     ```
     """
     command, extra_env = _command(target, args)
+    extra_env.update(env or {})
+    log_env, drop_noise = quiet.child_log_settings(verbose, os.environ, extra_env)
     output = Output(stream=sys.stdout if stream else None, capture=True, log_dir=log_dir,
-                    messages=sys.stderr if stream else None)
+                    messages=sys.stderr if stream else None, drop_startup_noise=drop_noise)
     topology = layout.Topology(num_workers=num_workers, chief=chief, evaluator=evaluator)
     launcher = Launcher(command, topology, max_restarts=max_restarts, timeout=timeout, grace=grace,
-                        env={**extra_env, **(env or {})}, output=output)
+                        env={**log_env, **extra_env}, output=output)
     return list(launcher.run().results)
 
 

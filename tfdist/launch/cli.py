@@ -16,6 +16,7 @@ import sys
 from collections.abc import Iterator, Sequence
 
 from tfdist import cli_args
+from tfdist import quiet
 from tfdist.launch import layout
 from tfdist.launch.errors import LaunchError
 from tfdist.launch.group import describe_status
@@ -69,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "SIGKILL; default 10")
     run.add_argument("--log-dir", metavar="DIR",
                      help="also write each process's output to DIR/<task>-<id>.log")
+    run.add_argument("-v", "--verbose", action="store_true",
+                     help="keep TensorFlow's C++ start-up noise and info logs in the output "
+                          "(a TF_CPP_MIN_LOG_LEVEL you set is kept either way)")
     run.add_argument("--dry-run", action="store_true",
                      help="print each process's environment and command; start nothing")
     net = parser.add_argument_group("ports and hosts")
@@ -164,9 +168,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         args, command = _parse(sys.argv[1:] if argv is None else list(argv))
         topology = _topology(args)
         check_command(command)
-        output = Output(stream=sys.stdout, messages=sys.stderr, log_dir=args.log_dir)
+        log_env, drop_noise = quiet.child_log_settings(args.verbose, os.environ)
+        output = Output(stream=sys.stdout, messages=sys.stderr, log_dir=args.log_dir,
+                        drop_startup_noise=drop_noise)
         launcher = Launcher(command, topology, max_restarts=args.max_restarts, timeout=args.timeout,
-                            grace=args.grace, output=output)
+                            grace=args.grace, env=log_env, output=output)
         exposed = launcher.plan.non_loopback_addresses()
         if exposed:
             output.message(layout.security_warning(exposed))

@@ -8,6 +8,7 @@ import threading
 from pathlib import Path
 from typing import TextIO
 
+from tfdist import quiet
 from tfdist.launch.errors import LaunchError
 
 # Lines by which TensorFlow's gRPC server (or any program) says its port was taken meanwhile.
@@ -25,11 +26,15 @@ class Output:
         capture: Keep every line in memory for `captured()`. Defaults to False.
         log_dir: Directory for one ``<task>-<id>.log`` file per process, or None.
         messages: Text stream for the launcher's own messages, or None to drop them.
+        drop_startup_noise: Leave TensorFlow's C++ start-up noise (`tfdist.quiet`) out of the
+            stream and the captured output; log files keep every line. Defaults to False.
     """
 
     def __init__(self, *, stream: TextIO | None = None, capture: bool = False,
-                 log_dir: str | os.PathLike | None = None, messages: TextIO | None = None) -> None:
+                 log_dir: str | os.PathLike | None = None, messages: TextIO | None = None,
+                 drop_startup_noise: bool = False) -> None:
         self._lock = threading.Lock()  # one writer at a time: lines never interleave mid-line
+        self.drop_startup_noise = drop_startup_noise
         self._stream = stream
         self._messages = messages
         self._captured: dict[str, list[str]] | None = (
@@ -84,6 +89,7 @@ class Sink:
         self._name = name
         self._log = log
         self.port_clash = False
+        self._noise = quiet.StartupNoiseFilter() if output.drop_startup_noise else None
 
     def record(self, line: str) -> None:
         """Captures and logs a line without streaming it (restart headers)."""
@@ -96,6 +102,11 @@ class Sink:
     def write(self, line: str) -> None:
         if any(marker in line for marker in PORT_CLASH_MARKERS):
             self.port_clash = True
+        if self._noise is not None and self._noise.is_noise(line):
+            if self._log is not None:
+                self._log.write(line + "\n")
+                self._log.flush()
+            return
         self.record(line)
         stream = self._output._stream
         if stream is not None:

@@ -52,7 +52,10 @@ class Controller:
         max_nonfinite_restores: Restores allowed with `on_nonfinite="restore"`. Defaults to 3.
         export: Save `model.keras` and a SavedModel (`saved_model/`) when training ends.
             Defaults to `True`.
-        handle_preemption: Save and exit with code 143 on SIGTERM. Defaults to `True`.
+        handle_preemption: While `train`, `train_and_evaluate` or `evaluate_continuously`
+            runs (or for a whole `with Controller(...)` block), SIGTERM saves a checkpoint at
+            the next loop boundary and exits with code 143 (an evaluator just exits); the
+            process's own handler is back when they return or raise. Defaults to `True`.
         checkpoint_input: Also checkpoint the training input position (with its shuffle
             buffer), where TensorFlow can: plain `tf.data` iterators (one replica, one worker).
             Distributed iterators (`MirroredStrategy`, multi-worker) are not checkpointable in
@@ -65,8 +68,8 @@ class Controller:
     Example:
 
     ```python
-    controller = tfdist.loop.Controller(trainer, model_dir="/tmp/run", steps_per_loop=50)
-    controller.train_and_evaluate(train_steps=2000, eval_interval=500)
+    with tfdist.loop.Controller(trainer, model_dir="/tmp/run", steps_per_loop=50) as controller:
+        controller.train_and_evaluate(train_steps=2000, eval_interval=500)
     ```
     """
 
@@ -127,9 +130,10 @@ class Controller:
             name: tf.summary.create_file_writer(os.path.join(self.model_dir, name))
             for name in (writer_names if summaries else ())
         }
+        # Installed only while a run is in progress (train, evaluate_continuously): a process
+        # that made a Controller keeps its own SIGTERM handler the rest of the time.
         self._preemption = checkpoint_lib.PreemptionWatcher()
-        if handle_preemption:
-            self._preemption.install()
+        self._handle_preemption = handle_preemption
         self.restored_from = self.checkpoints.restore_latest()
         if self.restored_from:
             logging.info("tfdist: resumed from %s at step %d", self.restored_from, self.global_step)
@@ -159,6 +163,10 @@ class Controller:
         _check_positive_int("steps", steps)
         if self._train_iterator is None:
             raise ValueError("Controller.train needs a Trainer with train_data.")
+        with self._preemption.watching(self._handle_preemption):
+            return self._train(steps, eval_interval)
+
+    def _train(self, steps: int, eval_interval: int | None) -> dict[str, float]:
         bar = progress_lib.progress_bar(steps) if self._progress else None
         results: dict[str, float] = {}
         restores = 0
@@ -258,8 +266,9 @@ class Controller:
             The final training results and the final evaluation results prefixed with `eval_`.
         """
         _check_positive_int("eval_interval", eval_interval)
-        results = self.train(train_steps, eval_interval=eval_interval)
-        final = self.final_evaluation(results, eval_steps)
+        with self._preemption.watching(self._handle_preemption):
+            results = self.train(train_steps, eval_interval=eval_interval)
+            final = self.final_evaluation(results, eval_steps)
         results.update({f"eval_{k}": v for k, v in final.items()})
         return results
 
@@ -294,14 +303,29 @@ class Controller:
             The results of the last evaluation (empty if none ran before the timeout).
         """
         results: dict[str, float] = {}
-        for path in tf.train.checkpoints_iterator(self.model_dir, timeout=timeout):
-            try:
-                self.checkpoints.restore(path)
-            except (tf.errors.NotFoundError, tf.errors.DataLossError):
-                continue  # deleted by max_to_keep while we looked; the next one will do
-            results = self.evaluate(eval_steps)
-            if results["global_step"] >= train_steps:
-                break
+        last_new = time.monotonic()
+
+        def stop_waiting() -> bool:
+            if self._preemption.requested:
+                return True
+            return timeout is not None and time.monotonic() - last_new >= timeout
+
+        with self._preemption.watching(self._handle_preemption):
+            # Poll every second, so SIGTERM ends the wait promptly instead of at the next checkpoint.
+            for path in tf.train.checkpoints_iterator(self.model_dir, timeout=1.0,
+                                                      timeout_fn=stop_waiting):
+                last_new = time.monotonic()
+                try:
+                    self.checkpoints.restore(path)
+                except (tf.errors.NotFoundError, tf.errors.DataLossError):
+                    continue  # deleted by max_to_keep while we looked; the next one will do
+                results = self.evaluate(eval_steps)
+                if results["global_step"] >= train_steps or self._preemption.requested:
+                    break
+            if self._preemption.requested:
+                preempted = checkpoint_lib.Preempted(self.global_step, None, saved=False)
+                logging.warning("tfdist: evaluator %s; exiting with code %d", preempted, preempted.code)
+                raise preempted
         return results
 
     # --- outputs -------------------------------------------------------------------------------
@@ -326,11 +350,23 @@ class Controller:
         writer.flush()
 
     def close(self) -> None:
-        """Releases the training iterator and restores the SIGTERM handler."""
+        """Releases the training iterator and the SIGTERM handler of a `with` block.
+
+        Safe to call twice; leaving `with Controller(...)` calls it.
+        """
         self._preemption.close()
         if self._train_iterator is not None:
             data_lib.release_iterator(self._train_iterator)
             self._train_iterator = None
+
+    def __enter__(self) -> Controller:
+        """Handles SIGTERM for the whole `with` block (also between `train` calls)."""
+        if self._handle_preemption:
+            self._preemption.install()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
 
 def _check_positive_int(name: str, value: Any) -> None:

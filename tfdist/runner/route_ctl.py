@@ -34,12 +34,11 @@ def run(
         loss=settings_lib.loss(), metrics=[settings_lib.accuracy()],
         train_data=None if settings.cluster.is_evaluator else train_spec, eval_data=eval_spec,
     )
-    controller = loop.Controller(
+    with loop.Controller(
         trainer, model_dir=settings.model_dir, steps_per_loop=settings.steps_per_loop,
         checkpoint_every=settings.eval_every, cluster=settings.cluster,
         progress=settings.progress, export=False,
-    )
-    try:
+    ) as controller:
         start = controller.global_step
         if settings.cluster.is_evaluator:
             final = controller.evaluate_continuously(settings.train_steps)
@@ -53,8 +52,6 @@ def run(
         seconds = time.perf_counter() - started
         final = controller.final_evaluation(train)
         exports = controller.export()  # the chief's; {} elsewhere
-    finally:
-        controller.close()
     # Metrics only: the report computes throughput over the whole run itself.
     train = {k: v for k, v in train.items()
              if not k.startswith("eval_") and k not in ("steps_per_sec", "examples_per_sec")}
