@@ -185,7 +185,76 @@ def test_nonfinite_loss_restore_gives_up_after_bounded_retries(tmp_path):
     assert controller.global_step == 10  # back at the last good checkpoint
 
 
+class _Subclassed(keras.Model):
+    """ctl_job's model without an input shape or a build() method."""
+
+    def __init__(self, call_fails=False):
+        super().__init__()
+        self.hidden = keras.layers.Dense(16, activation="relu")
+        self.out = keras.layers.Dense(2)
+        self.call_fails = call_fails
+
+    def call(self, x):
+        if self.call_fails:
+            x = keras.ops.convert_to_numpy(x)  # fails on symbolic tensors
+        return self.out(self.hidden(x))
+
+
+def _seeded(make):
+    def build():
+        keras.utils.set_random_seed(1)  # as ctl_job.build_model: the same initial weights
+        return make()
+
+    return build
+
+
+@pytest.mark.parametrize("build_model", [
+    _seeded(lambda: keras.Sequential([keras.layers.Dense(16, activation="relu"),
+                                      keras.layers.Dense(2)])),
+    _seeded(_Subclassed),
+], ids=["sequential_without_input", "subclassed_without_build"])
+def test_models_without_input_shape_train_like_one_with_an_input(tmp_path, cpus, build_model):
+    strategy = tfdist.get_strategy("mirrored", devices=cpus(2))
+    runs = []
+    for name, model in [("input", ctl_job.build_model), ("lazy", build_model)]:
+        trainer = tfdist.loop.Trainer(
+            strategy=strategy, model=model, optimizer="adam",
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            train_data=data.DataSpec(source=ctl_job.dataset(), global_batch_size=32,
+                                     shuffle_buffer=0))
+        _controller(trainer, tmp_path / name, export=False).train(20)
+        runs.append(_weights(trainer))
+    assert len(runs[1]) == 4
+    for a, b in zip(*runs):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
 # --- errors ----------------------------------------------------------------------------------
+
+
+def test_unbuilt_model_without_data():
+    with pytest.raises(tfdist.loop.TrainerError, match="no weights yet and there is no data"):
+        tfdist.loop.Trainer(strategy=tfdist.get_strategy("default"), model=_Subclassed,
+                            optimizer="sgd", loss="mse")
+
+
+def test_unbuilt_model_whose_call_fails_on_the_data_shapes():
+    spec = data.DataSpec(source=ctl_job.dataset(), global_batch_size=32)
+    with pytest.raises(tfdist.loop.TrainerError,
+                       match=r"model=_Subclassed '\w+', which fails when called on symbolic "
+                             r"inputs shaped like the data, \(32, 8\) \(NotImplementedError: Cannot "
+                             r"convert a symbolic tf.Tensor"):
+        tfdist.loop.Trainer(strategy=tfdist.get_strategy("default"),
+                            model=lambda: _Subclassed(call_fails=True), optimizer="sgd",
+                            loss="mse", train_data=spec)
+
+
+def test_model_without_trainable_weights():
+    spec = data.DataSpec(source=ctl_job.dataset(), global_batch_size=32)
+    with pytest.raises(tfdist.loop.TrainerError, match="no trainable weights once built"):
+        tfdist.loop.Trainer(strategy=tfdist.get_strategy("default"),
+                            model=lambda: keras.Sequential([keras.layers.Flatten()]),
+                            optimizer="sgd", loss="mse", train_data=spec)
 
 
 def test_model_built_outside_the_scope(cpus):
