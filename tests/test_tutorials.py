@@ -142,9 +142,10 @@ def test_evaluator_guide_sidecar_evaluator(run):
 def test_keras_model_to_estimator(run):
     _, s = _section(run, "keras_model_to_estimator", "keras_model_to_estimator")
     result = s["eval_result"]
-    assert result["global_step"] == 100
-    # Iris, 100 Adam steps from the Keras model's initial weights: far below chance's 1.0986.
-    assert result["loss"] < 0.9, result
+    assert result["global_step"] == 200
+    # Iris, 200 Adam steps: 0.50 with the harness's seed (0.50-0.68 over seeds 0-3); chance
+    # (a uniform guess over 3 classes) is 1.0986.
+    assert result["loss"] < 0.85, result
 
 
 # --- tutorials/distribute/multi_worker_with_keras: its saving sections ----------------------------
