@@ -252,3 +252,23 @@ def test_canary_keras_compile_utils():
     result = metrics.result()
     assert list(result) == ["accuracy"] and float(result["accuracy"]) == 1.0  # sparse accuracy
     assert keras_compile_utils.compiled_metrics(None, None, ["out"]) is None
+
+
+def test_canary_keras_losses_still_scale_by_the_replica_count(cpus):
+    """Fails when Keras stops dividing a Loss by the replica count under a strategy: then
+    delete compat/keras_loss_scaling.py (model_fn losses would already be the replica's mean)."""
+    import keras
+
+    import tfdist
+    from tfdist.compat import keras_loss_scaling
+
+    strategy = tfdist.get_strategy("mirrored", devices=cpus(2))
+    loss = keras.losses.MeanSquaredError()
+    scaled = strategy.run(lambda: loss(tf.ones((2, 1)), tf.zeros((2, 1))))
+    assert [float(v) for v in scaled.values] == [0.5, 0.5]
+
+    def unscaled_fn():
+        with keras_loss_scaling.replica_means():
+            return loss(tf.ones((2, 1)), tf.zeros((2, 1)))
+
+    assert [float(v) for v in strategy.run(unscaled_fn).values] == [1.0, 1.0]

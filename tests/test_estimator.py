@@ -280,6 +280,38 @@ def test_one_and_two_replicas_train_the_same_weights(tmp_path, cpus):
     assert results[0]["accuracy"] == pytest.approx(results[1]["accuracy"], rel=1e-6)
 
 
+def _keras_loss_model_fn(features, labels, mode):
+    """The common model_fn shape: a Keras `Loss` object with its default reduction."""
+    model = keras.Sequential([keras.layers.Dense(8, activation="relu"), keras.layers.Dense(2)])
+    logits = model(features)
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)(labels, logits)
+    if mode == est.ModeKeys.EVAL:
+        return est.EstimatorSpec(mode, loss=loss)
+    return est.EstimatorSpec(mode, loss=loss, optimizer=keras.optimizers.SGD(0.3))
+
+
+def test_a_keras_loss_object_is_the_replicas_own_mean(tmp_path, cpus):
+    """Keras scales a Loss by 1/replicas under a strategy; tfdist divides too: not twice."""
+    weights, losses = [], []
+    for i, strategy in enumerate([tfdist.get_strategy("default"),
+                                  tfdist.get_strategy("mirrored", devices=cpus(2))]):
+        estimator = _estimator(tmp_path / str(i), model_fn=_keras_loss_model_fn,
+                               config=_config(train_distribute=strategy, tf_random_seed=3))
+        estimator.train(_input_fn(), steps=10)
+        weights.append([estimator.get_variable_value(n) for n in
+                        ("sequential/dense/kernel", "sequential/dense_1/kernel")])
+        losses.append(estimator.evaluate(_input_fn(repeat=False))["loss"])
+    for a, b in zip(*weights):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert losses[0] == pytest.approx(losses[1], rel=1e-5)
+    # Outside model_fn, Keras's own scaling is untouched (fit relies on it).
+    with tfdist.get_strategy("mirrored", devices=cpus(2)).scope():
+        per_replica = tfdist.get_strategy("mirrored", devices=cpus(2)).run(
+            lambda: keras.losses.MeanSquaredError()(tf.ones((2, 1)), tf.zeros((2, 1))))
+    values = per_replica.values if hasattr(per_replica, "values") else (per_replica,)
+    assert [float(v) for v in values] == [0.5, 0.5]
+
+
 def test_tf_random_seed_fixes_initial_weights(tmp_path):
     values = []
     for name in ("a", "b"):

@@ -163,10 +163,8 @@ def make_model_fn(keras_model: keras.Model, custom_objects: dict | None = None) 
                 {k: compile_config.get(k) for k in _COMPILE_ARGS})
             loss_fn = keras_compile_utils.compiled_loss(
                 args["loss"], args["loss_weights"], output_names)
-            # Keras losses scale the batch mean by 1 / replicas under a strategy (fit sums the
-            # replicas' gradients); the Estimator wants the replica's own mean and divides itself.
-            replicas = tf.distribute.get_strategy().num_replicas_in_sync
-            loss = loss_fn(labels, outputs) * replicas
+            # The replica's own mean: tfdist calls model_fn with Keras's replica scaling off.
+            loss = loss_fn(labels, outputs)
             if model.losses:  # regularization, unscaled
                 loss += tf.add_n([tf.cast(x, loss.dtype) for x in model.losses])
             # State of one evaluation, never checkpointed: per-output losses, compiled metrics.
