@@ -22,9 +22,16 @@ SMOKE = ["--steps", "4", "--steps-per-call", "2", "--reps", "2", "--mw-reps", "1
 
 
 def _bench(*args: str, timeout: float = 300, **env: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "tfdist.bench", *args], cwd=REPO_ROOT,
-                          capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, **env})
+    try:
+        return subprocess.run([sys.executable, "-m", "tfdist.bench", *args], cwd=REPO_ROOT,
+                              capture_output=True, text=True, timeout=timeout,
+                              env={**os.environ, **env})
+    except subprocess.TimeoutExpired as exc:
+        stderr = exc.stderr or b""  # bytes even with text=True
+        if isinstance(stderr, bytes):
+            stderr = stderr.decode("utf-8", "replace")
+        raise AssertionError(f"tfdist-bench {' '.join(args)} still running after {timeout:.0f}s; "
+                             f"stderr:\n{stderr[-3000:]}") from None
 
 
 def _positive_summary(summary: dict) -> None:
@@ -90,8 +97,9 @@ def test_call_lengths_time_every_route_at_each_length(tmp_path):
 @pytest.mark.multiworker
 def test_multi_worker_smoke_merges_both_launches(tmp_path):
     out = tmp_path / "bench.json"
+    # Two launches, each stopped after 120 s: within the 300 s this run gets.
     result = _bench("--strategies", "multi_worker", "--routes", "reference,ctl", *SMOKE,
-                    "--json", str(out))
+                    "--timeout", "120", "--json", str(out))
     assert result.returncode == 0, result.stderr[-3000:]
     rows = json.loads(out.read_text())["results"]
     assert list(rows) == ["one_worker", "multi_worker"]
@@ -169,7 +177,7 @@ def test_a_multi_worker_launch_that_cannot_finish_exits_1_naming_the_worker():
 def test_a_multi_worker_launch_with_a_failing_worker_names_it_not_the_one_stopped():
     # worker:1 of the multi_worker launch exits 3 at start; worker:0, waiting for its peer in the
     # strategy's start-up, is stopped by the launcher: the error names worker:1.
-    result = _bench("--strategies", "multi_worker", *SMOKE,
+    result = _bench("--strategies", "multi_worker", *SMOKE, "--timeout", "120",
                     **{multiworker_lib.FAULT_VAR: "multi_worker:1:exit"})
     assert result.returncode == 1, result.stderr[-3000:]
     assert (f"tfdist-bench: error: multi_worker: worker:1 failed (exit code "
@@ -241,3 +249,32 @@ def test_summary_quartiles_and_spread():
     assert (s["min"], s["q1"], s["median"], s["q3"], s["max"]) == (1.0, 2.0, 3.0, 4.0, 5.0)
     assert s["samples"] == [4.0, 1.0, 3.0, 2.0, 5.0]
     assert timing.summary([2.0])["q1"] == 2.0
+
+
+# --- the predict route (tfdist-bench --predict) ----------------------------------------------------
+
+
+def test_predict_targets_pair_rows_within_a_rep_and_render():
+    from tfdist.bench import predict as predict_bench
+
+    reps = {"keras_predict": [100.0, 50.0, 200.0], "one_device": [105.0, 49.0, 210.0],
+            "mirrored": [120.0, 60.0, 230.0], "one_worker": [300.0, 150.0, 310.0],
+            "multi_worker": [280.0, 140.0, 250.0], "input_pipeline": [1000.0, 90.0, 900.0]}
+    results = {k: {"examples_per_sec": sorted(v)[1], "reps": v} for k, v in reps.items()}
+    checks = {t["target"]: t for t in predict_bench.targets(results)}
+    one = checks["one_device vs keras_predict"]
+    assert one["rep_ratios"] == pytest.approx([1.05, 0.98, 1.05]) and one["met"]
+    assert checks["multi_worker vs one_worker"]["ratio"] == pytest.approx(280 / 300)
+    pipeline = checks["input_pipeline vs one_device"]
+    assert pipeline["ratio"] == pytest.approx(900 / 210) and pipeline["met"]  # not 1000/105
+    assert not predict_bench.targets({**results, "multi_worker": {"reps": [10.0, 10.0, 10.0]}})[1]["met"]
+    section = {"model": "dense", "rows": 10, "batch": 2, "results": results,
+               "targets": predict_bench.targets(results)}
+    text = predict_bench.render(section)
+    assert "one_device      105" in text and "multi_worker vs one_worker    0.93x  >= 0.9x  yes" in text
+    assert predict_bench.render(section, markdown=True).startswith("predict: model dense")
+
+
+def test_predict_rows_flag_is_checked_before_tensorflow():
+    result = _bench("--predict", "--predict-rows", "0")
+    assert result.returncode == 2 and "--predict-rows" in result.stderr, result.stderr

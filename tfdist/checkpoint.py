@@ -14,6 +14,7 @@ loop calls; the workers agree on it (one tiny all-reduce), save at the same step
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -189,6 +190,49 @@ def export_model(model: Any, model_dir: str) -> dict[str, str]:
     model.save(paths["keras"])
     model.export(paths["saved_model"], verbose=False)
     return paths
+
+
+# The chief's "training has ended" marker, read by evaluator tasks (the estimator's
+# `train_and_evaluate`, `tfdist.keras.SidecarEvaluator`): JSON `{"global_step": N, ...}`.
+DONE_FILE = "training_done"
+
+
+def write_done_marker(directory: str, global_step: int, **extra: Any) -> str:
+    """Writes `directory/training_done` atomically (written to a temporary name, then renamed).
+
+    Call it on the chief only, after the last checkpoint of the run was saved.
+
+    Args:
+        directory: The checkpoint directory the evaluator watches.
+        global_step: The training step at which training ended.
+        **extra: More JSON-serialisable fields (e.g. the last checkpoint's name).
+
+    Returns:
+        The marker's path.
+    """
+    path = os.path.join(directory, DONE_FILE)
+    with tf.io.gfile.GFile(path + ".tmp", "w") as f:
+        json.dump({"global_step": int(global_step), **extra}, f)
+    tf.io.gfile.rename(path + ".tmp", path, overwrite=True)
+    return path
+
+
+def read_done_marker(directory: str) -> dict[str, Any] | None:
+    """The marker `write_done_marker` wrote in `directory`, or `None` while there is none."""
+    try:
+        with tf.io.gfile.GFile(os.path.join(directory, DONE_FILE)) as f:
+            marker = json.load(f)
+        int(marker["global_step"])
+        return marker
+    except (tf.errors.NotFoundError, ValueError, KeyError, TypeError, OSError):
+        return None
+
+
+def remove_done_marker(directory: str) -> None:
+    """Removes a marker left by an earlier run (call it on the chief when training starts)."""
+    path = os.path.join(directory, DONE_FILE)
+    if tf.io.gfile.exists(path):
+        tf.io.gfile.remove(path)
 
 
 _AGREE_FNS: dict[int, Any] = {}

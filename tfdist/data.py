@@ -431,3 +431,145 @@ def input_fn(spec: DataSpec) -> Callable[..., tf.data.Dataset]:
         return make_dataset(spec, input_context)
 
     return _input_fn
+
+
+# --- Inference: keyed, non-dropping sharding ------------------------------------------------------
+# Training shards examples so that every replica gets full batches forever; inference must score
+# every record exactly once. Records are keyed by their position (row number), split into
+# contiguous key ranges ("shards", the unit of output and of resume) and the shards dealt to
+# workers round-robin. Nothing is shuffled, repeated or dropped: a shard's last batch is short.
+
+
+@dataclasses.dataclass(frozen=True)
+class KeyRange:
+    """One inference shard: the records with keys `start <= key < stop`.
+
+    Attributes:
+        index: The shard's position among all shards (0-based).
+        start: First key.
+        stop: One past the last key.
+    """
+
+    index: int
+    start: int
+    stop: int
+
+    @property
+    def size(self) -> int:
+        return self.stop - self.start
+
+
+@dataclasses.dataclass(frozen=True)
+class InferencePlan:
+    """How `num_records` keyed records are split into shards and dealt to workers.
+
+    Attributes:
+        num_records: Records in the input.
+        shard_size: Records per shard (the last shard may be shorter).
+        num_workers: Input pipelines (one per worker process).
+        worker_index: This worker's index.
+        shards: Every shard, in key order.
+    """
+
+    num_records: int
+    shard_size: int
+    num_workers: int
+    worker_index: int
+    shards: tuple[KeyRange, ...]
+
+    @property
+    def mine(self) -> tuple[KeyRange, ...]:
+        """This worker's shards: shard `i` goes to worker `i % num_workers`."""
+        return self.shards[self.worker_index::self.num_workers]
+
+    def owner(self, shard: KeyRange) -> int:
+        """The worker that writes `shard`."""
+        return shard.index % self.num_workers
+
+
+def plan_inference(
+    num_records: int,
+    *,
+    shard_size: int,
+    num_workers: int = 1,
+    worker_index: int = 0,
+    boundaries: Sequence[int] = (),
+) -> InferencePlan:
+    """Splits keys `0..num_records-1` into contiguous shards and deals them to workers.
+
+    The split depends only on `num_records`, `shard_size` and `boundaries`, never on the number
+    of workers, so a run restarted with a different number of workers can reuse finished shards.
+
+    Args:
+        num_records: Records in the input, at least 1.
+        shard_size: Records per shard, at least 1.
+        num_workers: Worker processes. Defaults to 1.
+        worker_index: This worker, `0 <= worker_index < num_workers`. Defaults to 0.
+        boundaries: Keys where a shard must start as well (e.g. where one input file ends and the
+            next begins, so no shard spans two files). Defaults to none.
+
+    Returns:
+        The `InferencePlan`.
+
+    Raises:
+        DataConfigError: An argument is out of range.
+    """
+    for name, value, low in (("num_records", num_records, 1), ("shard_size", shard_size, 1),
+                             ("num_workers", num_workers, 1)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < low:
+            raise DataConfigError(f"Invalid value for argument `{name}`. Received: {name}={value!r}. "
+                                  f"Pass an integer >= {low}.")
+    if not 0 <= worker_index < num_workers:
+        raise DataConfigError(f"Invalid value for argument `worker_index`. Received: worker_index="
+                              f"{worker_index!r} for num_workers={num_workers}.")
+    cuts = sorted({0, num_records, *(b for b in boundaries if 0 < b < num_records)})
+    shards: list[KeyRange] = []
+    for lo, hi in zip(cuts, cuts[1:]):
+        for start in range(lo, hi, shard_size):
+            shards.append(KeyRange(len(shards), start, min(start + shard_size, hi)))
+    return InferencePlan(num_records, shard_size, num_workers, worker_index, tuple(shards))
+
+
+def inference_dataset(
+    shards: Sequence[KeyRange],
+    read_batches: Callable[[tf.Tensor, tf.Tensor, int], tf.data.Dataset],
+    batch_size: int,
+    *,
+    batch_map_fn: Callable[..., Any] | None = None,
+) -> tf.data.Dataset:
+    """One input pipeline of keyed batches over `shards`, in key order, nothing dropped.
+
+    Each shard is batched on its own (a batch never spans two shards, and a shard's last batch
+    is short rather than dropped or padded), so a worker can write a shard as soon as its last
+    batch is scored.
+
+    Args:
+        shards: The shards this pipeline reads, in order.
+        read_batches: `read_batches(start, stop, batch_size)` -> a dataset of batches of the
+            records with keys in `[start, stop)`, in key order (start and stop are int64
+            scalar tensors).
+        batch_size: Records per batch.
+        batch_map_fn: Per-batch preprocessing of the records (e.g. `tf.io.parse_example`),
+            applied in parallel and in order. Defaults to `None`.
+
+    Returns:
+        A dataset of `(keys, records)` batches: `keys` an int64 vector.
+    """
+    if not shards:
+        raise DataConfigError("inference_dataset got no shards; pass at least one KeyRange.")
+    starts = tf.constant([s.start for s in shards], tf.int64)
+    stops = tf.constant([s.stop for s in shards], tf.int64)
+
+    def one_shard(start: tf.Tensor, stop: tf.Tensor) -> tf.data.Dataset:
+        keys = tf.data.Dataset.range(start, stop).batch(batch_size)
+        return tf.data.Dataset.zip((keys, read_batches(start, stop, batch_size)))
+
+    ds = tf.data.Dataset.from_tensor_slices((starts, stops)).flat_map(one_shard)
+    if batch_map_fn is not None:
+        ds = ds.map(lambda keys, records: (keys, batch_map_fn(records)),
+                    num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = ds.prefetch(tf.data.AUTOTUNE)
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+    options.deterministic = True
+    return ds.with_options(options)

@@ -9,7 +9,9 @@ The porting edits, each marked `# PORT:` below (docs/estimator_migration.md list
 2. the strategy comes from `tfdist.get_strategy()` (MultiWorkerMirroredStrategy on training
    tasks, the default strategy on the evaluator, where TF's own constructor fails);
 3. `train_op=optimizer.minimize(loss, global_step)` -> `optimizer=keras optimizer`;
-4. Keras 3 spellings: `tf.keras` -> `keras`, `Reduction.NONE` -> `reduction=None`.
+4. `tf.keras` spelled `keras` (optional: the same Keras 3 objects), so `Reduction.NONE` ->
+   `reduction=None` (`keras.losses` has no `Reduction`; `tf.keras.losses.Reduction.NONE` works);
+5. `tf.compat.v1.disable_eager_execution()` removed (Keras 3 and tfdist need eager execution).
 Additions beyond the tutorial (not porting edits): an accuracy metric, an exporter, finite
 `EvalSpec` delays, `repeat(EPOCHS)` so the run is long enough to learn, and a hook recording the
 last step for the tests.
@@ -79,7 +81,7 @@ def model_fn(features, labels, mode):
 
     optimizer = keras.optimizers.SGD(learning_rate=LEARNING_RATE)  # PORT 3
     loss = keras.losses.SparseCategoricalCrossentropy(
-        from_logits=True, reduction=None)(labels, logits)  # PORT 4 (Reduction.NONE -> None)
+        from_logits=True, reduction=None)(labels, logits)  # PORT 4 (keras.losses has no Reduction)
     loss = tf.reduce_sum(loss) * (1. / BATCH_SIZE)
     if mode == tfdist.estimator.ModeKeys.EVAL:
         accuracy = keras.metrics.SparseCategoricalAccuracy(name='accuracy')

@@ -10,8 +10,10 @@ as written there, with only these changes:
 Test harness additions (outside the tutorial's code): a fixed seed (TUTORIAL_SEED, default 0), so
 the accuracy the tests assert is not a draw (unseeded: mean 0.866, worst of 200 inits 0.82, against
 their 0.8); argv = BACKUP_DIR OUT_DIR; the final evaluation and weights written to
-OUT_DIR/<task>.json; and CRASH_AT_STEP=N, which makes worker 1 kill itself with SIGKILL after N
-training steps (a crashed worker; with CRASH_STAMP=path it first writes its time there).
+OUT_DIR/<task>.json; CRASH_AT_STEP=N, which makes worker 1 kill itself with SIGKILL after N
+training steps (a crashed worker; with CRASH_STAMP=path it first writes its time there); TUTORIAL_EPOCHS (default 3, the tutorial's); and
+TUTORIAL_SAVE_SECTION=1, which runs the tutorial's model-saving and checkpoint sections after
+`fit` (`save_section`).
 """
 
 import json
@@ -73,9 +75,76 @@ def main(backup_dir, out_dir):
     backup = BackupAndRestore(backup_dir=backup_dir, save_freq=10)
     callbacks = [backup]
     callbacks += _harness_callbacks(multi_worker_model)
-    history = multi_worker_model.fit(multi_worker_dataset, epochs=3, steps_per_epoch=70,
+    epochs = int(os.environ.get("TUTORIAL_EPOCHS", 3))  # harness: shorter runs for the save tests
+    history = multi_worker_model.fit(multi_worker_dataset, epochs=epochs, steps_per_epoch=70,
                                      callbacks=callbacks, verbose=2)
     _report(multi_worker_model, history, backup, out_dir)
+    if os.environ.get("TUTORIAL_SAVE_SECTION"):
+        save_section(strategy, multi_worker_model, multi_worker_dataset, out_dir)
+
+
+# --- the tutorial's "Model saving and loading" and "Checkpoint saving and restoring" ----------------
+def _is_chief(task_type, task_id):
+    # Only `worker` tasks here: worker 0 is the chief (task_type None: a single process).
+    return (task_type == 'worker' and task_id == 0) or task_type is None
+
+
+def _get_temp_dir(dirpath, task_id):
+    base_dirpath = 'workertemp_' + str(task_id)
+    temp_dir = os.path.join(dirpath, base_dirpath)
+    tf.io.gfile.makedirs(temp_dir)
+    return temp_dir
+
+
+def write_filepath(filepath, task_type, task_id):
+    dirpath = os.path.dirname(filepath)
+    base = os.path.basename(filepath)
+    if not _is_chief(task_type, task_id):
+        dirpath = _get_temp_dir(dirpath, task_id)
+    return os.path.join(dirpath, base)
+
+
+def save_section(strategy, multi_worker_model, multi_worker_dataset, out_dir):
+    """TUTORIAL_SAVE_SECTION=1: the tutorial's saving sections, with its one Keras 3 edit
+    (docs/keras_migration.md K6: the model path ends in `.keras`; the tutorial's is a directory)."""
+    model_path = os.path.join(out_dir, 'keras-model.keras')  # tutorial: '/tmp/keras-model'
+    task_type, task_id = (strategy.cluster_resolver.task_type,
+                          strategy.cluster_resolver.task_id)
+    write_model_path = write_filepath(model_path, task_type, task_id)
+    multi_worker_model.save(write_model_path)
+    if not _is_chief(task_type, task_id):
+        tf.io.gfile.rmtree(os.path.dirname(write_model_path))
+    _barrier(strategy)  # harness: the chief's file is complete before anyone loads it
+    loaded_model = keras.models.load_model(model_path)
+    # Now that the model is restored, and can continue with the training.
+    single_worker_dataset = mnist_dataset(64)
+    loaded = loaded_model.fit(single_worker_dataset, epochs=2, steps_per_epoch=20, verbose=0)
+
+    checkpoint_dir = os.path.join(out_dir, 'ckpt')  # tutorial: '/tmp/ckpt'
+    checkpoint = tf.train.Checkpoint(model=multi_worker_model)
+    write_checkpoint_dir = write_filepath(checkpoint_dir, task_type, task_id)
+    checkpoint_manager = tf.train.CheckpointManager(
+        checkpoint, directory=write_checkpoint_dir, max_to_keep=1)
+    checkpoint_manager.save()
+    if not _is_chief(task_type, task_id):
+        tf.io.gfile.rmtree(write_checkpoint_dir)
+    _barrier(strategy)
+    latest_checkpoint = tf.train.latest_checkpoint(checkpoint_dir)
+    checkpoint.restore(latest_checkpoint)
+    resumed = multi_worker_model.fit(multi_worker_dataset, epochs=2, steps_per_epoch=20, verbose=0)
+    with open(os.path.join(out_dir, f"save-{task_type}-{task_id}.json"), "w") as f:
+        json.dump({"loaded_iterations": int(loaded_model.optimizer.iterations.numpy()),
+                   "loaded_loss": loaded.history["loss"],
+                   "latest_checkpoint": os.path.basename(latest_checkpoint),
+                   "resumed_iterations": int(multi_worker_model.optimizer.iterations.numpy()),
+                   "resumed_loss": resumed.history["loss"],
+                   "left_in_out_dir": sorted(os.listdir(out_dir))}, f)
+
+
+def _barrier(strategy):
+    # The notebook ran these steps one after another; as worker processes they need to wait
+    # for the chief's writes. One all-reduce across the workers is the barrier.
+    tfdist.checkpoint.any_worker(strategy, False)
 
 
 # --- harness -------------------------------------------------------------------------------------

@@ -92,7 +92,14 @@ def build_parser() -> argparse.ArgumentParser:
                           "TF_CPP_MIN_LOG_LEVEL you set is kept either way)")
     out.add_argument("--plot", metavar="PATH", help="also draw a PNG (needs matplotlib)")
     out.add_argument("--markdown", action="store_true", help="print Markdown tables")
+    what.add_argument("--predict", action="store_true",
+                      help="measure the predict route (tfdist-predict vs Keras predict, mirrored, "
+                           "1 worker x N cores, N workers x 1 core, input pipeline) instead of "
+                           "the training routes")
+    sizes.add_argument("--predict-rows", type=cli_args.int_at_least(1, 32768), default=32768,
+                       help="examples each predict row scores; default 32768")
     parser.add_argument("--_worker", metavar="SPEC", help=argparse.SUPPRESS)
+    parser.add_argument("--_predict_worker", metavar="SPEC", help=argparse.SUPPRESS)
     return parser
 
 
@@ -137,6 +144,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from tfdist.bench import multiworker
 
             return multiworker.worker_main(args._worker)
+        if args._predict_worker:
+            from tfdist.bench import predict as predict_bench
+
+            return predict_bench.worker_main(args._predict_worker)
         options = to_options(args)
     except cli_args.ParserExit as exit_:
         return exit_.code
@@ -152,6 +163,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from tfdist.bench import report as report_lib
     from tfdist.strategy import StrategyError
 
+    if args.predict:
+        return _predict(args, options)
     try:
         report = benchmark.run(options)
     except (multiworker.BenchError, StrategyError) as err:
@@ -165,6 +178,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         reason = plot.write(report, options.plot_path)
         if reason:
             print(f"{PROG}: {reason}", file=sys.stderr, flush=True)
+    return 0
+
+
+def _predict(args: argparse.Namespace, options: options_lib.BenchOptions) -> int:
+    from tfdist.bench import multiworker
+    from tfdist.bench import predict as predict_bench
+
+    try:
+        section = predict_bench.run(
+            model_name=options.model, batch=options.batch, rows=args.predict_rows,
+            reps=options.reps, workers=options.workers, virtual_cpus=options.virtual_cpus,
+            timeout=options.timeout, seed=options.seed,
+            say=lambda line: print(line, file=sys.stderr, flush=True))
+    except multiworker.BenchError as err:
+        print(f"{PROG}: error: {err}", file=sys.stderr, flush=True)
+        return FAILURE
+    print(predict_bench.render(section, markdown=args.markdown), flush=True)
+    if options.json_path:
+        with open(options.json_path, "w") as f:
+            json.dump({"predict": section}, f, indent=1)
     return 0
 
 

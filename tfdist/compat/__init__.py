@@ -14,10 +14,12 @@ import tensorflow as tf
 from tfdist.compat import keras_fit
 from tfdist.compat import keras_fit_checks
 from tfdist.compat import keras_optimizer_build
+from tfdist.compat import mirrored_lazy_variables
 
 # Each entry patches process-wide state once; `apply` may be called many times.
 _WORKAROUNDS: list[Callable[[], None]] = [
     keras_optimizer_build.install,
+    mirrored_lazy_variables.install,
     keras_fit.install,
     keras_fit_checks.install,
 ]

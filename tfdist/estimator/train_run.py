@@ -77,19 +77,22 @@ class TrainRun:
                 ran, outputs = loop(iterator, tf.constant(num, tf.int64), initial)
                 ran = int(ran)
                 step = self._step()
+                if not ran:
+                    # The input had ended: no step ran, so no after_run (tf.estimator's session
+                    # raised OutOfRangeError there and skipped it too).
+                    break
                 values = dict(outputs)
                 values[loops.LOSS] = float(values[loops.LOSS])
                 values["global_step"] = step
-                if ran and not math.isfinite(values[loops.LOSS]):
+                if not math.isfinite(values[loops.LOSS]):
                     raise hooks_lib.NanLossDuringTrainingError(
                         f"NaN loss during training: the loss is {values[loops.LOSS]} at global "
                         f"step {step}. Lower the learning rate or check the data; the last "
                         f"checkpoint is step {last_saved}."
                     )
                 hooks_lib.after_runs(hooks, requests, context, values)
-                if ran:
-                    elapsed = time.monotonic() - started
-                    last_log = self._report(step, values[loops.LOSS], ran, elapsed, last_log)
+                elapsed = time.monotonic() - started
+                last_log = self._report(step, values[loops.LOSS], ran, elapsed, last_log)
                 if preemption.agreed(self._strategy):
                     path = self._save(step, listeners)[1]
                     preempted = checkpoint_lib.Preempted(step, path)

@@ -14,7 +14,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from typing import Any
@@ -22,13 +21,15 @@ from typing import Any
 import tensorflow as tf
 from absl import logging
 
+from tfdist import checkpoint as checkpoint_lib
 from tfdist.estimator import exporters as exporters_lib
 from tfdist.estimator import hooks as hooks_lib
 from tfdist.estimator.estimator import Estimator
+from tfdist.estimator.estimator import require_eager
 from tfdist.estimator.spec import EvalSpec
 from tfdist.estimator.spec import TrainSpec
 
-DONE_FILE = "training_done"
+DONE_FILE = checkpoint_lib.DONE_FILE
 _POLL_SECS = 1.0
 
 
@@ -46,9 +47,11 @@ def train_and_evaluate(estimator: Estimator, train_spec: TrainSpec,
         `(None, None)` on chief and worker tasks of a cluster.
 
     Raises:
+        RuntimeError: TensorFlow is in graph mode (`disable_eager_execution()`).
         TypeError: Arguments of the wrong types.
         ValueError: This task is a parameter server.
     """
+    require_eager("tfdist.estimator.train_and_evaluate")
     if not isinstance(estimator, Estimator):
         raise TypeError(
             f"train_and_evaluate needs a tfdist.estimator.Estimator; received "
@@ -74,21 +77,15 @@ def train_and_evaluate(estimator: Estimator, train_spec: TrainSpec,
 # --- chief and workers ---------------------------------------------------------------------------
 
 
-def _done_path(estimator: Estimator) -> str:
-    return os.path.join(estimator.model_dir, DONE_FILE)
-
-
 def _run_training_task(estimator: Estimator, train_spec: TrainSpec) -> tuple[None, None]:
-    done = _done_path(estimator)
-    if estimator.config.is_chief and tf.io.gfile.exists(done):
-        tf.io.gfile.remove(done)  # a new run: the evaluator must not stop on the old marker
+    if estimator.config.is_chief:
+        # A new run: the evaluator must not stop on the old marker.
+        checkpoint_lib.remove_done_marker(estimator.model_dir)
     estimator.train(train_spec.input_fn, hooks=train_spec.hooks, max_steps=train_spec.max_steps,
                     saving_listeners=train_spec.saving_listeners)
     if estimator.config.is_chief:
         step = int(os.path.basename(estimator.latest_checkpoint()).rsplit("-", 1)[1])
-        with tf.io.gfile.GFile(done + ".tmp", "w") as f:
-            json.dump({"global_step": step}, f)
-        tf.io.gfile.rename(done + ".tmp", done, overwrite=True)
+        checkpoint_lib.write_done_marker(estimator.model_dir, step)
         logging.info("tfdist.estimator: training finished at step %d", step)
     return None, None
 
@@ -97,11 +94,8 @@ def _run_training_task(estimator: Estimator, train_spec: TrainSpec) -> tuple[Non
 
 
 def _done_step(estimator: Estimator) -> int | None:
-    try:
-        with tf.io.gfile.GFile(_done_path(estimator)) as f:
-            return int(json.load(f)["global_step"])
-    except (tf.errors.NotFoundError, ValueError, KeyError, OSError):
-        return None
+    marker = checkpoint_lib.read_done_marker(estimator.model_dir)
+    return None if marker is None else int(marker["global_step"])
 
 
 def _run_evaluator(estimator: Estimator, train_spec: TrainSpec, eval_spec: EvalSpec) -> tuple[Any, Any]:

@@ -20,6 +20,10 @@ from tfdist import checkpoint as checkpoint_lib
 from tfdist import cluster as cluster_lib
 
 
+# Files being written by `ModelCheckpoint` carry this prefix until they are complete.
+TEMPORARY_PREFIX = ".tmp-"
+
+
 def _parent_dir(filepath: str) -> str:
     return os.path.dirname(os.path.abspath(filepath)) or "."
 
@@ -159,12 +163,18 @@ class BackupAndRestore(keras.callbacks.Callback):
 
 
 class ModelCheckpoint(keras.callbacks.ModelCheckpoint):
-    """Keras `ModelCheckpoint` where only the chief writes `filepath`.
+    """Keras `ModelCheckpoint` where only the chief writes `filepath`, atomically.
 
     Other workers save to a temporary directory that is deleted straight after, so every worker
     does the same work (and the same reads of synchronised variables) without racing on one file.
     `save_best_only` decides from the logs, which Keras reduces across workers, so all workers
     agree. Takes the same arguments as `keras.callbacks.ModelCheckpoint`, plus `cluster`.
+
+    For an evaluator task (`tfdist.keras.SidecarEvaluator`) watching the directory, the chief
+    writes each file under a hidden temporary name (`.tmp-<name>`) and renames it into place, so
+    a reader never sees a half-written file; and when `fit` ends it writes the directory's
+    `training_done` marker (`{"global_step": N, "checkpoint": "<last file>"}`), removing an old
+    one when `fit` starts.
 
     Raises:
         tfdist.checkpoint.CheckpointError: The directory of `filepath` is a file or not writable.
@@ -178,21 +188,42 @@ class ModelCheckpoint(keras.callbacks.ModelCheckpoint):
             checkpoint_lib.validate_model_dir(_parent_dir(str(filepath)))
         super().__init__(filepath, *args, **kwargs)
         self._scratch: str | None = None
+        self._pending: tuple[str, str] | None = None  # (temporary path, final path) on the chief
+        self.last_saved: str | None = None
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        super().on_train_begin(logs)
+        if self._cluster.is_chief:
+            checkpoint_lib.remove_done_marker(_parent_dir(self.filepath))
 
     def _get_file_path(self, epoch, batch, logs):
         path = super()._get_file_path(epoch, batch, logs)
         if self._cluster.is_chief:
-            return path
+            directory, name = os.path.split(path)
+            temporary = os.path.join(directory, TEMPORARY_PREFIX + name)
+            self._pending = (temporary, path)
+            return temporary
         self._scratch = tempfile.mkdtemp(prefix="tfdist-modelcheckpoint-")
         return os.path.join(self._scratch, os.path.basename(path))
 
     def _save_model(self, epoch, batch, logs):
         try:
             super()._save_model(epoch, batch, logs)
+            if self._pending is not None and tf.io.gfile.exists(self._pending[0]):
+                tf.io.gfile.rename(*self._pending, overwrite=True)
+                self.last_saved = self._pending[1]
         finally:
+            self._pending = None
             if self._scratch is not None:
                 shutil.rmtree(self._scratch, ignore_errors=True)
                 self._scratch = None
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        super().on_train_end(logs)
+        if self._cluster.is_chief:
+            checkpoint_lib.write_done_marker(
+                _parent_dir(self.filepath), int(self.model.optimizer.iterations.numpy()),
+                checkpoint=os.path.basename(self.last_saved) if self.last_saved else None)
 
 
 class TensorBoard(keras.callbacks.TensorBoard):

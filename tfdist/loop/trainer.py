@@ -34,6 +34,15 @@ def _tf_variable(variable: Any) -> Any:
     return variable.value if isinstance(variable, keras.Variable) else variable
 
 
+def _root_cause(error: BaseException) -> str:
+    """`Type: first line` of the innermost exception (Keras wraps call() errors in layers)."""
+    seen = {id(error)}
+    while (inner := error.__cause__ or error.__context__) is not None and id(inner) not in seen:
+        seen.add(id(inner))
+        error = inner
+    return f"{type(error).__name__}: {(str(error).strip().splitlines() or [''])[0]}"
+
+
 def _copy_metric(metric: keras.metrics.Metric | str) -> keras.metrics.Metric:
     metric = keras.metrics.get(metric)
     if not isinstance(metric, keras.metrics.Metric):
@@ -47,8 +56,9 @@ class Trainer:
     Args:
         strategy: The strategy to train under (e.g. from `tfdist.get_strategy`).
         model: A Keras model built under `strategy.scope()`, or a zero-argument builder that
-            tfdist calls under the scope (preferred: nothing can be built outside it). An
-            unbuilt model is built from the training data's shapes.
+            tfdist calls under the scope (preferred: nothing can be built outside it). A model
+            without weights yet (no `keras.Input`, or subclassed) is built by calling it on
+            symbolic inputs shaped like the training (or evaluation) data.
         optimizer: A Keras optimizer (created under the scope, or outside any scope and not yet
             used) or its name, e.g. `"adam"`.
         loss: A Keras loss object, a function `loss(y_true, y_pred)` returning per-example losses,
@@ -59,8 +69,8 @@ class Trainer:
         eval_data: Evaluation data (`tfdist.data.DataSpec`). Defaults to `None`.
 
     Raises:
-        TrainerError: A model built outside the scope, an optimizer from another strategy, or a
-            missing loss.
+        TrainerError: A model built outside the scope or that cannot be built from the data, an
+            optimizer from another strategy, or a missing loss.
         tfdist.data.DataConfigError: The global batch does not divide over the replicas.
 
     Example:
@@ -153,7 +163,26 @@ class Trainer:
             )
         element = data_lib.make_dataset(spec).element_spec
         x_spec = element[0] if isinstance(element, tuple) else element
-        self.model.build(tf.nest.map_structure(lambda s: s.shape, x_spec))
+        # A symbolic call builds what Keras would build on the first real call, so the weights
+        # (and the optimizer's slots, built next) exist before any tracing. `model.build(shape)`
+        # would only mark a subclassed model without `build()` as built, with no weights.
+        inputs = tf.nest.map_structure(lambda s: keras.KerasTensor(s.shape, s.dtype.name), x_spec)
+        shapes = tf.nest.map_structure(lambda s: tuple(s.shape), x_spec)
+        name = f"{type(self.model).__name__} '{self.model.name}'"
+        try:
+            self.model(inputs)
+        except Exception as e:  # noqa: BLE001 - any failure of the user's call() is reported
+            raise TrainerError(
+                f"Invalid value for argument `model`. Received: model={name}, which fails when "
+                f"called on symbolic inputs shaped like the data, {shapes} ({_root_cause(e)}). "
+                "Start it with keras.Input, give it a build() method, or build it in the `model=` "
+                "function."
+            ) from e
+        if not self.model.trainable_weights:
+            raise TrainerError(
+                f"Invalid value for argument `model`. Received: model={name}, which has no "
+                f"trainable weights once built on inputs shaped {shapes}: nothing to train."
+            )
 
     def _check_model_in_scope(self) -> None:
         if not tf.distribute.has_strategy() or self.strategy is tf.distribute.get_strategy() and (
