@@ -5,6 +5,28 @@ the edits listed in docs/estimator_migration.md.
 """
 
 from tfdist.estimator import export
+from tfdist.estimator.canned import BaselineClassifier
+from tfdist.estimator.canned import BaselineEstimator
+from tfdist.estimator.canned import BaselineRegressor
+from tfdist.estimator.canned import BinaryClassHead
+from tfdist.estimator.canned import BoostedTreesClassifier
+from tfdist.estimator.canned import BoostedTreesRegressor
+from tfdist.estimator.canned import DNNClassifier
+from tfdist.estimator.canned import DNNEstimator
+from tfdist.estimator.canned import DNNLinearCombinedClassifier
+from tfdist.estimator.canned import DNNLinearCombinedEstimator
+from tfdist.estimator.canned import DNNLinearCombinedRegressor
+from tfdist.estimator.canned import DNNRegressor
+from tfdist.estimator.canned import Head
+from tfdist.estimator.canned import LinearClassifier
+from tfdist.estimator.canned import LinearEstimator
+from tfdist.estimator.canned import LinearRegressor
+from tfdist.estimator.canned import MetricKeys
+from tfdist.estimator.canned import MultiClassHead
+from tfdist.estimator.canned import MultiLabelHead
+from tfdist.estimator.canned import PredictionKeys
+from tfdist.estimator.canned import RegressionHead
+from tfdist.estimator.canned import make_parse_example_spec
 from tfdist.estimator.estimator import Estimator
 from tfdist.estimator.exporters import BestExporter
 from tfdist.estimator.exporters import Exporter
