@@ -112,6 +112,12 @@ def build_optimizers(strategy: tf.distribute.Strategy, store: VariableStore,
                 "loss scaling needs one optimizer. Pass a single optimizer."
             )
         result.append((opt, parts[prefix]))
+    names = [opt.name for opt, _ in result]
+    if len(set(names)) != len(names):
+        raise ValueError(
+            f"EstimatorSpec(optimizer={{...}}): the optimizers are named {names}; their "
+            "variables are keyed by name, so give each a distinct `name=`."
+        )
     return result
 
 

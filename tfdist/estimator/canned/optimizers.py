@@ -33,15 +33,18 @@ def check(optimizer: Any, argument: str) -> None:
         )
 
 
-def get(optimizer: Any, learning_rate: float, argument: str = "optimizer") -> Any:
+def get(optimizer: Any, learning_rate: float, argument: str = "optimizer",
+        name: str | None = None) -> Any:
     """A Keras optimizer: a name gets `learning_rate` (tf.estimator's default for the model).
 
-    Called inside `model_fn`; an instance is passed through (tfdist rebuilds it under the
+    `name` names an optimizer made from a name (the two parts of a combined model need
+    distinct names: optimizer variables are keyed by them). Called inside `model_fn`; an instance is passed through (tfdist rebuilds it under the
     strategy if needed), a callable is called.
     """
     check(optimizer, argument)
     if isinstance(optimizer, str):
-        return _NAMES[optimizer](learning_rate=learning_rate)
+        kwargs = {"name": name} if name else {}
+        return _NAMES[optimizer](learning_rate=learning_rate, **kwargs)
     if isinstance(optimizer, keras.optimizers.Optimizer):
         return optimizer
     result = optimizer()

@@ -351,8 +351,8 @@ def _combined_parts(head, linear_feature_columns, linear_optimizer, dnn_feature_
         rate = _linear_default_rate(_num_columns(linear_feature_columns),
                                     COMBINED_LINEAR_LEARNING_RATE)
         logit_fns["linear"] = fn
-        optimizers["linear/"] = lambda: _named(opt_lib.get(linear_optimizer, rate,
-                                                           "linear_optimizer"), "linear")
+        optimizers["linear/"] = lambda: opt_lib.get(linear_optimizer, rate, "linear_optimizer",
+                                                    name="linear_optimizer")
         preprocessing += fc_lib.resources(columns)
     if dnn_feature_columns:
         if dnn_hidden_units is None:
@@ -363,21 +363,12 @@ def _combined_parts(head, linear_feature_columns, linear_optimizer, dnn_feature_
         fn, columns = _dnn_part(head, dnn_hidden_units, dnn_feature_columns, dnn_activation_fn,
                                 dnn_dropout, batch_norm)
         logit_fns["dnn"] = fn
-        optimizers["dnn/"] = lambda: _named(opt_lib.get(dnn_optimizer,
-                                                        COMBINED_DNN_LEARNING_RATE,
-                                                        "dnn_optimizer"), "dnn")
+        optimizers["dnn/"] = lambda: opt_lib.get(dnn_optimizer, COMBINED_DNN_LEARNING_RATE,
+                                                 "dnn_optimizer", name="dnn_optimizer")
         preprocessing += fc_lib.resources(columns)
     if len(optimizers) == 1:
         optimizers = {"": next(iter(optimizers.values()))}
     return logit_fns, optimizers, preprocessing
-
-
-def _named(optimizer: keras.optimizers.Optimizer, part: str) -> keras.optimizers.Optimizer:
-    """The optimizer renamed `<part>_<name>`, so two parts' slot variables never share paths."""
-    if optimizer.built or optimizer.name.startswith(part + "_"):
-        return optimizer
-    return optimizer.__class__.from_config(
-        {**optimizer.get_config(), "name": f"{part}_{optimizer.name}"})
 
 
 class DNNLinearCombinedEstimator(_Canned):
