@@ -255,7 +255,8 @@ class Crossed(Categorical):
                 )
             if value.dtype != tf.string:
                 value = tf.cast(value, tf.int64)
-            parts.append(value)
+            # Parsed (sparse) features have an unknown width; one value is checked at run time.
+            parts.append(tf.ensure_shape(value, [None, 1]))
             present = valid if present is None else present & valid
         return _finish(self.crossing(tuple(parts)), present)
 
