@@ -339,16 +339,10 @@ class FeatureSpaceColumn:
     def __init__(self, space: Any) -> None:
         self.name = "feature_space"
         self.space = space
-        probe = {name: np.asarray([_probe(f)]) for name, f in space.features.items()}
-        self.dimension = int(keras.ops.shape(space(probe))[-1])
+        self.dimension = int(space.get_encoded_features().shape[-1])
 
     def dense(self, features):
         return tf.cast(self.space(dict(features)), tf.float32)
-
-
-def _probe(feature: Any) -> Any:
-    dtype = getattr(feature, "dtype", "float32")
-    return "" if dtype == "string" else 0
 
 
 def _read_vocabulary_file(column: Any) -> list[Any]:
@@ -465,8 +459,14 @@ def translate(columns: Any, *, dense_only: bool, argument: str = "feature_column
     if isinstance(columns, Mapping):
         entries = []
         for key, layer in _keras_entries(columns):
-            probe = layer(tf.constant([[_layer_probe(layer)]]))
-            entries.append(KerasLayer(key, layer, int(np.prod(probe.shape[1:]))))
+            shape = layer.compute_output_shape((None, 1))
+            if any(d is None for d in shape[1:]):
+                raise ValueError(
+                    f"Invalid value in argument `feature_columns`: the layer for {key!r} "
+                    f"({type(layer).__name__}) has output shape {shape} for one value per "
+                    "example; canned estimators need a fixed width (e.g. output_mode='one_hot')."
+                )
+            entries.append(KerasLayer(key, layer, int(np.prod(shape[1:]))))
         return entries
     if not isinstance(columns, (list, tuple, set)) or not columns:
         raise ValueError(
@@ -497,13 +497,6 @@ def translate(columns: Any, *, dense_only: bool, argument: str = "feature_column
             except ValueError:
                 out.append(_categorical(column, {}))
     return sorted(out, key=lambda c: c.name)
-
-
-def _layer_probe(layer: Any) -> Any:
-    config = layer.get_config() if hasattr(layer, "get_config") else {}
-    if isinstance(layer, (keras.layers.StringLookup,)) or config.get("vocabulary_dtype") == "string":
-        return ""
-    return 0.0 if not isinstance(layer, (keras.layers.IntegerLookup, keras.layers.Hashing)) else 0
 
 
 def resources(translated: list[Any]) -> list[Any]:
