@@ -74,6 +74,34 @@ def _dense_2d(value: Any, pad: Any) -> tf.Tensor:
     return value
 
 
+class _Lazy:
+    """Keras preprocessing layers made on first use, not at construction.
+
+    Construction only reads the columns: creating a lookup table would start TensorFlow's
+    runtime, after which `MultiWorkerMirroredStrategy` can no longer be created ("Collective ops
+    must be configured at program startup") — and canned estimators are usually constructed
+    before their strategy. Layers are made outside any trace (`tf.init_scope`).
+    """
+
+    _factories: dict[str, Any]
+
+    def _lazy(self, attr: str, factory: Callable[[], Any]) -> None:
+        self.__dict__.setdefault("_factories", {})[attr] = factory
+
+    def __getattr__(self, attr: str) -> Any:
+        factories = self.__dict__.get("_factories", {})
+        if attr not in factories:
+            raise AttributeError(attr)
+        with tf.init_scope():
+            layer = factories.pop(attr)()
+        setattr(self, attr, layer)
+        return layer
+
+    def made_layers(self) -> list[Any]:
+        """The layers made so far (their lookup tables are what an export must save)."""
+        return [v for k, v in vars(self).items() if isinstance(v, keras.layers.Layer)]
+
+
 def _missing(values: tf.Tensor) -> tf.Tensor:
     if values.dtype == tf.string:
         return tf.equal(values, "")
@@ -101,7 +129,7 @@ class Numeric:
         return tf.reshape(value, [-1, self.dimension])
 
 
-class Categorical:
+class Categorical(_Lazy):
     """A categorical column: `ids_weights(features)` -> `([batch, k]` ids, weights`)`."""
 
     is_dense = False
@@ -132,9 +160,8 @@ class Vocabulary(Categorical):
         self.is_string = column.dtype == tf.string
         self.num_buckets = len(vocabulary) + self.oov
         layer = keras.layers.StringLookup if self.is_string else keras.layers.IntegerLookup
-        with tf.init_scope():
-            self.lookup = layer(vocabulary=vocabulary, num_oov_indices=max(self.oov, 1),
-                                mask_token=None)
+        self._lazy("lookup", lambda: layer(vocabulary=vocabulary,
+                                           num_oov_indices=max(self.oov, 1), mask_token=None))
 
     def ids_weights(self, features):
         values = _dense_2d(_feature(features, self.key, self.name),
@@ -175,7 +202,7 @@ class Hashed(Categorical):
         self.name, self.key = column.name, column.key
         self.num_buckets = column.hash_bucket_size
         self.is_string = column.dtype == tf.string
-        self.hashing = keras.layers.Hashing(num_bins=self.num_buckets)
+        self._lazy("hashing", lambda: keras.layers.Hashing(num_bins=self.num_buckets))
 
     def ids_weights(self, features):
         values = _dense_2d(_feature(features, self.key, self.name),
@@ -191,8 +218,9 @@ class Bucketized(Categorical):
         self.source = Numeric(column.source_column)
         self.per_dimension = len(column.boundaries) + 1
         self.num_buckets = self.source.dimension * self.per_dimension
-        self.discretization = keras.layers.Discretization(
-            bin_boundaries=list(column.boundaries), output_mode="int")
+        boundaries = list(column.boundaries)
+        self._lazy("discretization", lambda: keras.layers.Discretization(
+            bin_boundaries=boundaries, output_mode="int"))
 
     def ids_weights(self, features):
         values = self.source.dense(features)
@@ -235,7 +263,7 @@ class Crossed(Categorical):
             raise _column_error(column, "a custom hash_key has no Keras HashedCrossing "
                                 "equivalent; leave hash_key unset")
         self.sources = sources  # str keys or Categorical
-        self.crossing = keras.layers.HashedCrossing(num_bins=self.num_buckets)
+        self._lazy("crossing", lambda: keras.layers.HashedCrossing(num_bins=self.num_buckets))
 
     def ids_weights(self, features):
         parts, present = [], None
@@ -267,7 +295,7 @@ def _encode(ids: tf.Tensor, weights: tf.Tensor, num_buckets: int) -> tf.Tensor:
     return tf.reduce_sum(hot, axis=1)
 
 
-class Indicator:
+class Indicator(_Lazy):
     """indicator_column -> CategoryEncoding(output_mode="count") over the weighted ids."""
 
     is_dense = True
@@ -276,8 +304,8 @@ class Indicator:
         self.name = column.name
         self.inner = inner
         self.dimension = inner.num_buckets
-        self.encoding = keras.layers.CategoryEncoding(
-            num_tokens=inner.num_buckets, output_mode="count")
+        self._lazy("encoding", lambda: keras.layers.CategoryEncoding(
+            num_tokens=inner.num_buckets, output_mode="count"))
 
     def dense(self, features):
         ids, weights = self.inner.ids_weights(features)
@@ -500,14 +528,18 @@ def translate(columns: Any, *, dense_only: bool, argument: str = "feature_column
 
 
 def resources(translated: list[Any]) -> list[Any]:
-    """The Keras preprocessing objects (lookup tables inside) the columns use, for export."""
+    """The Keras preprocessing objects (lookup tables inside) the columns use, for export.
+
+    Call it after the model was built (at export): layers are made on first use.
+    """
     found: list[Any] = []
 
     def visit(column: Any) -> None:
-        for attr in ("lookup", "hashing", "discretization", "crossing", "encoding", "layer",
-                     "space"):
-            if hasattr(column, attr):
-                found.append(getattr(column, attr))
+        if isinstance(column, _Lazy):
+            found.extend(column.made_layers())
+        for attr in ("layer", "space"):  # given by the user, made already
+            if attr in vars(column):
+                found.append(vars(column)[attr])
         for attr in ("inner", "source"):
             if hasattr(column, attr):
                 visit(getattr(column, attr))

@@ -166,6 +166,10 @@ class Head:
 
     # --- shared ----------------------------------------------------------------------------------
 
+    def resources(self) -> list[Any]:
+        """Trackable objects (lookup tables) this head's ops capture, saved with exports."""
+        return []
+
     def _key(self, key: str) -> str:
         return f"{key}/{self.name}" if self.name else key
 
@@ -237,15 +241,22 @@ class _ClassHead(Head):
         super().__init__(weight_column, loss_reduction, name)
         self.n_classes = n_classes
         self._vocabulary = _check_vocabulary(label_vocabulary, n_classes)
-        self._lookup = None
-        if self._vocabulary is not None:
+        self._table = None
+
+    @property
+    def _lookup(self) -> Any:
+        """The label-vocabulary lookup, made on first use (see `feature_columns._Lazy`)."""
+        if self._vocabulary is None:
+            return None
+        if self._table is None:
             with tf.init_scope():  # a table made once, outside any model_fn trace
-                self._lookup = keras.layers.StringLookup(
+                self._table = keras.layers.StringLookup(
                     vocabulary=list(self._vocabulary), num_oov_indices=1, mask_token=None)
+        return self._table
 
     def resources(self) -> list[Any]:
-        """Trackable objects captured by this head's ops (the label lookup)."""
-        return [self._lookup] if self._lookup is not None else []
+        """Trackable objects captured by this head's ops (the label lookup, once made)."""
+        return [self._table] if self._table is not None else []
 
     def _class_ids(self, labels: Any) -> tf.Tensor:
         """Labels as int64 class ids `[batch, ...]`, checked to be in range."""
@@ -612,9 +623,6 @@ class RegressionHead(Head):
         super().__init__(weight_column, loss_reduction, name)
         self.logits_dimension = label_dimension
         self._inverse_link_fn = inverse_link_fn
-
-    def resources(self) -> list[Any]:
-        return []
 
     def _processed_labels(self, labels, logits):
         labels = tf.cast(_as_2d(labels), tf.float32)

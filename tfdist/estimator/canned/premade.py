@@ -95,10 +95,10 @@ class _Canned(Estimator):
     """An `Estimator` whose `model_fn` computes logits with Keras models and hands them to a head."""
 
     def __init__(self, head: heads_lib.Head, logit_fns: dict[str, Callable[..., Any]],
-                 optimizers: dict[str, Callable[[], Any]], preprocessing: list[Any],
+                 optimizers: dict[str, Callable[[], Any]], columns: list[Any],
                  model_dir: str | None, config: RunConfig | None, warm_start_from: Any) -> None:
         self._head = head
-        self._preprocessing = preprocessing
+        self._columns = columns
 
         def model_fn(features, labels, mode):
             training = mode == ModeKeys.TRAIN
@@ -120,8 +120,7 @@ class _Canned(Estimator):
         return self._head
 
     def _export_resources(self) -> list[Any]:
-        return list(self._preprocessing) + list(self._head.resources()
-                                                if hasattr(self._head, "resources") else [])
+        return fc_lib.resources(self._columns) + list(self._head.resources())
 
 
 def _dnn_part(head, hidden_units, feature_columns, activation_fn, dropout, batch_norm):
@@ -186,7 +185,7 @@ class DNNEstimator(_Canned):
                                       dropout, batch_norm)
         super().__init__(head, {"dnn": logit_fn},
                          {"": lambda: opt_lib.get(optimizer, DNN_LEARNING_RATE)},
-                         fc_lib.resources(columns), model_dir, config, warm_start_from)
+                         columns, model_dir, config, warm_start_from)
 
 
 class DNNClassifier(DNNEstimator):
@@ -283,7 +282,7 @@ class LinearEstimator(_Canned):
                 if optimizer == "Ftrl" else LINEAR_LEARNING_RATE)
         super().__init__(head, {"linear": logit_fn},
                          {"": lambda: opt_lib.get(optimizer, rate)},
-                         fc_lib.resources(columns), model_dir, config, warm_start_from)
+                         columns, model_dir, config, warm_start_from)
 
 
 class LinearClassifier(LinearEstimator):
@@ -353,7 +352,7 @@ def _combined_parts(head, linear_feature_columns, linear_optimizer, dnn_feature_
         logit_fns["linear"] = fn
         optimizers["linear/"] = lambda: opt_lib.get(linear_optimizer, rate, "linear_optimizer",
                                                     name="linear_optimizer")
-        preprocessing += fc_lib.resources(columns)
+        preprocessing += columns
     if dnn_feature_columns:
         if dnn_hidden_units is None:
             raise ValueError(
@@ -365,7 +364,7 @@ def _combined_parts(head, linear_feature_columns, linear_optimizer, dnn_feature_
         logit_fns["dnn"] = fn
         optimizers["dnn/"] = lambda: opt_lib.get(dnn_optimizer, COMBINED_DNN_LEARNING_RATE,
                                                  "dnn_optimizer", name="dnn_optimizer")
-        preprocessing += fc_lib.resources(columns)
+        preprocessing += columns
     if len(optimizers) == 1:
         optimizers = {"": next(iter(optimizers.values()))}
     return logit_fns, optimizers, preprocessing
