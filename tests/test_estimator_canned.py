@@ -570,3 +570,29 @@ def test_optimizer_dict_prefix_must_cover_every_variable(tmp_path):
     estimator = tfdist.estimator.Estimator(model_fn, model_dir=str(tmp_path))
     with pytest.raises(ValueError, match="'tower/kernel' matches none of the prefixes"):
         estimator.train(_features_input_fn({"x": np.ones(8, np.float32)}, np.zeros(8)), steps=1)
+
+
+def test_constructing_canned_estimators_and_heads_does_not_start_tensorflow():
+    # MultiWorkerMirroredStrategy must be created before TensorFlow's runtime starts; canned
+    # estimators are usually constructed before it (in train_and_evaluate programs), so their
+    # lookup tables are made on first use. A started runtime refuses device configuration.
+    program = (
+        "import tensorflow as tf, tfdist.estimator as e\n"
+        "fc = tf.feature_column\n"
+        "cols = [fc.indicator_column(fc.categorical_column_with_vocabulary_list('s', ['a']))]\n"
+        "e.DNNClassifier([4], cols, label_vocabulary=['x', 'y'])\n"
+        "e.DNNEstimator(e.MultiClassHead(3, label_vocabulary=['a', 'b', 'c']), [4], cols)\n"
+        "e.LinearClassifier([fc.bucketized_column(fc.numeric_column('n'), [0.0]),\n"
+        "                    fc.categorical_column_with_hash_bucket('h', 5)])\n"
+        "cpu = tf.config.list_physical_devices('CPU')[0]\n"
+        "tf.config.set_logical_device_configuration(\n"
+        "    cpu, [tf.config.LogicalDeviceConfiguration()] * 2)\n"
+        "print('runtime not started')\n"
+    )
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True,
+                          env=multiworker.subprocess_env(), timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "runtime not started" in done.stdout
