@@ -142,7 +142,14 @@ def test_default_optimizers_follow_tf_estimator(tmp_path):
     y = np.zeros(8, np.int64)
     linear = tfdist.estimator.LinearClassifier(columns, model_dir=str(tmp_path / "l"))
     linear.train(_features_input_fn(x, y), steps=1)
-    assert linear.get_variable_value("ftrl/learning_rate") == pytest.approx(0.2)  # min(0.2, 1/sqrt(4))
+    assert linear.get_variable_value("ftrl/learning_rate") == pytest.approx(0.2)
+    # optimizer=None: FTRL at min(0.2, 1/sqrt(#columns)); 36 columns -> 1/6.
+    many = [fc.numeric_column(f"c{i}") for i in range(36)]
+    linear = tfdist.estimator.LinearClassifier(many, optimizer=None,
+                                               model_dir=str(tmp_path / "n"))
+    linear.train(_features_input_fn({f"c{i}": np.ones(8, np.float32) for i in range(36)}, y),
+                 steps=1)
+    assert linear.get_variable_value("ftrl/learning_rate") == pytest.approx(1 / 6)
     dnn = tfdist.estimator.DNNClassifier([4], columns, model_dir=str(tmp_path / "d"))
     dnn.train(_features_input_fn(x, y), steps=1)
     assert dnn.get_variable_value("adagrad/learning_rate") == pytest.approx(0.05)

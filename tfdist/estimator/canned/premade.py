@@ -262,8 +262,8 @@ class LinearEstimator(_Canned):
             bucketized, crossed, weighted) get one weight per bucket; dense ones a weight
             vector.
         model_dir: Checkpoint directory.
-        optimizer: Defaults to `'Ftrl'` with learning rate min(0.2, 1/sqrt(number of
-            columns)), as tf.estimator; other names get 0.2.
+        optimizer: Defaults to `'Ftrl'`. A name gets learning rate 0.2; `None` means FTRL at
+            min(0.2, 1/sqrt(number of columns)) (both as tf.estimator).
         config: A `RunConfig`.
         sparse_combiner: "sum" (default), "mean" or "sqrtn" for multivalent columns.
         warm_start_from: Defaults to `None`.
@@ -275,11 +275,16 @@ class LinearEstimator(_Canned):
     def __init__(self, head, feature_columns, model_dir=None, optimizer="Ftrl", config=None,
                  sparse_combiner="sum", warm_start_from=None) -> None:
         head = _check_head(head)
+        if optimizer is None:
+            # tf.estimator: no optimizer -> FTRL at min(0.2, 1/sqrt(#columns)); any name
+            # (including the default 'Ftrl') -> learning rate 0.2.
+            optimizer, rate = "Ftrl", _linear_default_rate(_num_columns(feature_columns),
+                                                           LINEAR_LEARNING_RATE)
+        else:
+            rate = LINEAR_LEARNING_RATE
         opt_lib.check(optimizer, "optimizer")
         _check_combiner(sparse_combiner, "sparse_combiner")
         logit_fn, columns = _linear_part(head, feature_columns, sparse_combiner)
-        rate = (_linear_default_rate(_num_columns(feature_columns), LINEAR_LEARNING_RATE)
-                if optimizer == "Ftrl" else LINEAR_LEARNING_RATE)
         super().__init__(head, {"linear": logit_fn},
                          {"": lambda: opt_lib.get(optimizer, rate)},
                          columns, model_dir, config, warm_start_from)
@@ -294,7 +299,7 @@ class LinearClassifier(LinearEstimator):
         n_classes: Defaults to 2.
         weight_column: Defaults to `None`.
         label_vocabulary: Defaults to `None`.
-        optimizer: Defaults to `'Ftrl'` (learning rate min(0.2, 1/sqrt(#columns))).
+        optimizer: Defaults to `'Ftrl'` (learning rate 0.2; `None`: min(0.2, 1/sqrt(#columns))).
         config: A `RunConfig`.
         warm_start_from: Defaults to `None`.
         loss_reduction: Defaults to `"sum_over_batch_size"`.
