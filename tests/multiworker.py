@@ -65,6 +65,7 @@ def run_workers(
     env: Mapping[str, str] | None = None,
     check: bool = True,
     port_retries: int = 3,
+    failure_grace: float = _FAILURE_GRACE_SECS,
 ) -> list[WorkerResult]:
     """Starts the processes, waits for all of them, and returns their results.
 
@@ -78,6 +79,9 @@ def run_workers(
         env: Extra environment variables for every process.
         check: Raise `WorkersFailed` unless every process exits 0. Defaults to `True`.
         port_retries: Attempts in all when a port was taken meanwhile. Defaults to 3.
+        failure_grace: Seconds the others get to exit by themselves after one fails, before
+            they are stopped (a test expecting every process's own exit status may need more
+            than an exit can stall). Defaults to 15.
 
     Returns:
         One `WorkerResult` per process, chief first, evaluator last.
@@ -89,7 +93,7 @@ def run_workers(
         port_retries=max(0, port_retries - 1),
         timeout=timeout,
         grace=_STOP_GRACE_SECS,
-        failure_grace=_FAILURE_GRACE_SECS,
+        failure_grace=failure_grace,
         env=_child_env(env or {}),
         cwd=str(REPO_ROOT),
         output=launch.Output(capture=True),

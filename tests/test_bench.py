@@ -22,9 +22,16 @@ SMOKE = ["--steps", "4", "--steps-per-call", "2", "--reps", "2", "--mw-reps", "1
 
 
 def _bench(*args: str, timeout: float = 300, **env: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "tfdist.bench", *args], cwd=REPO_ROOT,
-                          capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, **env})
+    try:
+        return subprocess.run([sys.executable, "-m", "tfdist.bench", *args], cwd=REPO_ROOT,
+                              capture_output=True, text=True, timeout=timeout,
+                              env={**os.environ, **env})
+    except subprocess.TimeoutExpired as exc:
+        stderr = exc.stderr or b""  # bytes even with text=True
+        if isinstance(stderr, bytes):
+            stderr = stderr.decode("utf-8", "replace")
+        raise AssertionError(f"tfdist-bench {' '.join(args)} still running after {timeout:.0f}s; "
+                             f"stderr:\n{stderr[-3000:]}") from None
 
 
 def _positive_summary(summary: dict) -> None:
@@ -90,8 +97,9 @@ def test_call_lengths_time_every_route_at_each_length(tmp_path):
 @pytest.mark.multiworker
 def test_multi_worker_smoke_merges_both_launches(tmp_path):
     out = tmp_path / "bench.json"
+    # Two launches, each stopped after 120 s: within the 300 s this run gets.
     result = _bench("--strategies", "multi_worker", "--routes", "reference,ctl", *SMOKE,
-                    "--json", str(out))
+                    "--timeout", "120", "--json", str(out))
     assert result.returncode == 0, result.stderr[-3000:]
     rows = json.loads(out.read_text())["results"]
     assert list(rows) == ["one_worker", "multi_worker"]
@@ -169,7 +177,7 @@ def test_a_multi_worker_launch_that_cannot_finish_exits_1_naming_the_worker():
 def test_a_multi_worker_launch_with_a_failing_worker_names_it_not_the_one_stopped():
     # worker:1 of the multi_worker launch exits 3 at start; worker:0, waiting for its peer in the
     # strategy's start-up, is stopped by the launcher: the error names worker:1.
-    result = _bench("--strategies", "multi_worker", *SMOKE,
+    result = _bench("--strategies", "multi_worker", *SMOKE, "--timeout", "120",
                     **{multiworker_lib.FAULT_VAR: "multi_worker:1:exit"})
     assert result.returncode == 1, result.stderr[-3000:]
     assert (f"tfdist-bench: error: multi_worker: worker:1 failed (exit code "

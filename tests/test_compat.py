@@ -231,3 +231,44 @@ def test_canary_keras_fit_still_rejects_parameter_server_strategy(ps_fit_outcome
     FINDINGS §9): then decide whether tfdist's fit workarounds should cover it."""
     for outcome in ps_fit_outcomes["upstream"].values():
         assert outcome is not None and "ClusterCoordinator.create_per_worker_dataset" in outcome[1]
+
+
+def test_canary_keras_compile_utils():
+    """The private Keras objects compat.keras_compile_utils builds (see its docstring): fails when
+    Keras moves or changes them — then follow Keras (or use a public API if one appeared)."""
+    import keras
+
+    from tfdist.compat import keras_compile_utils
+
+    y_true = tf.constant([0, 2])
+    logits = tf.constant([[4.0, 0.0, 0.0], [0.0, 0.0, 4.0]])
+    loss = keras_compile_utils.compiled_loss(
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True), None, ["out"])
+    expected = keras.losses.sparse_categorical_crossentropy(y_true, logits, from_logits=True)
+    assert float(loss(y_true, logits)) == pytest.approx(float(tf.reduce_mean(expected)))
+    metrics = keras_compile_utils.compiled_metrics(["accuracy"], None, ["out"])
+    metrics.update_state(y_true, logits)
+    assert isinstance(metrics, keras.metrics.Metric)
+    result = metrics.result()
+    assert list(result) == ["accuracy"] and float(result["accuracy"]) == 1.0  # sparse accuracy
+    assert keras_compile_utils.compiled_metrics(None, None, ["out"]) is None
+
+
+def test_canary_keras_losses_still_scale_by_the_replica_count(cpus):
+    """Fails when Keras stops dividing a Loss by the replica count under a strategy: then
+    delete compat/keras_loss_scaling.py (model_fn losses would already be the replica's mean)."""
+    import keras
+
+    import tfdist
+    from tfdist.compat import keras_loss_scaling
+
+    strategy = tfdist.get_strategy("mirrored", devices=cpus(2))
+    loss = keras.losses.MeanSquaredError()
+    scaled = strategy.run(lambda: loss(tf.ones((2, 1)), tf.zeros((2, 1))))
+    assert [float(v) for v in scaled.values] == [0.5, 0.5]
+
+    def unscaled_fn():
+        with keras_loss_scaling.replica_means():
+            return loss(tf.ones((2, 1)), tf.zeros((2, 1)))
+
+    assert [float(v) for v in strategy.run(unscaled_fn).values] == [1.0, 1.0]

@@ -4,6 +4,8 @@ created once, loss scaling across replicas, hooks, exporters, roles, and every e
 import json
 import os
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import keras
@@ -278,6 +280,38 @@ def test_one_and_two_replicas_train_the_same_weights(tmp_path, cpus):
     assert results[0]["accuracy"] == pytest.approx(results[1]["accuracy"], rel=1e-6)
 
 
+def _keras_loss_model_fn(features, labels, mode):
+    """The common model_fn shape: a Keras `Loss` object with its default reduction."""
+    model = keras.Sequential([keras.layers.Dense(8, activation="relu"), keras.layers.Dense(2)])
+    logits = model(features)
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)(labels, logits)
+    if mode == est.ModeKeys.EVAL:
+        return est.EstimatorSpec(mode, loss=loss)
+    return est.EstimatorSpec(mode, loss=loss, optimizer=keras.optimizers.SGD(0.3))
+
+
+def test_a_keras_loss_object_is_the_replicas_own_mean(tmp_path, cpus):
+    """Keras scales a Loss by 1/replicas under a strategy; tfdist divides too: not twice."""
+    weights, losses = [], []
+    for i, strategy in enumerate([tfdist.get_strategy("default"),
+                                  tfdist.get_strategy("mirrored", devices=cpus(2))]):
+        estimator = _estimator(tmp_path / str(i), model_fn=_keras_loss_model_fn,
+                               config=_config(train_distribute=strategy, tf_random_seed=3))
+        estimator.train(_input_fn(), steps=10)
+        weights.append([estimator.get_variable_value(n) for n in
+                        ("sequential/dense/kernel", "sequential/dense_1/kernel")])
+        losses.append(estimator.evaluate(_input_fn(repeat=False))["loss"])
+    for a, b in zip(*weights):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert losses[0] == pytest.approx(losses[1], rel=1e-5)
+    # Outside model_fn, Keras's own scaling is untouched (fit relies on it).
+    with tfdist.get_strategy("mirrored", devices=cpus(2)).scope():
+        per_replica = tfdist.get_strategy("mirrored", devices=cpus(2)).run(
+            lambda: keras.losses.MeanSquaredError()(tf.ones((2, 1)), tf.zeros((2, 1))))
+    values = per_replica.values if hasattr(per_replica, "values") else (per_replica,)
+    assert [float(v) for v in values] == [0.5, 0.5]
+
+
 def test_tf_random_seed_fixes_initial_weights(tmp_path):
     values = []
     for name in ("a", "b"):
@@ -429,6 +463,35 @@ def test_hooks_stop_log_and_listen(tmp_path):
     assert estimator.get_variable_value("global_step") == 9
 
 
+def test_logging_tensor_hook_with_lists_of_tensors_and_names(tmp_path):
+    """The TF guide's program (migrate/logging_stop_hook): a list of model_fn tensors."""
+    logged, names_logged = [], []
+
+    def model_fn(features, labels, mode):
+        dense = keras.layers.Dense(1)
+        loss = tf.reduce_mean(tf.square(dense(features) - labels))
+        kernel, bias = tf.identity(dense.weights[0]), tf.identity(dense.weights[1])
+        weights_hook = est.LoggingTensorHook(tensors=[kernel, bias], every_n_iter=1,
+                                             formatter=lambda v: logged.append(v) or str(v))
+        loss_hook = est.LoggingTensorHook({"loss from LoggingTensorHook": loss}, every_n_secs=3)
+        return est.EstimatorSpec(mode, loss=loss, optimizer=keras.optimizers.Adagrad(0.05),
+                                 training_hooks=[est.StopAtStepHook(num_steps=2), weights_hook,
+                                                 loss_hook])
+
+    features, labels = [[1.0, 1.5], [2.0, 2.5], [3.0, 3.5]], [[0.3], [0.5], [0.7]]
+    estimator = _estimator(tmp_path, model_fn)
+    names_hook = est.LoggingTensorHook(["loss", "global_step"], every_n_iter=1,
+                                       formatter=lambda v: names_logged.append(v) or str(v))
+    estimator.train(lambda: tf.data.Dataset.from_tensor_slices((features, labels)).batch(1),
+                    hooks=[names_hook])
+    assert estimator.get_variable_value("global_step") == 2
+    assert [list(v) for v in logged] == [["Identity:0", "Identity_1:0"]] * 2  # tensor names
+    assert [np.shape(v["Identity:0"]) for v in logged] == [(2, 1), (2, 1)]
+    assert not np.array_equal(logged[0]["Identity:0"], logged[1]["Identity:0"])  # trained
+    assert [v["global_step"] for v in names_logged] == [1, 2]
+    assert all(v["loss"] > 0 for v in names_logged)
+
+
 def test_nan_loss_stops_training(tmp_path):
     estimator = _estimator(tmp_path, _model_fn(lr=1e30))
     with pytest.raises(est.NanLossDuringTrainingError, match="NaN loss during training"):
@@ -556,6 +619,48 @@ def test_input_fn_with_the_wrong_structure(tmp_path):
         estimator.train(lambda: [x, y, y], steps=1)
     with pytest.raises(TypeError, match="takes arguments tfdist cannot fill: \\['batch_size'\\]"):
         estimator.train(lambda batch_size: None, steps=1)
+
+
+_GRAPH_MODE_PROGRAM = """
+import json, sys
+import tensorflow as tf
+import tfdist.estimator as est
+from tests.test_estimator import _input_fn, _model_fn
+
+made_eagerly = est.Estimator(_model_fn(), sys.argv[1])
+tf.compat.v1.disable_eager_execution()  # line one of the multi_worker_with_estimator tutorial
+errors = {}
+calls = {
+    "Estimator": lambda: est.Estimator(_model_fn(), sys.argv[1]),
+    "train": lambda: made_eagerly.train(_input_fn(), steps=1),
+    "evaluate": lambda: made_eagerly.evaluate(_input_fn(repeat=False)),
+    "predict": lambda: made_eagerly.predict(_input_fn(repeat=False)),
+    "train_and_evaluate": lambda: est.train_and_evaluate(
+        made_eagerly, est.TrainSpec(_input_fn()), est.EvalSpec(_input_fn())),
+    "model_to_estimator": lambda: est.model_to_estimator(),
+}
+for name, call in calls.items():
+    try:
+        call()
+    except Exception as err:
+        errors[name] = f"{type(err).__name__}: {err}"
+print(json.dumps(errors))
+"""
+
+
+def test_graph_mode_is_one_clear_error(tmp_path):
+    # disable_eager_execution is process-global: run it in a child, not in pytest's process.
+    result = subprocess.run([sys.executable, "-c", _GRAPH_MODE_PROGRAM, str(tmp_path)],
+                            capture_output=True, text=True, timeout=120,
+                            env=multiworker.subprocess_env(), cwd=multiworker.REPO_ROOT)
+    assert result.returncode == 0, result.stderr[-3000:]
+    errors = json.loads(result.stdout.strip().splitlines()[-1])
+    assert set(errors) == {"Estimator", "train", "evaluate", "predict", "train_and_evaluate",
+                           "model_to_estimator"}
+    for message in errors.values():
+        assert message.startswith("RuntimeError: ") and "\n" not in message
+        assert "in graph mode" in message
+        assert "Remove that call" in message and "disable_eager_execution()" in message
 
 
 def test_model_fn_signature_errors(tmp_path):

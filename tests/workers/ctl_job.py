@@ -3,14 +3,18 @@
 With CTL_JOB_SIGTERM_SELF=worker:1 that worker sends itself SIGTERM once ready.
 
 Usage: ctl_job.py MODEL_DIR OUT_DIR STEPS [READY_FILE]  (writes OUT_DIR/<task>-<id>.json)
-With READY_FILE: trains 10 more steps, writes READY_FILE, then trains on (steps_per_loop=5) so a
-test can send SIGTERM mid-run; the process exits 143 after checkpointing.
+With READY_FILE, on the first attempt (READY_FILE does not exist yet): trains 10 more steps,
+writes READY_FILE, then waits -- all workers in lockstep -- until some worker got SIGTERM (the
+test sends it, or CTL_JOB_SIGTERM_SELF), then trains on: the preemption lands at the first loop
+boundary (steps_per_loop=5), so every process saves at start + 15 and exits 143. However late the
+signal comes, that step is certain. A restart (READY_FILE exists) just trains to STEPS.
 """
 
 import json
 import os
 import signal
 import sys
+import time
 
 import keras
 import numpy as np
@@ -20,6 +24,8 @@ import tfdist
 from tfdist import data
 
 GLOBAL_BATCH = 32
+SIGTERM_POLL_SECS = 0.05
+SIGTERM_POLLS = 2400  # ~2 min of waiting (more under load): below every test's budget
 
 
 def dataset(num: int = 512, seed: int = 0) -> tf.data.Dataset:
@@ -55,6 +61,9 @@ def main(model_dir: str, out_dir: str, steps: int, ready_file: str | None = None
     info = tfdist.cluster.resolve()
     if info.is_evaluator:
         return evaluator(model_dir, out_dir, steps)
+    # Decided before any training: a peer writes READY_FILE only after training steps that need
+    # this process, so every worker of an attempt sees the same answer.
+    await_sigterm = ready_file is not None and not os.path.exists(ready_file)
     strategy = tfdist.get_strategy()
     with strategy.scope():
         optimizer = keras.optimizers.SGD(0.1)
@@ -65,12 +74,14 @@ def main(model_dir: str, out_dir: str, steps: int, ready_file: str | None = None
     ) as controller:
         start = controller.global_step
         first = controller.evaluate()
-        if ready_file:
+        if await_sigterm:
             controller.train(start + 10)
             with open(ready_file, "w") as f:
                 f.write(str(controller.global_step))
             if os.environ.get("CTL_JOB_SIGTERM_SELF") == f"{info.task_type}:{info.task_id}":
                 os.kill(os.getpid(), signal.SIGTERM)  # a preemption of this one worker
+            wait_for_sigterm(strategy, controller)
+            controller.train(controller.global_step + 5)  # raises Preempted at its first boundary
         results = controller.train(steps)
         last = controller.evaluate()
     report = {
@@ -82,6 +93,15 @@ def main(model_dir: str, out_dir: str, steps: int, ready_file: str | None = None
     }
     with open(f"{out_dir}/{info.task_type}-{info.task_id}.json", "w") as f:
         json.dump(report, f)
+
+
+def wait_for_sigterm(strategy, controller) -> None:
+    """Returns on every worker in the same poll once any worker got SIGTERM (one all-reduce each)."""
+    for _ in range(SIGTERM_POLLS):
+        if tfdist.checkpoint.any_worker(strategy, controller.preemption_requested):
+            return
+        time.sleep(SIGTERM_POLL_SECS)
+    sys.exit("ctl_job: no SIGTERM arrived")
 
 
 def evaluator(model_dir: str, out_dir: str, steps: int) -> None:

@@ -5,6 +5,9 @@ the edits listed in docs/estimator_migration.md.
 """
 
 from tfdist.estimator import export
+from tfdist.estimator import inputs
+from tfdist.estimator.array_inputs import numpy_input_fn
+from tfdist.estimator.array_inputs import pandas_input_fn
 from tfdist.estimator.canned import BaselineClassifier
 from tfdist.estimator.canned import BaselineEstimator
 from tfdist.estimator.canned import BaselineRegressor
@@ -41,6 +44,7 @@ from tfdist.estimator.hooks import SessionRunContext
 from tfdist.estimator.hooks import SessionRunHook
 from tfdist.estimator.hooks import SessionRunValues
 from tfdist.estimator.hooks import StopAtStepHook
+from tfdist.estimator.keras_estimator import model_to_estimator
 from tfdist.estimator.run_config import RunConfig
 from tfdist.estimator.spec import EstimatorSpec
 from tfdist.estimator.spec import EvalSpec

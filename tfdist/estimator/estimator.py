@@ -63,6 +63,25 @@ def _check_steps(name: str, value: Any) -> None:
         )
 
 
+def require_eager(where: str) -> None:
+    """Raises when TensorFlow is in TF1 graph mode, which tfdist.estimator cannot run in.
+
+    tf.estimator programs often start with `tf.compat.v1.disable_eager_execution()`; TF then
+    builds symbolic tensors where tfdist needs values (dataset cardinality, checkpoints), and
+    would fail deep inside with an unrelated `TypeError`.
+
+    Raises:
+        RuntimeError: Eager execution is off (or a `tf.Graph` is the default graph).
+    """
+    if not tf.compat.v1.executing_eagerly_outside_functions():
+        raise RuntimeError(
+            f"{where} needs TF2 eager execution, but TensorFlow is in graph mode "
+            "(tf.compat.v1.disable_eager_execution() was called, or a tf.Graph is the default). "
+            "Remove that call (and any `with tf.Graph().as_default()` around it): "
+            "tfdist.estimator traces model_fn into tf.functions itself."
+        )
+
+
 def _to_numpy(value: Any) -> Any:
     value = keras.ops.convert_to_numpy(value) if not isinstance(value, np.ndarray) else value
     return value.item() if np.ndim(value) == 0 else value
@@ -84,6 +103,8 @@ class Estimator:
             the selected variables are loaded from it. Defaults to `None`.
 
     Raises:
+        RuntimeError: TensorFlow is in graph mode (`tf.compat.v1.disable_eager_execution()`);
+            so do `train`, `evaluate`, `predict` and `export_saved_model`.
         TypeError: `model_fn` is not callable, or `config` is not a `RunConfig`.
         ValueError: `model_fn` has the wrong arguments, or `model_dir` differs from
             `config.model_dir`.
@@ -107,6 +128,7 @@ class Estimator:
         params: dict | None = None,
         warm_start_from: Any = None,
     ) -> None:
+        require_eager("tfdist.estimator.Estimator")
         if config is None:
             config = RunConfig()
         if not isinstance(config, RunConfig):
@@ -305,6 +327,7 @@ class Estimator:
             NanLossDuringTrainingError: The loss became NaN or infinite.
             tfdist.checkpoint.Preempted: SIGTERM arrived; a checkpoint was saved (exit 143).
         """
+        require_eager("Estimator.train")
         if steps is not None and max_steps is not None:
             raise ValueError(
                 f"Pass at most one of `steps` and `max_steps`. Received: steps={steps}, "
@@ -389,6 +412,7 @@ class Estimator:
         Raises:
             ValueError: Invalid `steps`, or a `model_fn`/`input_fn` problem.
         """
+        require_eager("Estimator.evaluate")
         _check_steps("steps", steps)
         hooks = list(hooks or [])
         strategy = self._get_strategy()
@@ -425,7 +449,12 @@ class Estimator:
             self._eval_loop(iterator, tf.constant(steps or loops.UNTIL_END, tf.int64))
             with strategy.scope():
                 results = {"loss": _to_numpy(self._eval_loss.result())}
-                results.update({k: _to_numpy(m.result()) for k, m in self._eval_metrics.items()})
+                for key, metric in self._eval_metrics.items():
+                    value = metric.result()
+                    if isinstance(value, dict):  # e.g. Keras's compiled-metrics container
+                        results.update({k: _to_numpy(v) for k, v in value.items()})
+                    else:
+                        results[key] = _to_numpy(value)
             results["global_step"] = step
             hooks_lib.after_runs(hooks, requests, context,
                                  {"loss": results["loss"], "global_step": step})
@@ -471,8 +500,17 @@ class Estimator:
             A dict of prediction name -> value (or the value, when `predictions` is a tensor).
 
         Raises:
+            RuntimeError: TensorFlow is in graph mode (raised by this call; the rest when
+                the first prediction is taken).
             ValueError: A predict key that `predictions` does not have.
         """
+        require_eager("Estimator.predict")
+        return self._predict(input_fn, predict_keys, hooks, checkpoint_path,
+                             yield_single_examples)
+
+    def _predict(self, input_fn: Callable[..., Any], predict_keys: str | list[str] | None,
+                 hooks: Iterable[hooks_lib.SessionRunHook] | None, checkpoint_path: str | None,
+                 yield_single_examples: bool) -> Iterator[Any]:
         if isinstance(predict_keys, str):
             predict_keys = [predict_keys]
         hooks = list(hooks or [])
@@ -550,6 +588,7 @@ class Estimator:
         Raises:
             ValueError: No checkpoint to export, `as_text`, or another mode.
         """
+        require_eager("Estimator.export_saved_model")
         if as_text:
             raise ValueError(
                 "export_saved_model(as_text=True) is not supported: TF2 SavedModels are binary. "

@@ -259,10 +259,20 @@ class LoggingTensorHook(SessionRunHook):
                 f"Invalid value for argument `every_n_iter`. Received: {every_n_iter!r}. "
                 "Pass an integer >= 1."
             )
+        # display name -> value, and display name -> the key tfdist fetches a tensor under. A
+        # list's keys are positions: a tensor's name differs between the traces of model_fn
+        # (e.g. "Identity:0" in the build trace, "while/cond_1/Identity:0" in the loop).
         if isinstance(tensors, Mapping):
             self._tensors = dict(tensors)
+            self._keys = {name: str(name) for name in self._tensors}
         elif isinstance(tensors, (list, tuple)):
-            self._tensors = {self._display_name(t): t for t in tensors}
+            self._tensors, self._keys = {}, {}
+            for position, value in enumerate(tensors):
+                name = self._display_name(value)
+                if name in self._tensors:
+                    name = f"{name} ({position})"
+                self._tensors[name] = value
+                self._keys[name] = name if isinstance(value, str) else f"#{position}"
         else:
             raise TypeError(
                 "LoggingTensorHook takes a dict of name -> value or a list of values; received "
@@ -283,15 +293,24 @@ class LoggingTensorHook(SessionRunHook):
         return getattr(value, "name", None) or str(value)
 
     def tensor_values(self) -> dict[str, Any]:
-        """The values that are tensors (tfdist fetches them from the training step)."""
-        return {k: v for k, v in self._tensors.items() if not isinstance(v, str)}
+        """The values that are tensors, by a key that is the same on every call of `model_fn`.
+
+        tfdist fetches them from the training step under these keys.
+        """
+        return {self._keys[k]: v for k, v in self._tensors.items() if not isinstance(v, str)}
 
     def bind_fetched(self, keys: Mapping[str, str]) -> None:
-        """Replaces tensors by the run-value names tfdist fetches them under (internal)."""
-        self._tensors.update(keys)
+        """Replaces tensors by the run-value names tfdist fetches them under (internal).
+
+        Args:
+            keys: A key of `tensor_values()` -> the run-value name of its tensor.
+        """
+        for name, key in self._keys.items():
+            if key in keys:
+                self._tensors[name] = keys[key]
 
     def begin(self) -> None:
-        tensors = self.tensor_values()
+        tensors = [name for name, value in self._tensors.items() if not isinstance(value, str)]
         if tensors:
             raise ValueError(
                 f"LoggingTensorHook was given tensors ({', '.join(tensors)}) but was not "

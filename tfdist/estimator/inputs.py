@@ -9,6 +9,9 @@
   `strategy.experimental_distribute_dataset`, which splits them over the replicas (and
   auto-shards across workers). `tfdist.data.input_fn(DataSpec(...))` is an `input_fn` of the
   first kind.
+
+Also the public input helpers of `tf.compat.v1.estimator.inputs`: `numpy_input_fn` and
+`pandas_input_fn` (in `array_inputs`), which return `input_fn`s of the first kind.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ from typing import Any
 import tensorflow as tf
 
 from tfdist.estimator import spec as spec_lib
+from tfdist.estimator.array_inputs import numpy_input_fn  # noqa: F401  (public API)
+from tfdist.estimator.array_inputs import pandas_input_fn  # noqa: F401  (public API)
 from tfdist.estimator.model_fn import function_args
 
 _INPUT_FN_ARGS = ("mode", "params", "config", "input_context")

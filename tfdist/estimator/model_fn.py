@@ -11,6 +11,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 
+from tfdist.compat import keras_loss_scaling
 from tfdist.estimator import spec as spec_lib
 from tfdist.estimator.variable_store import VariableStore
 
@@ -126,7 +127,8 @@ class ModelFnRunner:
         caller_policy = keras.mixed_precision.dtype_policy()
         keras.mixed_precision.set_global_policy(self.dtype_policy)
         try:
-            with self.store.scope(build=build, claimed=claimed):
+            # Keras losses give the replica's own mean here, as model_fn's contract says.
+            with self.store.scope(build=build, claimed=claimed), keras_loss_scaling.replica_means():
                 result = self.model_fn(features=features, **kwargs)
         finally:
             keras.mixed_precision.set_global_policy(caller_policy)

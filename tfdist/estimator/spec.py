@@ -50,7 +50,8 @@ class EstimatorSpec:
             summed gradients are those of the global mean.
         train_op: Not supported (TF1 graph op). Return `optimizer` instead.
         eval_metric_ops: Dict of name -> `keras.metrics.Metric`, updated by `model_fn` (call
-            `metric.update_state(...)` before returning). Defaults to none.
+            `metric.update_state(...)` before returning). A metric whose `result()` is a dict
+            contributes each of its entries instead (as in Keras). Defaults to none.
         export_outputs: Dict of signature name -> `tfdist.estimator.export.PredictOutput`
             (or `ClassificationOutput`, `RegressionOutput`). Defaults to a `serving_default`
             signature returning `predictions`.

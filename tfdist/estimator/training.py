@@ -25,6 +25,7 @@ from absl import logging
 from tfdist.estimator import exporters as exporters_lib
 from tfdist.estimator import hooks as hooks_lib
 from tfdist.estimator.estimator import Estimator
+from tfdist.estimator.estimator import require_eager
 from tfdist.estimator.spec import EvalSpec
 from tfdist.estimator.spec import TrainSpec
 
@@ -46,9 +47,11 @@ def train_and_evaluate(estimator: Estimator, train_spec: TrainSpec,
         `(None, None)` on chief and worker tasks of a cluster.
 
     Raises:
+        RuntimeError: TensorFlow is in graph mode (`disable_eager_execution()`).
         TypeError: Arguments of the wrong types.
         ValueError: This task is a parameter server.
     """
+    require_eager("tfdist.estimator.train_and_evaluate")
     if not isinstance(estimator, Estimator):
         raise TypeError(
             f"train_and_evaluate needs a tfdist.estimator.Estimator; received "

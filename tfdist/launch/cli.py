@@ -17,6 +17,7 @@ from collections.abc import Iterator, Sequence
 
 from tfdist import cli_args
 from tfdist import quiet
+from tfdist.launch import kubernetes
 from tfdist.launch import layout
 from tfdist.launch.errors import LaunchError
 from tfdist.launch.group import describe_status
@@ -86,6 +87,17 @@ def build_parser() -> argparse.ArgumentParser:
                      help="this host's index in --hosts")
     net.add_argument("--slurm", action="store_true",
                      help="take --hosts and --host-index from Slurm (srun --ntasks-per-node=1)")
+    k8s = parser.add_argument_group("Kubernetes manifests (print them; start nothing)")
+    k8s.add_argument("--emit", choices=kubernetes.KINDS,
+                     help="print manifests for this job: a Kubeflow TFJob, or an Indexed Job + "
+                          "headless Service (no Kubeflow needed); the command runs in each pod")
+    k8s.add_argument("--image", help="with --emit: container image with TensorFlow and tfdist")
+    k8s.add_argument("--name", default="tfdist", help="with --emit: job name (a DNS label); default tfdist")
+    k8s.add_argument("--namespace", default="default", help="with --emit: namespace; default default")
+    k8s.add_argument("--cpu", help='with --emit: CPU request and limit per pod, e.g. "4"')
+    k8s.add_argument("--memory", help='with --emit: memory request and limit per pod, e.g. "8Gi"')
+    k8s.add_argument("--gpus", type=cli_args.int_at_least(0), default=0, metavar="G",
+                     help="with --emit: nvidia.com/gpu per pod; default 0")
     parser.add_argument("command", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     return parser
 
@@ -120,6 +132,25 @@ def _topology(args: argparse.Namespace) -> layout.Topology:
     return layout.Topology(num_workers=args.workers, chief=args.chief, num_ps=args.ps,
                            evaluator=args.evaluator, hosts=hosts, host_index=host_index or 0,
                            ports=args.ports, port_base=args.port_base)
+
+
+def _emit(args: argparse.Namespace, command: list[str]) -> str:
+    """The manifests asked for with --emit (validated), as YAML."""
+    given = (("--hosts", args.hosts), ("--host-index", args.host_index), ("--slurm", args.slurm),
+             ("--ports", args.ports), ("--timeout", args.timeout), ("--log-dir", args.log_dir),
+             ("--dry-run", args.dry_run))
+    local_only = [flag for flag, value in given if value is not None and value is not False]
+    if local_only:
+        raise LaunchError(f"--emit prints manifests for Kubernetes; drop {', '.join(local_only)} "
+                          "(they apply to processes started here).")
+    if not args.image:
+        raise LaunchError("--emit needs --image: the container image with TensorFlow and tfdist.")
+    manifest = kubernetes.Manifest(
+        name=args.name, image=args.image, command=tuple(command), num_workers=args.workers,
+        chief=args.chief, num_ps=args.ps, evaluator=args.evaluator, namespace=args.namespace,
+        port=args.port_base or kubernetes.k8s_source.DEFAULT_PORT, cpu=args.cpu, memory=args.memory,
+        gpus=args.gpus, max_restarts=args.max_restarts)
+    return kubernetes.render(args.emit, manifest)
 
 
 def check_command(command: Sequence[str]) -> None:
@@ -166,6 +197,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Runs ``tfdist-launch``; returns the exit status (see ``--help``)."""
     try:
         args, command = _parse(sys.argv[1:] if argv is None else list(argv))
+        if args.emit:
+            sys.stdout.write(_emit(args, command))
+            return 0
+        if args.image:
+            raise LaunchError("--image only applies with --emit.")
         topology = _topology(args)
         check_command(command)
         log_env, drop_noise = quiet.child_log_settings(args.verbose, os.environ)

@@ -22,6 +22,7 @@ from collections.abc import Mapping
 import portpicker
 
 from tfdist import cluster
+from tfdist.cluster import slurm
 from tfdist.launch.errors import LaunchError
 
 DEFAULT_PORT_BASE = 8888  # as tfdist.cluster.from_slurm
@@ -207,6 +208,8 @@ def security_warning(addresses: list[str]) -> str:
 def slurm_hosts(environ: Mapping[str, str] | None = None) -> tuple[tuple[str, ...], int]:
     """This job step's hosts and this node's index, for one launcher per node under ``srun``.
 
+    The variables are read by `tfdist.cluster.slurm`, the one Slurm parser (python-hostlist).
+
     Raises:
         LaunchError: A variable is missing or malformed, or the step runs several tasks per node.
     """
@@ -216,16 +219,17 @@ def slurm_hosts(environ: Mapping[str, str] | None = None) -> tuple[tuple[str, ..
         raise LaunchError("--slurm needs SLURM_STEP_NODELIST (or SLURM_JOB_NODELIST) and SLURM_NODEID; "
                           "run it under srun with one task per node (srun --ntasks-per-node=1).")
     try:
-        hosts = cluster.expand_hostlist(env[var])
+        var, hosts = slurm.nodes(env)
+        per_node = slurm.tasks_per_node(env) if env.get("SLURM_STEP_TASKS_PER_NODE", "").strip() else None
     except cluster.ClusterConfigError as err:
         raise LaunchError(str(err)) from None
     node_id = env["SLURM_NODEID"].strip()
     if not node_id.isdigit() or int(node_id) >= len(hosts):
         raise LaunchError(f"SLURM_NODEID={node_id!r} does not index the {len(hosts)} host(s) of {var}.")
-    per_node = env.get("SLURM_STEP_TASKS_PER_NODE", "").strip()
-    if per_node and any(entry.split("(")[0] != "1" for entry in per_node.split(",")):
-        raise LaunchError(f"SLURM_STEP_TASKS_PER_NODE={per_node!r}: run one tfdist-launch per node "
-                          "(srun --ntasks-per-node=1) and set processes per node with --workers.")
+    if per_node is not None and set(per_node[1]) != {1}:
+        raise LaunchError(f"SLURM_STEP_TASKS_PER_NODE={env['SLURM_STEP_TASKS_PER_NODE'].strip()!r}: run one "
+                          "tfdist-launch per node (srun --ntasks-per-node=1) and set processes per node "
+                          "with --workers.")
     return tuple(hosts), int(node_id)
 
 

@@ -142,6 +142,18 @@ class Controller:
     def global_step(self) -> int:
         return int(self.trainer.global_step.numpy())
 
+    @property
+    def preemption_requested(self) -> bool:
+        """True once SIGTERM arrived in this process while the controller handled it.
+
+        The controller handles SIGTERM while `train`, `train_and_evaluate` or
+        `evaluate_continuously` runs, or for a whole `with Controller(...)` block. This is
+        this process's flag only; workers that must act on it together (it is what `train`
+        agrees on at each loop boundary) combine it across the job with
+        `tfdist.checkpoint.any_worker(strategy, controller.preemption_requested)`.
+        """
+        return self._preemption.requested
+
     # --- training ------------------------------------------------------------------------------
 
     def train(self, steps: int, *, eval_interval: int | None = None) -> dict[str, float]:
