@@ -59,12 +59,13 @@ def test_iris_tutorial_shape_runs_with_only_the_import_changed(tmp_path):
     classifier = tfdist.estimator.DNNClassifier(
         feature_columns=my_feature_columns, hidden_units=[30, 10], n_classes=3,
         model_dir=str(tmp_path), config=_config(steps_per_loop=50))
-    classifier.train(input_fn=lambda: input_fn(train, train_y, training=True), steps=500)
+    classifier.train(input_fn=lambda: input_fn(train, train_y, training=True), steps=1000)
     eval_result = classifier.evaluate(input_fn=lambda: input_fn(test, test_y, training=False))
-    # Observed 0.93-0.97 (seeds 0-2, 500 steps); the tutorial reports ~0.97 after 5000.
+    # This split and seed: 0.967 (29 of 30). Other splits/seeds (1, 2) gave 0.90 and 0.967:
+    # 30 test examples make each one worth 0.033. The tutorial reports ~0.97 after 5000 steps.
     assert eval_result["accuracy"] >= 0.9
     assert set(eval_result) == {"accuracy", "average_loss", "loss", "global_step"}
-    assert eval_result["global_step"] == 500
+    assert eval_result["global_step"] == 1000
 
     def predict_input_fn(features, batch_size=256):
         return tf.data.Dataset.from_tensor_slices(dict(features)).batch(batch_size)
@@ -105,7 +106,7 @@ def test_linear_tutorial_shape_linear_classifier_with_a_crossed_column(tmp_path,
         config=_config(steps_per_loop=25))
     linear_est.train(canned_job.make_input_fn(dftrain, y_train, num_epochs=10))
     result = linear_est.evaluate(canned_job.make_input_fn(dfeval, y_eval, 1, shuffle=False))
-    # Observed accuracy 0.78-0.81, AUC 0.86-0.88; always predicting one class gives 0.55.
+    # Observed accuracy 0.79-0.81, AUC 0.88-0.90 (data seeds 0-1); one class alone gives 0.55.
     assert result["accuracy"] > 0.7 and result["auc"] > 0.78
     assert set(result) == {
         "loss", "average_loss", "accuracy", "precision", "recall", "prediction/mean",
@@ -127,7 +128,7 @@ def test_dnn_linear_combined_classifier_on_the_same_data(tmp_path, titanic):
     classifier = canned_job.estimator(linear, dnn, str(tmp_path), _config(steps_per_loop=25))
     classifier.train(canned_job.make_input_fn(dftrain, y_train, num_epochs=8))
     result = classifier.evaluate(canned_job.make_input_fn(dfeval, y_eval, 1, shuffle=False))
-    # Observed accuracy ~0.80, AUC ~0.88.
+    # Observed accuracy 0.80-0.81, AUC 0.88-0.90 (data seeds 0-1).
     assert result["accuracy"] > 0.7 and result["auc"] > 0.78
     names = set(classifier.get_variable_names())
     # Two optimizers, one per part, each with its own variables.
@@ -176,7 +177,7 @@ def test_dnn_regressor_reaches_a_low_loss_on_a_synthetic_problem(tmp_path):
     before = regressor.evaluate(_features_input_fn(features, y, batch=256))
     regressor.train(_features_input_fn(features, y, batch=64, repeat=True), steps=800)
     result = regressor.evaluate(_features_input_fn(features, y, batch=256))
-    # The label variance is ~2.1; observed final MSE 0.004-0.01.
+    # The label variance is ~2.2; observed final MSE 0.0015-0.0027 (seeds 0-1).
     assert before["average_loss"] > 1.0
     assert result["average_loss"] < 0.05
     assert set(result) == {"loss", "average_loss", "label/mean", "prediction/mean",
@@ -336,7 +337,8 @@ def test_keras_preprocessing_layers_and_feature_space_are_accepted(tmp_path):
     layers = {"city": keras.layers.StringLookup(vocabulary=["a", "b", "c"], output_mode="one_hot"),
               "size": keras.layers.Rescaling(1 / 64.0)}
     estimator = tfdist.estimator.LinearClassifier(layers, model_dir=str(tmp_path / "layers"),
-                                                  optimizer="Adam")
+                                                  optimizer="Adam",
+                                                  config=_config(steps_per_loop=50))
     estimator.train(_features_input_fn(x, y, repeat=True), steps=100)
     assert estimator.evaluate(_features_input_fn(x, y))["accuracy"] == 1.0
     space = keras.utils.FeatureSpace(
@@ -344,7 +346,8 @@ def test_keras_preprocessing_layers_and_feature_space_are_accepted(tmp_path):
                   "size": keras.utils.FeatureSpace.float_normalized()}, output_mode="concat")
     space.adapt(tf.data.Dataset.from_tensor_slices(x).batch(16))
     estimator = tfdist.estimator.DNNClassifier([8], space, model_dir=str(tmp_path / "space"),
-                                               optimizer="Adam")
+                                               optimizer="Adam",
+                                               config=_config(steps_per_loop=50))
     estimator.train(_features_input_fn(x, y, repeat=True), steps=100)
     assert estimator.evaluate(_features_input_fn(x, y))["accuracy"] == 1.0
 
@@ -370,7 +373,8 @@ def test_make_parse_example_spec_feeds_tfrecord_input(tmp_path):
         return ds.map(lambda f: (f, f.pop("label"))).repeat()
 
     estimator = tfdist.estimator.DNNClassifier([8], columns, optimizer="Adam",
-                                               model_dir=str(tmp_path / "m"))
+                                               model_dir=str(tmp_path / "m"),
+                                               config=_config(steps_per_loop=50))
     estimator.train(input_fn, steps=100)
     assert estimator.evaluate(input_fn, steps=4)["accuracy"] == 1.0
 
@@ -394,7 +398,8 @@ def test_export_has_tf_estimator_signatures_and_parses_tf_examples(tmp_path):
     x = {"x": np.linspace(0, 1, 64).astype(np.float32), "c": np.array(["lo", "hi"] * 32)}
     y = (3 * x["x"] + (x["c"] == "hi")).astype(np.float32)
     regressor = tfdist.estimator.LinearRegressor(columns, optimizer="Adam",
-                                                 model_dir=str(tmp_path / "m"))
+                                                 model_dir=str(tmp_path / "m"),
+                                                 config=_config(steps_per_loop=100))
     regressor.train(_features_input_fn(x, y, repeat=True), steps=400)
     receiver = tfdist.estimator.export.build_parsing_serving_input_receiver_fn(
         tfdist.estimator.make_parse_example_spec(columns))

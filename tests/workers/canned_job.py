@@ -79,7 +79,8 @@ def main(data_dir: str, model_dir: str, out_dir: str) -> dict:
     dftrain, dfeval = pd.read_csv(train_csv), pd.read_csv(eval_csv)
     y_train, y_eval = dftrain.pop("survived"), dfeval.pop("survived")
     linear, dnn, base = columns(dftrain)
-    config = tfdist.estimator.RunConfig(tf_random_seed=0, save_checkpoints_steps=50)
+    config = tfdist.estimator.RunConfig(tf_random_seed=0, save_checkpoints_steps=100,
+                                        steps_per_loop=10)
     classifier = estimator(linear, dnn, model_dir, config)
     spec = tfdist.estimator.make_parse_example_spec(linear + dnn)
     exporter = tfdist.estimator.FinalExporter(
