@@ -30,6 +30,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfdist.compat import shared_embedding_config
+
 _NO_EQUIVALENT = {
     "SequenceNumericColumn": "sequence features need a sequence model",
     "SequenceCategoricalColumn": "sequence features need a sequence model",
@@ -433,13 +435,13 @@ def _dense(column: Any) -> Any:
                          initializer=column.initializer, trainable=column.trainable,
                          table=column.name)
     if kind == "SharedEmbeddingColumn":
-        creator = column.shared_embedding_column_creator
-        if creator._ckpt_to_load_from is not None or column.max_norm is not None:
+        shared = shared_embedding_config.read(column)
+        if shared.ckpt_to_load_from is not None or column.max_norm is not None:
             raise _column_error(column, "ckpt_to_load_from and max_norm are not supported")
         return Embedding(column, _categorical(column.categorical_column, {}),
-                         dimension=creator._dimension, combiner=column.combiner,
-                         initializer=creator._initializer, trainable=creator._trainable,
-                         table=creator._name)
+                         dimension=shared.dimension, combiner=column.combiner,
+                         initializer=shared.initializer, trainable=shared.trainable,
+                         table=shared.name)
     if kind in ("VocabularyListCategoricalColumn", "VocabularyFileCategoricalColumn",
                 "IdentityCategoricalColumn", "HashedCategoricalColumn", "CrossedColumn",
                 "WeightedCategoricalColumn"):
