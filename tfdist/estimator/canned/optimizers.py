@@ -38,8 +38,9 @@ def get(optimizer: Any, learning_rate: float, argument: str = "optimizer",
     """A Keras optimizer: a name gets `learning_rate` (tf.estimator's default for the model).
 
     `name` names an optimizer made from a name (the two parts of a combined model need
-    distinct names: optimizer variables are keyed by them). Called inside `model_fn`; an instance is passed through (tfdist rebuilds it under the
-    strategy if needed), a callable is called.
+    distinct names: optimizer variables are keyed by them). Called inside `model_fn`: an
+    instance is passed through (tfdist rebuilds it under the strategy if needed), a callable
+    is called.
     """
     check(optimizer, argument)
     if isinstance(optimizer, str):

@@ -8,7 +8,7 @@ hooks, exporters and `export_saved_model` work unchanged.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import keras
