@@ -417,6 +417,7 @@ def test_export_has_tf_estimator_signatures_and_parses_tf_examples(tmp_path):
 @pytest.mark.multiworker
 def test_canned_estimator_on_two_workers_and_an_evaluator_and_its_export_served(tmp_path):
     data, model_dir, out = tmp_path / "data", tmp_path / "model", tmp_path / "out"
+    canned_job.write_titanic(str(data))  # once, before the processes read it
     multiworker.run_workers(["python", JOB, str(data), str(model_dir), str(out)],
                             num_workers=2, evaluator=True, timeout=400)
     reports = {p.stem: json.loads(p.read_text()) for p in out.glob("*.json")}

@@ -6,6 +6,8 @@ data, numeric columns, a `crossed_column`; here trained by `DNNLinearCombinedCla
 The evaluator exports the final model with a `tf.Example`-parsing receiver.
 
 Usage: canned_job.py DATA_DIR MODEL_DIR OUT_DIR   (writes OUT_DIR/<task_type>-<task_id>.json)
+DATA_DIR holds train.csv and eval.csv from `write_titanic`, written once before the processes
+start (each process writing them would race with the others reading them).
 """
 
 import json
@@ -75,7 +77,7 @@ def estimator(linear, dnn, model_dir, config=None):
 
 
 def main(data_dir: str, model_dir: str, out_dir: str) -> dict:
-    train_csv, eval_csv = write_titanic(data_dir)
+    train_csv, eval_csv = os.path.join(data_dir, "train.csv"), os.path.join(data_dir, "eval.csv")
     dftrain, dfeval = pd.read_csv(train_csv), pd.read_csv(eval_csv)
     y_train, y_eval = dftrain.pop("survived"), dfeval.pop("survived")
     linear, dnn, base = columns(dftrain)
