@@ -272,6 +272,8 @@ def test_canary_keras_losses_still_scale_by_the_replica_count(cpus):
             return loss(tf.ones((2, 1)), tf.zeros((2, 1)))
 
     assert [float(v) for v in strategy.run(unscaled_fn).values] == [1.0, 1.0]
+
+
 # --- bounded start-up wait (tfdist.compat.coordination_startup) ---------------------------------
 
 import inspect  # noqa: E402
@@ -313,3 +315,21 @@ def test_canary_mwms_sets_no_register_timeout():
     source = inspect.getsource(cars.CollectiveAllReduceExtended._initialize_multi_worker)
     assert "configure_coordination_service(" in source
     assert "cluster_register_timeout" not in source and "register_with_barrier" not in source
+
+
+def test_canary_shared_embedding_creator_has_no_public_config():
+    """Fails when TF gives shared-embedding creators public settings (or renames the private
+    ones): then tfdist.compat.shared_embedding_config should read those."""
+    from tfdist.compat import shared_embedding_config
+
+    fc = tf.feature_column
+    with tf.Graph().as_default():  # shared_embeddings refuses eager mode
+        column, _ = fc.shared_embeddings(
+            [fc.categorical_column_with_identity("a", 4), fc.categorical_column_with_identity("b", 4)],
+            dimension=3, shared_embedding_collection_name="tables")
+    creator = column.shared_embedding_column_creator
+    assert not any(hasattr(creator, name) for name in ("initializer", "trainable", "name"))
+    config = shared_embedding_config.read(column)
+    assert (config.dimension, config.name, config.trainable, config.ckpt_to_load_from) == (
+        3, "tables", True, None)
+    assert callable(config.initializer)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import random
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import keras
@@ -74,9 +74,57 @@ def trace(runner: ModelFnRunner, strategy: tf.distribute.Strategy, mode: str,
     return specs[0]
 
 
+def build_optimizers(strategy: tf.distribute.Strategy, store: VariableStore,
+                     optimizer: Any) -> list[tuple[keras.optimizers.Optimizer, list[tf.Variable]]]:
+    """The TRAIN spec's optimizer(s), each with the trainable variables it applies to.
+
+    `optimizer` is one optimizer (all trainable variables), or a dict of variable-path prefix
+    -> optimizer (each variable to the optimizer of its longest matching prefix), as canned
+    estimators with two parts (linear and DNN) need.
+
+    Raises:
+        TypeError: Not a Keras optimizer or its name.
+        ValueError: An optimizer that was already used, a variable no prefix matches, or
+            loss scaling with several optimizers.
+    """
+    if not isinstance(optimizer, Mapping):
+        return [(build_optimizer(strategy, store, optimizer), store.trainable())]
+    trainable = store.trainable()
+    prefixes = sorted(optimizer, key=len, reverse=True)
+    parts: dict[str, list[tf.Variable]] = {p: [] for p in optimizer}
+    for variable in trainable:
+        key = store.key_of(variable)
+        prefix = next((p for p in prefixes if key.startswith(p)), None)
+        if prefix is None:
+            raise ValueError(
+                f"EstimatorSpec(optimizer={{...}}): the trainable variable {key!r} matches none "
+                f"of the prefixes {sorted(optimizer)}. Add a prefix for it."
+            )
+        parts[prefix].append(variable)
+    result = []
+    for prefix in sorted(optimizer):
+        if not parts[prefix]:
+            continue
+        opt = build_optimizer(strategy, store, optimizer[prefix], parts[prefix])
+        if isinstance(opt, keras.optimizers.LossScaleOptimizer):
+            raise ValueError(
+                "EstimatorSpec(optimizer={...}) with a LossScaleOptimizer is not supported: "
+                "loss scaling needs one optimizer. Pass a single optimizer."
+            )
+        result.append((opt, parts[prefix]))
+    names = [opt.name for opt, _ in result]
+    if len(set(names)) != len(names):
+        raise ValueError(
+            f"EstimatorSpec(optimizer={{...}}): the optimizers are named {names}; their "
+            "variables are keyed by name, so give each a distinct `name=`."
+        )
+    return result
+
+
 def build_optimizer(strategy: tf.distribute.Strategy, store: VariableStore,
-                    optimizer: Any) -> keras.optimizers.Optimizer:
-    """The optimizer of the TRAIN spec, owned by `strategy` and built on the trainable variables.
+                    optimizer: Any, variables: list[tf.Variable] | None = None,
+                    ) -> keras.optimizers.Optimizer:
+    """One optimizer, owned by `strategy` and built on `variables` (default: all trainable).
 
     Raises:
         TypeError: Not a Keras optimizer or its name.
@@ -99,7 +147,7 @@ def build_optimizer(strategy: tf.distribute.Strategy, store: VariableStore,
         # Created outside this strategy's scope and unused: an equivalent one made here is safe.
         with strategy.scope(), store.scope(build=True):
             optimizer = optimizer.__class__.from_config(optimizer.get_config())
-    trainable = store.trainable()
+    trainable = store.trainable() if variables is None else variables
     created: set[str] = set()
     with strategy.scope(), store.scope(build=True, claimed=created):
         optimizer.build(trainable)

@@ -159,8 +159,7 @@ class Estimator:
         self._global_step: tf.Variable | None = None
         self._checkpoint: tf.train.Checkpoint | None = None
         self._manager: checkpoint_lib.CheckpointManager | None = None
-        self._optimizer: keras.optimizers.Optimizer | None = None
-        self._trainable: list[tf.Variable] = []
+        self._optimizers: list[tuple[keras.optimizers.Optimizer, list[tf.Variable]]] = []
         self._fetch_dtypes: dict[str, tf.DType] = {}
         self._spec_hooks: list[hooks_lib.SessionRunHook] = []
         self._train_loops: dict[bool, Callable[..., Any]] = {}
@@ -273,8 +272,7 @@ class Estimator:
         for metric in (spec.eval_metric_ops or {}).values():
             self._store.mark_local(metric.variables)  # evaluation state: never checkpointed
         if mode == ModeKeys.TRAIN:
-            self._optimizer = build_lib.build_optimizer(strategy, self._store, spec.optimizer)
-            self._trainable = self._store.trainable()
+            self._optimizers = build_lib.build_optimizers(strategy, self._store, spec.optimizer)
             hooks = list(spec.training_hooks)
             if self._is_chief:
                 hooks += list(spec.training_chief_hooks)
@@ -383,8 +381,7 @@ class Estimator:
             self._train_loops[finite] = loops.make_train_loop(
                 strategy=self._strategy,
                 call_model_fn=self._call_model_fn(),
-                trainable=self._trainable,
-                optimizer=self._optimizer,
+                optimizers=self._optimizers,
                 global_step=self._global_step,
                 has_labels=lambda: self._has_labels[ModeKeys.TRAIN],
                 fetch_keys=list(self._fetch_dtypes),
@@ -619,10 +616,19 @@ class Estimator:
         module, signatures = saved_model_lib.serving_module(
             receiver, self._call_model_fn(claimed),
             lambda: {k: self._store.variables[k] for k in sorted(claimed)},
+            resources=self._export_resources(),
         )
         export_dir = saved_model_lib.save(module, signatures, export_dir_base, assets_extra)
         logging.info("tfdist.estimator: exported %s (checkpoint %s)", export_dir, path)
         return export_dir
+
+    def _export_resources(self) -> list[Any]:
+        """Objects made outside `model_fn` that the serving functions read (lookup tables).
+
+        A subclass whose `model_fn` captures such objects (canned estimators' preprocessing
+        layers) returns them here, so the SavedModel tracks and saves them.
+        """
+        return []
 
     # --- checkpoints -----------------------------------------------------------------------------
 

@@ -62,8 +62,7 @@ def make_train_loop(
     *,
     strategy: tf.distribute.Strategy,
     call_model_fn: Callable[..., Any],
-    trainable: list[tf.Variable],
-    optimizer: keras.optimizers.Optimizer,
+    optimizers: list[tuple[keras.optimizers.Optimizer, list[tf.Variable]]],
     global_step: tf.Variable,
     has_labels: Callable[[], bool],
     fetch_keys: list[str],
@@ -78,6 +77,8 @@ def make_train_loop(
     the input ends (all workers agree), and `steps_run` says how far it got.
     """
     replicas = strategy.num_replicas_in_sync
+    optimizer = optimizers[0][0]  # the one that scales the loss (several never do)
+    trainable = [v for _, variables in optimizers for v in variables]
 
     def replica_step(element: Any) -> dict[str, Any]:
         features, labels = inputs_lib.split(element, has_labels())
@@ -88,7 +89,11 @@ def make_train_loop(
             # precision, loss_scale_factor) and unscales the gradients when applying them.
             scaled = optimizer.scale_loss(loss / tf.cast(replicas, loss.dtype))
         grads = tape.gradient(scaled, trainable)
-        optimizer.apply_gradients([(g, v) for g, v in zip(grads, trainable) if g is not None])
+        start = 0
+        for part, variables in optimizers:
+            pairs = zip(grads[start:start + len(variables)], variables)
+            part.apply_gradients([(g, v) for g, v in pairs if g is not None])
+            start += len(variables)
         global_step.assign_add(1)
         fetches = hook_fetches(spec, is_chief)
         if sorted(fetches) != sorted(fetch_keys):

@@ -125,13 +125,16 @@ def signature_outputs(spec: Any) -> dict[str, dict[str, Any]]:
 
 
 def serving_module(receiver: Receiver, call_model_fn: Callable[..., Any],
-                   used_variables: Callable[[], dict[str, Any]]) -> tuple[tf.Module, dict[str, Any]]:
+                   used_variables: Callable[[], dict[str, Any]],
+                   resources: list[Any] | None = None) -> tuple[tf.Module, dict[str, Any]]:
     """A module with one serving function per signature, tracking the variables they read.
 
     Args:
         receiver: The traced receiver.
         call_model_fn: `call(features, labels, mode)` -> spec, with the variable store active.
         used_variables: After tracing, path -> variable for what the functions read.
+        resources: Other trackable objects the functions capture (e.g. Keras lookup layers
+            made outside `model_fn`), saved with the module. Defaults to none.
 
     Returns:
         The module to save (its `serve` is the `serving_default` function) and the signatures.
@@ -151,6 +154,7 @@ def serving_module(receiver: Receiver, call_model_fn: Callable[..., Any],
                                input_signature=[receiver.input_signature])
     module.serve.get_concrete_function()
     setattr(module, CHECKPOINT_ATTRIBUTE, used_variables())
+    module.resources = list(resources or [])
     return module, signatures
 
 

@@ -63,7 +63,10 @@ class EstimatorSpec:
         prediction_hooks: Not supported; pass `hooks=` to `predict` instead.
         optimizer: The Keras optimizer (or its name, e.g. `"adam"`) that applies the
             gradients of `loss` in TRAIN mode. Create it inside `model_fn` or pass one that has
-            not been used yet.
+            not been used yet. A dict of variable-path prefix -> optimizer trains each
+            variable with the optimizer of its longest matching prefix (e.g.
+            `{"dnn/": adagrad, "linear/": ftrl}`, as canned wide-and-deep models do); the
+            optimizers need distinct names.
 
     Raises:
         ValueError: `train_op`, `scaffold`, `evaluation_hooks` or `prediction_hooks` was given,
@@ -94,7 +97,7 @@ class EstimatorSpec:
     scaffold: Any = None
     evaluation_hooks: Sequence[Any] | None = None
     prediction_hooks: Sequence[Any] | None = None
-    optimizer: keras.optimizers.Optimizer | str | None = None
+    optimizer: keras.optimizers.Optimizer | str | Mapping[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if self.mode is not None and self.mode not in MODES:
