@@ -1,16 +1,27 @@
 """Each upstream workaround: a test that fails without it, and a canary for upstream's fix."""
 
+import inspect
+import json
 import math
+from pathlib import Path
+import subprocess
+import sys
+import time
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-import tfdist
-from tfdist.compat import keras_optimizer_build
-from tfdist.compat import mirrored_lazy_variables
+from tests import multiworker
 from tests import tutorial_ctl
 from tests import tutorial_distribute_custom_training as tutorial_dct
+from tests.multiworker import REPO_ROOT, subprocess_env
+from tfdist import iterator_reaper
+from tfdist.compat import keras_fit
+from tfdist.compat import keras_optimizer_build
+from tfdist.compat import mirrored_lazy_variables
+import tfdist
 
 
 @pytest.fixture
@@ -94,14 +105,8 @@ def test_canary_variables_created_in_replica_fn_still_break_upstream(
 
 # --- Keras fit workarounds (tfdist.compat.keras_fit) --------------------------------------------
 
-from pathlib import Path  # noqa: E402
-import time  # noqa: E402
 
-import keras  # noqa: E402
 
-from tfdist import iterator_reaper  # noqa: E402
-from tfdist.compat import keras_fit  # noqa: E402
-from tests import multiworker  # noqa: E402
 
 TUTORIAL = str(Path(__file__).parent / "workers" / "keras_mw_tutorial.py")
 
@@ -203,9 +208,6 @@ def test_canary_multi_worker_fit_still_broken_upstream(tmp_path, fix, upstream_e
 
 # --- strategies the workarounds do not cover ----------------------------------------------------
 
-import json  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
 
 PS_FIT = str(Path(__file__).parent / "workers" / "ps_fit.py")
 
@@ -276,12 +278,7 @@ def test_canary_keras_losses_still_scale_by_the_replica_count(cpus):
 
 # --- bounded start-up wait (tfdist.compat.coordination_startup) ---------------------------------
 
-import inspect  # noqa: E402
-import json  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
 
-from tests.multiworker import REPO_ROOT, subprocess_env  # noqa: E402
 
 _CONFIGURE = """
 import json
