@@ -367,16 +367,8 @@ class BinaryClassHead(_ClassHead):
             k.PREDICTION_MEAN: keras.metrics.Mean(name="prediction_mean"),
             k.LABEL_MEAN: keras.metrics.Mean(name="label_mean"),
             k.ACCURACY_BASELINE: _AccuracyBaseline(),
-            k.AUC: keras.metrics.AUC(num_thresholds=200, name="auc"),
-            k.AUC_PR: keras.metrics.AUC(num_thresholds=200, curve="PR", name="auc_pr"),
+            **_curve_and_threshold_metrics(self._thresholds),
         }
-        for i, t in enumerate(self._thresholds):
-            metrics[k.ACCURACY_AT_THRESHOLD % t] = keras.metrics.BinaryAccuracy(
-                threshold=t, name=f"accuracy_at_{i}")
-            metrics[k.PRECISION_AT_THRESHOLD % t] = keras.metrics.Precision(
-                thresholds=t, name=f"precision_at_{i}")
-            metrics[k.RECALL_AT_THRESHOLD % t] = keras.metrics.Recall(
-                thresholds=t, name=f"recall_at_{i}")
         return {self._key(key): m for key, m in metrics.items()}
 
     def update_metrics(self, metrics, features, logits, labels):
@@ -557,16 +549,8 @@ class MultiLabelHead(_ClassHead):
         k = MetricKeys
         metrics = {
             k.LOSS_MEAN: keras.metrics.Mean(name="average_loss"),
-            k.AUC: keras.metrics.AUC(num_thresholds=200, name="auc"),
-            k.AUC_PR: keras.metrics.AUC(num_thresholds=200, curve="PR", name="auc_pr"),
+            **_curve_and_threshold_metrics(self._thresholds),
         }
-        for i, t in enumerate(self._thresholds):
-            metrics[k.ACCURACY_AT_THRESHOLD % t] = keras.metrics.BinaryAccuracy(
-                threshold=t, name=f"accuracy_at_{i}")
-            metrics[k.PRECISION_AT_THRESHOLD % t] = keras.metrics.Precision(
-                thresholds=t, name=f"precision_at_{i}")
-            metrics[k.RECALL_AT_THRESHOLD % t] = keras.metrics.Recall(
-                thresholds=t, name=f"recall_at_{i}")
         return {self._key(key): m for key, m in metrics.items()}
 
     def update_metrics(self, metrics, features, logits, labels):
@@ -695,3 +679,20 @@ def classification_head(n_classes: int, weight_column: Any, label_vocabulary: An
                                loss_reduction=loss_reduction)
     return MultiClassHead(n_classes, weight_column=weight_column,
                           label_vocabulary=label_vocabulary, loss_reduction=loss_reduction)
+
+
+def _curve_and_threshold_metrics(thresholds: tuple[float, ...]) -> dict[str, keras.metrics.Metric]:
+    """AUC (ROC and PR) and accuracy/precision/recall at each threshold, tf.estimator's keys."""
+    k = MetricKeys
+    metrics: dict[str, keras.metrics.Metric] = {
+        k.AUC: keras.metrics.AUC(num_thresholds=200, name="auc"),
+        k.AUC_PR: keras.metrics.AUC(num_thresholds=200, curve="PR", name="auc_pr"),
+    }
+    for i, t in enumerate(thresholds):
+        metrics[k.ACCURACY_AT_THRESHOLD % t] = keras.metrics.BinaryAccuracy(
+            threshold=t, name=f"accuracy_at_{i}")
+        metrics[k.PRECISION_AT_THRESHOLD % t] = keras.metrics.Precision(
+            thresholds=t, name=f"precision_at_{i}")
+        metrics[k.RECALL_AT_THRESHOLD % t] = keras.metrics.Recall(
+            thresholds=t, name=f"recall_at_{i}")
+    return metrics
