@@ -5,7 +5,7 @@ VPY := $(VENV)/bin/python
 STAMP := $(VENV)/.tfdist-installed
 PYTEST_ARGS ?=
 
-.PHONY: test install clean train
+.PHONY: test lint install clean train
 
 # Re-install only when the packaging files change, so repeated runs start at once.
 $(STAMP): setup.cfg pyproject.toml
@@ -15,6 +15,11 @@ $(STAMP): setup.cfg pyproject.toml
 	@touch $(STAMP)
 
 install: $(STAMP)
+
+# ruff (bugs, dead code) and mypy (types); configured in pyproject.toml.
+lint: $(STAMP)
+	$(VPY) -m ruff check .
+	$(VPY) -m mypy
 
 # pytest exits 5 when it collected no tests: that is a broken suite, not a pass.
 test: $(STAMP)
