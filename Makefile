@@ -16,8 +16,9 @@ $(STAMP): setup.cfg pyproject.toml
 
 install: $(STAMP)
 
-# ruff (bugs, dead code) and mypy (types); configured in pyproject.toml.
-lint: $(STAMP)
+# ruff (bugs, dead code) and mypy (types); configured in pyproject.toml. Order-only on the venv
+# so `make lint VENV=<an existing venv>` uses that venv as it is.
+lint: | $(STAMP)
 	$(VPY) -m ruff check .
 	$(VPY) -m mypy
 
