@@ -18,7 +18,7 @@ from tfdist.bench import timing
 
 # Small enough to run in seconds; big enough that every route runs whole tf.function calls.
 SMOKE = ["--steps", "4", "--steps-per-call", "2", "--reps", "2", "--mw-reps", "1", "--batch", "16",
-         "--pipeline-batches", "5"]
+         "--pipeline-batches", "5", "--peak-size", "256"]
 
 
 def _bench(*args: str, timeout: float = 300, **env: str) -> subprocess.CompletedProcess:
@@ -67,6 +67,7 @@ def test_in_process_smoke_reports_every_route_under_default_and_mirrored(tmp_pat
     for pipeline in report["pipelines"].values():
         _positive_summary(pipeline["examples_per_sec"])
     _positive_summary(report["peak"]["flops_per_sec"])
+    assert report["peak"]["size"] == 256  # --peak-size reached the measurement
     assert report["model"]["flops_per_example"] > 0 and report["model"]["params"] > 0
     assert report["machine"]["cores"] >= 1 and report["machine"]["tensorflow"]
     names = [t["name"] for t in report["targets"]]
@@ -102,7 +103,7 @@ def test_multi_worker_smoke_merges_both_launches(tmp_path):
     assert list(rows) == ["one_worker", "multi_worker"]
     assert rows["one_worker"]["workers"] == 1 and rows["one_worker"]["cores_per_worker"] == 2
     assert rows["multi_worker"]["workers"] == 2 and rows["multi_worker"]["cores_per_worker"] == 1
-    assert len(rows["multi_worker"]["worker_peaks"]) == 2
+    assert [peak["size"] for peak in rows["multi_worker"]["worker_peaks"]] == [256, 256]
     for row in rows.values():
         assert list(row["routes"]) == ["reference", "ctl"]
         for route in row["routes"].values():
@@ -131,6 +132,7 @@ def plot_available() -> bool:
     (["--batch", "15", "--strategies", "mirrored"], ["--batch", "15", "e.g. --batch=14"]),
     (["--batch", "15", "--strategies", "multi_worker"], ["--batch", "15", "2 workers", "e.g. --batch=14"]),
     (["--json", "/no/such/dir/out.json"], ["--json", "/no/such/dir", "create it"]),
+    (["--peak-size", "32"], ["--peak-size", "'32'", ">= 64"]),
     (["--call-lengths", "100,x"], ["--call-lengths", "'100,x'", "e.g. 100,200,300"]),
     (["--call-lengths", "60,100", "--steps-per-call", "50"],
      ["--call-lengths=60,100", "e.g. --call-lengths=50,100"]),
