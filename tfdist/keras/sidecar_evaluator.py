@@ -12,7 +12,8 @@ keeps its constructor and `start()`, and reads what tfdist's training jobs write
   directory's `checkpoint` state file, which TensorFlow updates only after a save is complete.
   Their number (`ckpt-<N>`) is the global step for tfdist's managers.
 
-It stops (the same protocol as `tfdist.estimator.train_and_evaluate`'s evaluator):
+It stops by the one evaluator protocol of tfdist (`tfdist.outer_loop.evaluate_continuously`,
+also used by `tfdist.loop.Controller` and `tfdist.estimator.train_and_evaluate`):
 
 - after evaluating a checkpoint numbered `>= max_evaluations` (tf_keras's contract), or
 - once the directory holds the chief's `training_done` marker (written when `fit` ends by
@@ -25,7 +26,6 @@ from __future__ import annotations
 
 import os
 import re
-import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -33,7 +33,7 @@ import keras
 import tensorflow as tf
 from absl import logging
 
-from tfdist import checkpoint as checkpoint_lib
+from tfdist import outer_loop
 
 _FILE_SUFFIXES = (".weights.h5", ".keras")
 _NUMBER = re.compile(r"(\d+)$")
@@ -161,35 +161,15 @@ class SidecarEvaluator:
             timeout passed before any checkpoint appeared).
         """
         writer = tf.summary.create_file_writer(self.log_dir)
-        results: dict[str, float] = {}
-        last_number = -1
-        waited_since = time.monotonic()
         try:
-            while True:
-                # The marker first: it is written after the last save, so a listing made after
-                # seeing it holds the final checkpoint.
-                done = checkpoint_lib.read_done_marker(self.checkpoint_dir)
-                newest = latest_checkpoint(self.checkpoint_dir)
-                if newest is not None and newest[0] > last_number:
-                    number, path = newest
-                    evaluated = self._evaluate(number, path, writer)
-                    if evaluated is not None:
-                        results, last_number = evaluated, number
-                        waited_since = time.monotonic()
-                        if self.max_evaluations is not None and number >= self.max_evaluations:
-                            logging.info("SidecarEvaluator: evaluated checkpoint %d: done", number)
-                            return results
-                        continue  # look again at once: training may have saved meanwhile
-                if done is not None and (newest is None or newest[0] <= last_number):
-                    logging.info("SidecarEvaluator: training has ended (%s)", checkpoint_lib.DONE_FILE)
-                    return results
-                if self.timeout is not None and time.monotonic() - waited_since > self.timeout:
-                    logging.warning("SidecarEvaluator: no new checkpoint in %.0f s; stopping",
-                                    self.timeout)
-                    return results
-                time.sleep(self.poll_secs)
+            run = outer_loop.evaluate_continuously(
+                lambda path, number: self._evaluate(number, path, writer), self.checkpoint_dir,
+                final_step=self.max_evaluations, latest=latest_checkpoint, timeout=self.timeout,
+                poll_secs=self.poll_secs)
         finally:
             writer.close()
+        logging.info("SidecarEvaluator: done (%s)", run.reason)
+        return run.results
 
     def _evaluate(self, number: int, path: str, writer: Any) -> dict[str, float] | None:
         """Loads and evaluates one checkpoint; `None` if it vanished while being read."""
