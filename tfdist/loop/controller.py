@@ -196,13 +196,18 @@ class Controller:
     ) -> dict[str, float]:
         """Trains to `train_steps`, evaluating every `eval_interval` steps and at the end.
 
+        This is a whole run: the chief removes an old `training_done` marker when it starts and
+        writes one when it has ended, so evaluator tasks stop (`evaluate_continuously`).
+
         Returns:
             The final training results and the final evaluation results prefixed with `eval_`.
         """
         check_positive_int("eval_interval", eval_interval)
         with self._loop.preemption_handled():
+            self._loop.mark_training_started()
             results = self.train(train_steps, eval_interval=eval_interval)
             final = self.final_evaluation(results, eval_steps)
+            self._loop.mark_training_ended()
         results.update({f"eval_{k}": v for k, v in final.items()})
         return results
 
