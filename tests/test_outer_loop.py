@@ -327,10 +327,10 @@ def test_both_routes_end_their_evaluators_on_the_chief_marker(tmp_path, monkeypa
     ({"steps_per_loop": True}, r"steps_per_loop=True"),
     ({"checkpoint_every": 0}, r"`checkpoint_every`. Received: checkpoint_every=0"),
     ({"summary_every": 2.5}, r"`summary_every`. Received: summary_every=2.5"),
-    ({"checkpoint_secs": 0}, r"`checkpoint_secs`. Received: checkpoint_secs=0. Pass seconds > 0"),
+    ({"checkpoint_secs": 0}, r"`checkpoint_secs`. Received: checkpoint_secs=0. Pass a number of seconds > 0"),
     ({"checkpoint_secs": True}, r"checkpoint_secs=True"),
     ({"on_nonfinite": "skip"}, r"on_nonfinite='skip'. Valid values: stop, restore"),
-    ({"max_nonfinite_restores": -1}, r"max_nonfinite_restores=-1. Pass an integer >= 0"),
+    ({"max_nonfinite_restores": -1}, r"max_nonfinite_restores=-1. Pass a non-negative integer"),
 ])
 def test_invalid_options(tmp_path, kwargs, match):
     with pytest.raises(ValueError, match=r"Invalid value for argument .*" + match):

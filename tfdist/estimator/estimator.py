@@ -35,6 +35,7 @@ import tensorflow as tf
 from absl import logging
 
 from tfdist import checkpoint as checkpoint_lib
+from tfdist import checks
 from tfdist import compat
 from tfdist import data as data_lib
 from tfdist import outer_loop
@@ -59,13 +60,7 @@ from tfdist.outer_loop.summaries import SummaryWriters
 
 
 def _check_steps(name: str, value: Any) -> None:
-    if value is None:
-        return
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(
-            f"Invalid value for argument `{name}`. Received: {name}={value!r}. Pass a positive "
-            "integer or None."
-        )
+    checks.positive_int(name, value, allow_none=True)
 
 
 def require_eager(where: str) -> None:
@@ -368,6 +363,8 @@ class Estimator:
             try:
                 self._build(ModeKeys.TRAIN, info)
                 self._has_labels[ModeKeys.TRAIN] = info.has_labels
+                assert self._outer_loop is not None and self._train_target is not None  # set up above
+                train_target = self._train_target
                 restored = self._outer_loop.resume()
                 if restored is None and self._warm_start is not None:
                     with strategy.scope():
@@ -378,12 +375,12 @@ class Estimator:
                                  start, max_steps)
                     return self
                 target = max_steps if max_steps is not None else (start + steps if steps else None)
-                self._train_target.bind(self._train_loop(info.finite), iterator, self._fetch_dtypes)
-                hooks = hooks_lib.HooksAction(self._spec_hooks + user_hooks,
-                                              list(saving_listeners or []),
-                                              lambda: self._train_target.run_values)
+                train_target.bind(self._train_loop(info.finite), iterator, self._fetch_dtypes)
+                hooks_action = hooks_lib.HooksAction(self._spec_hooks + user_hooks,
+                                                     list(saving_listeners or []),
+                                                     lambda: train_target.run_values)
                 try:
-                    self._outer_loop.train(target, train_actions=[hooks])
+                    self._outer_loop.train(target, train_actions=[hooks_action])
                 except outer_loop.NonFiniteLossError as error:
                     raise hooks_lib.NanLossDuringTrainingError(
                         f"NaN loss during training: the loss is {error.loss} at global step "

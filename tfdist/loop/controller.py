@@ -17,13 +17,13 @@ import os
 import tensorflow as tf
 
 from tfdist import checkpoint as checkpoint_lib
+from tfdist import checks
 from tfdist import cluster as cluster_lib
 from tfdist import outer_loop
 from tfdist.loop.trainer import Trainer
 from tfdist.outer_loop.controller import NONFINITE_ACTIONS  # noqa: F401 - part of the API
 from tfdist.outer_loop.controller import NonFiniteLossError
 from tfdist.outer_loop.controller import check_loop_options
-from tfdist.outer_loop.controller import check_positive_int
 
 __all__ = ["NONFINITE_ACTIONS", "Controller", "NonFiniteLossError"]
 
@@ -114,7 +114,7 @@ class Controller:
             self.checkpoint, self.model_dir, cluster=self.cluster, max_to_keep=max_to_keep
         )
         # The chief writes training and evaluation scalars; an evaluator task, its evaluations.
-        kinds = ("train", "eval") if self.is_chief else ()
+        kinds: tuple[str, ...] = ("train", "eval") if self.is_chief else ()
         if self.cluster.is_evaluator:
             kinds = ("eval",)
         self._loop = outer_loop.OuterLoop(
@@ -163,7 +163,7 @@ class Controller:
             tfdist.checkpoint.Preempted: SIGTERM arrived; a checkpoint was saved at that step.
             tfdist.peer_failure.PeerUnavailableError: Another task died or stopped responding.
         """
-        check_positive_int("steps", steps)
+        checks.positive_int("steps", steps)
         if self.trainer.train_data is None:
             raise ValueError("Controller.train needs a Trainer with train_data.")
         results = self._loop.train(steps, eval_interval=eval_interval,
@@ -202,7 +202,7 @@ class Controller:
         Returns:
             The final training results and the final evaluation results prefixed with `eval_`.
         """
-        check_positive_int("eval_interval", eval_interval)
+        checks.positive_int("eval_interval", eval_interval)
         with self._loop.preemption_handled():
             self._loop.mark_training_started()
             results = self.train(train_steps, eval_interval=eval_interval)

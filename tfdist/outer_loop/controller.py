@@ -24,6 +24,7 @@ import tensorflow as tf
 from absl import logging
 
 from tfdist import checkpoint as checkpoint_lib
+from tfdist import checks
 from tfdist import cluster as cluster_lib
 from tfdist import peer_failure
 from tfdist.outer_loop import evaluator as evaluator_lib
@@ -51,15 +52,6 @@ class NonFiniteLossError(FloatingPointError):
         self.last_saved = last_saved
 
 
-def check_positive_int(name: str, value: Any) -> None:
-    """Raises `ValueError` unless `value` is an `int` >= 1 (booleans are not)."""
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(
-            f"Invalid value for argument `{name}`. Received: {name}={value!r}. "
-            "Pass an integer >= 1."
-        )
-
-
 def check_loop_options(*, steps_per_loop: int = 1, checkpoint_every: int | None = None,
                        checkpoint_secs: float | None = None, summary_every: int | None = None,
                        on_nonfinite: str = "stop", max_nonfinite_restores: int = 0) -> None:
@@ -68,29 +60,14 @@ def check_loop_options(*, steps_per_loop: int = 1, checkpoint_every: int | None 
     Raises:
         ValueError: One of them is invalid (the message names it and what was received).
     """
-    check_positive_int("steps_per_loop", steps_per_loop)
-    for name, value in (("checkpoint_every", checkpoint_every), ("summary_every", summary_every)):
-        if value is not None:
-            check_positive_int(name, value)
-    if checkpoint_secs is not None and (
-        not isinstance(checkpoint_secs, (int, float)) or isinstance(checkpoint_secs, bool)
-        or checkpoint_secs <= 0
-    ):
-        raise ValueError(
-            "Invalid value for argument `checkpoint_secs`. Received: "
-            f"checkpoint_secs={checkpoint_secs!r}. Pass seconds > 0 or None."
-        )
-    if on_nonfinite not in NONFINITE_ACTIONS:
-        raise ValueError(
-            "Invalid value for argument `on_nonfinite`. "
-            f"Received: on_nonfinite={on_nonfinite!r}. Valid values: stop, restore."
-        )
-    if not isinstance(max_nonfinite_restores, int) or isinstance(max_nonfinite_restores, bool) \
-            or max_nonfinite_restores < 0:
-        raise ValueError(
-            "Invalid value for argument `max_nonfinite_restores`. Received: "
-            f"max_nonfinite_restores={max_nonfinite_restores!r}. Pass an integer >= 0."
-        )
+    checks.positive_int("steps_per_loop", steps_per_loop)
+    checks.positive_int("checkpoint_every", checkpoint_every, allow_none=True,
+                        none_means="no step cadence")
+    checks.positive_int("summary_every", summary_every, allow_none=True,
+                        none_means="after every loop call")
+    checks.seconds("checkpoint_secs", checkpoint_secs, allow_none=True, none_means="no time cadence")
+    checks.one_of("on_nonfinite", on_nonfinite, NONFINITE_ACTIONS)
+    checks.non_negative_int("max_nonfinite_restores", max_nonfinite_restores)
 
 
 class OuterLoop:
@@ -231,17 +208,17 @@ class OuterLoop:
             tfdist.peer_failure.PeerUnavailableError: Another task died or stopped responding.
         """
         if steps is not None:
-            check_positive_int("steps", steps)
+            checks.positive_int("steps", steps)
         if eval_interval is not None:
-            check_positive_int("eval_interval", eval_interval)
+            checks.positive_int("eval_interval", eval_interval)
         if self.trainer is None:
             raise ValueError("OuterLoop.train needs a `trainer` (a tfdist.outer_loop.TrainTarget).")
         actions = self._train_actions + [interface.as_train_action(a) for a in train_actions]
         with self._preemption.watching(self._handle_preemption), peer_failure.translate(self.cluster):
-            return self._train(steps, eval_interval, evaluate or self.evaluate, actions)
+            return self._train(self.trainer, steps, eval_interval, evaluate or self.evaluate, actions)
 
-    def _train(self, steps: int | None, eval_interval: int | None, evaluate: Evaluate,
-               actions: list[interface.TrainAction]) -> dict[str, Any]:
+    def _train(self, trainer: interface.TrainTarget, steps: int | None, eval_interval: int | None,
+               evaluate: Evaluate, actions: list[interface.TrainAction]) -> dict[str, Any]:
         step = self.global_step
         for action in actions:
             action.begin(step)
@@ -254,15 +231,15 @@ class OuterLoop:
             num = self._loop_size(step, steps, next_eval, actions)
             if any([action.before_train(step) for action in actions]):  # all of them, then stop
                 break
-            logs = dict(self.trainer.train(num))
+            logs = dict(trainer.train(num))
             ran = self.global_step - step
             if ran <= 0:
                 break  # the input had ended: no step ran
-            bad_step = self.trainer.first_nonfinite_step()
+            bad_step = trainer.first_nonfinite_step()
             loss = logs.get("loss", 0.0)
             if bad_step is not None or not math.isfinite(loss):
                 restores += 1
-                last_saved = self._handle_nonfinite(bad_step, loss, restores, last_saved)
+                last_saved = self._handle_nonfinite(trainer, bad_step, loss, restores, last_saved)
                 step = self.global_step
                 continue
             step = self.global_step
@@ -280,7 +257,7 @@ class OuterLoop:
             ):
                 stop = self._save(step, actions)[0] or stop
                 last_saved, last_save_time = step, time.monotonic()
-            if next_eval is not None and step >= next_eval:
+            if eval_interval is not None and next_eval is not None and step >= next_eval:
                 logs.update({f"eval_{k}": v for k, v in evaluate(None).items()})
                 next_eval = _next_multiple(step, eval_interval)
             if stop or ran < num:
@@ -324,13 +301,13 @@ class OuterLoop:
         stop = any([action.after_save(step) for action in actions])
         return stop, path
 
-    def _handle_nonfinite(self, bad_step: int | None, loss: float, restores: int,
-                          last_saved: int) -> int:
+    def _handle_nonfinite(self, trainer: interface.TrainTarget, bad_step: int | None, loss: float,
+                          restores: int, last_saved: int) -> int:
         step = self.global_step
         where = f"at global step {bad_step}" if bad_step is not None else f"before step {step}"
         message = f"Training loss is not finite {where} (mean loss of the last loop: {loss})."
-        details = dict(step=bad_step if bad_step is not None else step, loss=loss,
-                       last_saved=last_saved)
+        details: dict[str, Any] = dict(step=bad_step if bad_step is not None else step, loss=loss,
+                                       last_saved=last_saved)
         if self.on_nonfinite == "stop":
             raise NonFiniteLossError(
                 f"{message} Lower the learning rate, check the data, or pass "
@@ -340,7 +317,7 @@ class OuterLoop:
         if path is None:
             raise NonFiniteLossError(
                 f"{message} Giving up: there is no checkpoint to restore.", **details)
-        self.trainer.after_restore()
+        trainer.after_restore()
         if restores > self.max_nonfinite_restores:
             raise NonFiniteLossError(
                 f"{message} Giving up: {self.max_nonfinite_restores} restores did not help; "
