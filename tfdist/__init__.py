@@ -18,6 +18,7 @@ _LAZY = {
     "keras": ("tfdist.keras", None),
     "launch": ("tfdist.launch", None),
     "loop": ("tfdist.loop", None),
+    "outer_loop": ("tfdist.outer_loop", None),
     "predict": ("tfdist.predict", None),
     "peer_failure": ("tfdist.peer_failure", None),
     "PeerUnavailableError": ("tfdist.peer_failure", "PeerUnavailableError"),

@@ -10,7 +10,9 @@ How a TF1 Estimator maps onto TF2 here:
 - **Training.** `EstimatorSpec(loss=..., optimizer=...)`: tfdist differentiates
   `loss / num_replicas_in_sync` with respect to the trainable variables `model_fn` created and
   applies the all-reduced gradients with the optimizer (built under the scope before tracing).
-  Steps run `steps_per_loop` at a time in one `tf.function` call; hooks run between calls.
+  Steps run `steps_per_loop` at a time in one `tf.function` call, driven by the shared outer
+  loop (`tfdist.outer_loop.OuterLoop`: checkpoint and summary cadence, preemption, NaN losses);
+  hooks and saving listeners run between calls as one of its actions (`hooks.HooksAction`).
 - **Checkpoints.** `tf.train.Checkpoint(vars={path: variable}, global_step=...)` through
   `tfdist.checkpoint.CheckpointManager` (the chief writes `model_dir`, other workers a temporary
   directory). `train` resumes from the newest checkpoint; SIGTERM saves and exits (code 143).
@@ -33,8 +35,10 @@ import tensorflow as tf
 from absl import logging
 
 from tfdist import checkpoint as checkpoint_lib
+from tfdist import checks
 from tfdist import compat
 from tfdist import data as data_lib
+from tfdist import outer_loop
 from tfdist import peer_failure
 from tfdist import strategy as strategy_lib
 from tfdist.estimator import build as build_lib
@@ -43,7 +47,7 @@ from tfdist.estimator import inputs as inputs_lib
 from tfdist.estimator import loops
 from tfdist.estimator import predictions as predictions_lib
 from tfdist.estimator import saved_model as saved_model_lib
-from tfdist.estimator import train_run as train_run_lib
+from tfdist.estimator import train_target as train_target_lib
 from tfdist.estimator import warm_start as warm_start_lib
 from tfdist.estimator.model_fn import ModelFnRunner
 from tfdist.estimator.run_config import RunConfig
@@ -52,16 +56,11 @@ from tfdist.estimator.variable_store import CHECKPOINT_ATTRIBUTE
 from tfdist.estimator.variable_store import GLOBAL_STEP
 from tfdist.estimator.variable_store import VariableStore
 from tfdist.estimator.variable_store import checkpoint_names
+from tfdist.outer_loop.summaries import SummaryWriters
 
 
 def _check_steps(name: str, value: Any) -> None:
-    if value is None:
-        return
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(
-            f"Invalid value for argument `{name}`. Received: {name}={value!r}. Pass a positive "
-            "integer or None."
-        )
+    checks.positive_int(name, value, allow_none=True)
 
 
 def require_eager(where: str) -> None:
@@ -168,8 +167,9 @@ class Estimator:
         self._eval_loss: keras.metrics.Mean | None = None
         self._eval_metrics: dict[str, keras.metrics.Metric] = {}
         self._predict_fn: Callable[..., Any] | None = None
-        self._writers: dict[str, Any] = {}
-        self._train_run: train_run_lib.TrainRun | None = None
+        self._summaries = SummaryWriters()
+        self._train_target: train_target_lib.EstimatorTrainTarget | None = None
+        self._outer_loop: outer_loop.OuterLoop | None = None
 
     # --- properties ------------------------------------------------------------------------------
 
@@ -236,15 +236,20 @@ class Estimator:
             self._checkpoint, self.model_dir, cluster=cluster,
             max_to_keep=self._config.keep_checkpoint_max,
         )
-        self._train_run = train_run_lib.TrainRun(
-            self._config, strategy, self._manager, self._global_step, self._writer
+        config = self._config
+        self._train_target = train_target_lib.EstimatorTrainTarget(self._global_step)
+        step_log = ([train_target_lib.StepCountLog(config.log_step_count_steps, config.is_chief)]
+                    if config.log_step_count_steps else [])
+        self._outer_loop = outer_loop.OuterLoop(
+            trainer=self._train_target, strategy=strategy, checkpoints=self._manager,
+            cluster=cluster, steps_per_loop=config.steps_per_loop,
+            checkpoint_every=config.save_checkpoints_steps,
+            checkpoint_secs=config.save_checkpoints_secs,
+            # tf.estimator wrote training scalars into model_dir itself, from the chief.
+            summary_dirs={"train": self.model_dir} if config.is_chief and config.save_summary_steps else {},
+            summary_every=config.save_summary_steps, train_actions=step_log,
         )
         return strategy
-
-    def _writer(self, directory: str) -> Any:
-        if directory not in self._writers:
-            self._writers[directory] = tf.summary.create_file_writer(directory)
-        return self._writers[directory]
 
     def _sync_checkpoint(self) -> None:
         tracked = getattr(self._checkpoint, CHECKPOINT_ATTRIBUTE)
@@ -358,7 +363,9 @@ class Estimator:
             try:
                 self._build(ModeKeys.TRAIN, info)
                 self._has_labels[ModeKeys.TRAIN] = info.has_labels
-                restored = self._restore()
+                assert self._outer_loop is not None and self._train_target is not None  # set up above
+                train_target = self._train_target
+                restored = self._outer_loop.resume()
                 if restored is None and self._warm_start is not None:
                     with strategy.scope():
                         warm_start_lib.warm_start(self._warm_start, self._store)
@@ -368,9 +375,18 @@ class Estimator:
                                  start, max_steps)
                     return self
                 target = max_steps if max_steps is not None else (start + steps if steps else None)
-                loop = self._train_loop(info.finite)
-                self._train_run.run(loop, iterator, target, self._spec_hooks + user_hooks,
-                                    list(saving_listeners or []), self._fetch_dtypes)
+                train_target.bind(self._train_loop(info.finite), iterator, self._fetch_dtypes)
+                hooks_action = hooks_lib.HooksAction(self._spec_hooks + user_hooks,
+                                                     list(saving_listeners or []),
+                                                     lambda: train_target.run_values)
+                try:
+                    self._outer_loop.train(target, train_actions=[hooks_action])
+                except outer_loop.NonFiniteLossError as error:
+                    raise hooks_lib.NanLossDuringTrainingError(
+                        f"NaN loss during training: the loss is {error.loss} at global step "
+                        f"{self._global_step_value()}. Lower the learning rate or check the "
+                        f"data; the last checkpoint is step {error.last_saved}."
+                    ) from None
             finally:
                 data_lib.release_iterator(iterator)  # destroyed off this thread: no teardown stall
                 del iterator
@@ -468,12 +484,7 @@ class Estimator:
             data_lib.release_iterator(iterator)
             del iterator
         if self._is_chief or self._config.cluster.is_evaluator:
-            writer = self._writer(self.eval_dir(name))
-            with writer.as_default(step=step):
-                for key, value in results.items():
-                    if key != "global_step" and np.ndim(value) == 0:
-                        tf.summary.scalar(key, value)
-            writer.flush()
+            self._summaries.write(self.eval_dir(name), step, results)
         logging.info("tfdist.estimator: evaluation at step %d: %s", step,
                      ", ".join(f"{k} = {v}" for k, v in results.items()))
         return results

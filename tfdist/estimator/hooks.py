@@ -1,6 +1,7 @@
 """Training hooks and checkpoint listeners with tf.estimator's method names.
 
-TF2 has no sessions, so hooks wrap *loop calls*: `before_run` runs before each `tf.function`
+TF2 has no sessions, so hooks wrap *loop calls* of the shared outer loop (`HooksAction` runs
+them, and the saving listeners, as one `tfdist.outer_loop.TrainAction`): `before_run` runs before each `tf.function`
 call of the training loop and `after_run` after it (`RunConfig(steps_per_loop=1)`, the default,
 makes that every step, as in tf.estimator). `session` arguments are `None`.
 
@@ -21,6 +22,8 @@ from typing import Any
 
 import tensorflow as tf
 from absl import logging
+
+from tfdist import outer_loop
 
 RUN_VALUE_KEYS = ("loss", "global_step")
 
@@ -384,3 +387,64 @@ class CheckpointSaverListener:
 
     def end(self, session: Any, global_step_value: int) -> None:
         """Called once at the end of training, after the final save."""
+
+
+class HooksAction(outer_loop.TrainAction):
+    """Runs `SessionRunHook`s and `CheckpointSaverListener`s as one action of the outer loop.
+
+    `before_run` / `after_run` wrap each loop call (with one `SessionRunContext` per call; a
+    stop it requests ends training), `next_boundary` cuts loop calls where a hook acts, and
+    the listeners wrap every checkpoint save of the run (`after_save` returning `True` stops).
+
+    Args:
+        hooks: The hooks of this `train` call.
+        listeners: Its saving listeners.
+        run_values: Returns the run values of the last loop call beyond `loss` and
+            `global_step` (the tensors `LoggingTensorHook`s fetch).
+    """
+
+    def __init__(self, hooks: list[SessionRunHook], listeners: list[CheckpointSaverListener],
+                 run_values: Callable[[], Mapping[str, Any]]) -> None:
+        self._hooks = hooks
+        self._listeners = listeners
+        self._run_values = run_values
+        self._context = SessionRunContext(0)
+        self._requests: list[Any] = []
+
+    def begin(self, step: int) -> None:
+        for hook in self._hooks:
+            hook.begin()
+        for hook in self._hooks:
+            hook.after_create_session(None, None)
+        for listener in self._listeners:
+            listener.begin()
+
+    def next_boundary(self, step: int) -> int | None:
+        wanted = [b for h in self._hooks if (b := h.next_boundary(step)) is not None and b > step]
+        return min(wanted) if wanted else None
+
+    def before_train(self, step: int) -> bool:
+        self._context = SessionRunContext(step)
+        self._requests = [hook.before_run(self._context) for hook in self._hooks]
+        return self._context.stop_requested
+
+    def after_train(self, step: int, logs: Mapping[str, Any]) -> bool:
+        values = {**self._run_values(), "loss": logs["loss"], "global_step": step}
+        after_runs(self._hooks, self._requests, self._context, values)
+        return self._context.stop_requested
+
+    def before_save(self, step: int) -> None:
+        for listener in self._listeners:
+            listener.before_save(None, step)
+
+    def after_save(self, step: int) -> bool:
+        stop = False
+        for listener in self._listeners:
+            stop = bool(listener.after_save(None, step)) or stop
+        return stop
+
+    def end(self, step: int) -> None:
+        for listener in self._listeners:
+            listener.end(None, step)
+        for hook in self._hooks:
+            hook.end(None)

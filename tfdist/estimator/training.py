@@ -6,9 +6,10 @@
 - **chief / worker**: train together (MultiWorkerMirroredStrategy when the cluster has several),
   to `max_steps` or the end of the input. The chief then writes `model_dir/training_done`.
 - **evaluator** (outside the training cluster; the "sidecar evaluator"): evaluates each new
-  checkpoint in `model_dir` (after `start_delay_secs`, at most every `throttle_secs`), runs the
-  exporters, and stops after evaluating a checkpoint at `max_steps` — or, without `max_steps`,
-  the last checkpoint once the chief has written `training_done`.
+  checkpoint in `model_dir` (after `start_delay_secs`, at most every `throttle_secs`) and runs
+  the exporters, until training has ended by the one protocol of every tfdist evaluator
+  (`tfdist.outer_loop.evaluate_continuously`): a checkpoint at `max_steps` was evaluated, or
+  the chief has written `training_done` and its newest checkpoint was evaluated.
 - **ps**: not supported.
 """
 
@@ -22,6 +23,7 @@ import tensorflow as tf
 from absl import logging
 
 from tfdist import checkpoint as checkpoint_lib
+from tfdist import outer_loop
 from tfdist.estimator import exporters as exporters_lib
 from tfdist.estimator import hooks as hooks_lib
 from tfdist.estimator.estimator import Estimator
@@ -30,7 +32,6 @@ from tfdist.estimator.spec import EvalSpec
 from tfdist.estimator.spec import TrainSpec
 
 DONE_FILE = checkpoint_lib.DONE_FILE
-_POLL_SECS = 1.0
 
 
 def train_and_evaluate(estimator: Estimator, train_spec: TrainSpec,
@@ -79,13 +80,12 @@ def train_and_evaluate(estimator: Estimator, train_spec: TrainSpec,
 
 def _run_training_task(estimator: Estimator, train_spec: TrainSpec) -> tuple[None, None]:
     if estimator.config.is_chief:
-        # A new run: the evaluator must not stop on the old marker.
-        checkpoint_lib.remove_done_marker(estimator.model_dir)
+        outer_loop.mark_training_started(estimator.model_dir)  # the evaluator must not stop on an old one
     estimator.train(train_spec.input_fn, hooks=train_spec.hooks, max_steps=train_spec.max_steps,
                     saving_listeners=train_spec.saving_listeners)
     if estimator.config.is_chief:
         step = int(os.path.basename(estimator.latest_checkpoint()).rsplit("-", 1)[1])
-        checkpoint_lib.write_done_marker(estimator.model_dir, step)
+        outer_loop.mark_training_ended(estimator.model_dir, step)
         logging.info("tfdist.estimator: training finished at step %d", step)
     return None, None
 
@@ -93,45 +93,27 @@ def _run_training_task(estimator: Estimator, train_spec: TrainSpec) -> tuple[Non
 # --- evaluator -----------------------------------------------------------------------------------
 
 
-def _done_step(estimator: Estimator) -> int | None:
-    marker = checkpoint_lib.read_done_marker(estimator.model_dir)
-    return None if marker is None else int(marker["global_step"])
-
-
 def _run_evaluator(estimator: Estimator, train_spec: TrainSpec, eval_spec: EvalSpec) -> tuple[Any, Any]:
-    max_steps = train_spec.max_steps
-    time.sleep(eval_spec.start_delay_secs)
-    last_path, last_time = None, -float("inf")
-    result, exports = None, []
-    while True:
-        path = estimator.latest_checkpoint()
-        if path is not None and path != last_path:
-            wait = eval_spec.throttle_secs - (time.monotonic() - last_time)
-            if wait > 0:
-                time.sleep(wait)
-                path = estimator.latest_checkpoint()
-            last_time = time.monotonic()
-            try:
-                result = estimator.evaluate(eval_spec.input_fn, steps=eval_spec.steps,
-                                            hooks=eval_spec.hooks, checkpoint_path=path,
-                                            name=eval_spec.name)
-            except (tf.errors.NotFoundError, tf.errors.DataLossError):
-                continue  # deleted by keep_checkpoint_max while we read it; take the next one
-            last_path = path
-            step = result["global_step"]
-            done = _done_step(estimator)
-            final = (max_steps is not None and step >= max_steps) or (done is not None and step >= done)
-            exports = exporters_lib.run_exporters(estimator, eval_spec.exporters, path, result, final)
-            if final:
-                return result, exports
-            continue
-        done = _done_step(estimator)
-        if done is not None and result is not None and result["global_step"] >= done:
-            # Training ended after our last evaluation, which was of its final checkpoint.
-            exports = exporters_lib.run_exporters(
-                estimator, eval_spec.exporters, last_path, result, True)
-            return result, exports
-        time.sleep(_POLL_SECS)
+    """Evaluates each new checkpoint with the one evaluator protocol of `tfdist.outer_loop`."""
+    exports: list[Any] = []
+
+    def evaluate(path: str, number: int) -> dict[str, Any] | None:
+        del number
+        try:
+            return estimator.evaluate(eval_spec.input_fn, steps=eval_spec.steps,
+                                      hooks=eval_spec.hooks, checkpoint_path=path,
+                                      name=eval_spec.name)
+        except (tf.errors.NotFoundError, tf.errors.DataLossError):
+            return None  # deleted by keep_checkpoint_max while we read it; take the next one
+
+    def export(result: dict[str, Any], path: str, final: bool) -> None:
+        exports[:] = exporters_lib.run_exporters(estimator, eval_spec.exporters, path, result, final)
+
+    run = outer_loop.evaluate_continuously(
+        evaluate, estimator.model_dir, final_step=train_spec.max_steps,
+        start_delay_secs=eval_spec.start_delay_secs, throttle_secs=eval_spec.throttle_secs,
+        after_evaluation=export)
+    return (run.results or None), exports
 
 
 # --- one process ---------------------------------------------------------------------------------

@@ -12,7 +12,8 @@ keeps its constructor and `start()`, and reads what tfdist's training jobs write
   directory's `checkpoint` state file, which TensorFlow updates only after a save is complete.
   Their number (`ckpt-<N>`) is the global step for tfdist's managers.
 
-It stops (the same protocol as `tfdist.estimator.train_and_evaluate`'s evaluator):
+It stops by the one evaluator protocol of tfdist (`tfdist.outer_loop.evaluate_continuously`,
+also used by `tfdist.loop.Controller` and `tfdist.estimator.train_and_evaluate`):
 
 - after evaluating a checkpoint numbered `>= max_evaluations` (tf_keras's contract), or
 - once the directory holds the chief's `training_done` marker (written when `fit` ends by
@@ -25,7 +26,6 @@ from __future__ import annotations
 
 import os
 import re
-import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -33,7 +33,8 @@ import keras
 import tensorflow as tf
 from absl import logging
 
-from tfdist import checkpoint as checkpoint_lib
+from tfdist import checks
+from tfdist import outer_loop
 
 _FILE_SUFFIXES = (".weights.h5", ".keras")
 _NUMBER = re.compile(r"(\d+)$")
@@ -107,33 +108,18 @@ class SidecarEvaluator:
                 "Invalid value for argument `model`: it is not built, so no checkpoint can be "
                 "loaded into it. Give it an input shape (keras.Input) or call `model.build(...)`."
             )
-        if not isinstance(checkpoint_dir, (str, os.PathLike)) or not os.fspath(checkpoint_dir):
-            raise ValueError(
-                "Invalid value for argument `checkpoint_dir`. "
-                f"Received: checkpoint_dir={checkpoint_dir!r}. Pass the training job's directory."
-            )
-        checkpoint_dir = os.fspath(checkpoint_dir)
+        checkpoint_dir = checks.path("checkpoint_dir", checkpoint_dir,
+                                     what="the training job's directory")
         if tf.io.gfile.exists(checkpoint_dir) and not tf.io.gfile.isdir(checkpoint_dir):
             raise ValueError(
                 f"Invalid value for argument `checkpoint_dir`: {checkpoint_dir!r} is a file. "
                 "Pass the directory the training job saves checkpoints into."
             )
-        for name, value in (("steps", steps), ("max_evaluations", max_evaluations)):
-            if value is not None and (
-                not isinstance(value, int) or isinstance(value, bool) or value < 1
-            ):
-                raise ValueError(
-                    f"Invalid value for argument `{name}`. Received: {name}={value!r}. "
-                    "Pass an integer >= 1 or None."
-                )
-        for name, value in (("poll_secs", poll_secs), ("timeout", timeout)):
-            if value is None and name == "timeout":
-                continue
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
-                raise ValueError(
-                    f"Invalid value for argument `{name}`. Received: {name}={value!r}. "
-                    "Pass a number of seconds > 0."
-                )
+        checks.positive_int("steps", steps, allow_none=True, none_means="all of `data`")
+        checks.positive_int("max_evaluations", max_evaluations, allow_none=True,
+                            none_means="stop on the training_done marker")
+        checks.seconds("poll_secs", poll_secs)
+        checks.seconds("timeout", timeout, allow_none=True, none_means="wait as long as it takes")
         callbacks = list(callbacks or [])
         bad = [c for c in callbacks if not isinstance(c, keras.callbacks.Callback)]
         if bad:
@@ -161,35 +147,15 @@ class SidecarEvaluator:
             timeout passed before any checkpoint appeared).
         """
         writer = tf.summary.create_file_writer(self.log_dir)
-        results: dict[str, float] = {}
-        last_number = -1
-        waited_since = time.monotonic()
         try:
-            while True:
-                # The marker first: it is written after the last save, so a listing made after
-                # seeing it holds the final checkpoint.
-                done = checkpoint_lib.read_done_marker(self.checkpoint_dir)
-                newest = latest_checkpoint(self.checkpoint_dir)
-                if newest is not None and newest[0] > last_number:
-                    number, path = newest
-                    evaluated = self._evaluate(number, path, writer)
-                    if evaluated is not None:
-                        results, last_number = evaluated, number
-                        waited_since = time.monotonic()
-                        if self.max_evaluations is not None and number >= self.max_evaluations:
-                            logging.info("SidecarEvaluator: evaluated checkpoint %d: done", number)
-                            return results
-                        continue  # look again at once: training may have saved meanwhile
-                if done is not None and (newest is None or newest[0] <= last_number):
-                    logging.info("SidecarEvaluator: training has ended (%s)", checkpoint_lib.DONE_FILE)
-                    return results
-                if self.timeout is not None and time.monotonic() - waited_since > self.timeout:
-                    logging.warning("SidecarEvaluator: no new checkpoint in %.0f s; stopping",
-                                    self.timeout)
-                    return results
-                time.sleep(self.poll_secs)
+            run = outer_loop.evaluate_continuously(
+                lambda path, number: self._evaluate(number, path, writer), self.checkpoint_dir,
+                final_step=self.max_evaluations, latest=latest_checkpoint, timeout=self.timeout,
+                poll_secs=self.poll_secs)
         finally:
             writer.close()
+        logging.info("SidecarEvaluator: done (%s)", run.reason)
+        return run.results
 
     def _evaluate(self, number: int, path: str, writer: Any) -> dict[str, float] | None:
         """Loads and evaluates one checkpoint; `None` if it vanished while being read."""

@@ -1,9 +1,10 @@
-"""The outer loop of route 1: checkpoints, resume, summaries, progress, evaluation cadence.
+"""Route 1's outer loop: `Controller`, a thin adapter of `tfdist.outer_loop.OuterLoop`.
 
-`Controller` drives a `Trainer` in chunks of `steps_per_loop` steps (one `tf.function` call each)
-and does everything between chunks: checkpoints (multi-worker safe, via `tfdist.checkpoint`),
-TensorBoard scalars and a progress bar on the chief, non-finite-loss handling, preemption, and
-evaluation. Training resumes automatically from the newest checkpoint in `model_dir`.
+`Controller` keeps route 1's API (`train`, `evaluate`, `train_and_evaluate`,
+`evaluate_continuously`, `export`) and runs a `Trainer` on the shared outer loop, which owns
+the cadence, checkpoints, resume, summaries, progress, non-finite-loss policy, preemption and
+the evaluator protocol. The `Trainer` is the loop's `TrainTarget` and `EvalTarget`; what is
+route 1's own here is the export at the end and the learning rate in the training scalars.
 
 Step counts follow Orbit: `train(steps)` trains *until* the global step reaches `steps`, so a
 restarted job asked for the same `steps` finishes the same run.
@@ -11,27 +12,32 @@ restarted job asked for the same `steps` finishes the same run.
 
 from __future__ import annotations
 
-import json
-import math
 import os
-import time
-from typing import Any
 
 import tensorflow as tf
-from absl import logging
 
 from tfdist import checkpoint as checkpoint_lib
+from tfdist import checks
 from tfdist import cluster as cluster_lib
-from tfdist import data as data_lib
-from tfdist import peer_failure
-from tfdist.loop import progress as progress_lib
+from tfdist import outer_loop
 from tfdist.loop.trainer import Trainer
+from tfdist.outer_loop.controller import NONFINITE_ACTIONS  # noqa: F401 - part of the API
+from tfdist.outer_loop.controller import NonFiniteLossError
+from tfdist.outer_loop.controller import check_loop_options
 
-NONFINITE_ACTIONS = ("stop", "restore")
+__all__ = ["NONFINITE_ACTIONS", "Controller", "NonFiniteLossError"]
 
 
-class NonFiniteLossError(FloatingPointError):
-    """Training produced a NaN or infinite loss."""
+class _LearningRateSummary(outer_loop.TrainAction):
+    """Adds the optimizer's learning rate to the training scalars after each loop call."""
+
+    def __init__(self, loop: outer_loop.OuterLoop, trainer: Trainer) -> None:
+        self._loop = loop
+        self._trainer = trainer
+
+    def after_train(self, step: int, logs: dict) -> None:
+        del logs
+        self._loop.write_summaries("train", step, {"learning_rate": self._trainer.learning_rate()})
 
 
 class Controller:
@@ -91,14 +97,8 @@ class Controller:
         handle_preemption: bool = True,
         checkpoint_input: bool = True,
     ) -> None:
-        _check_positive_int("steps_per_loop", steps_per_loop)
-        if checkpoint_every is not None:
-            _check_positive_int("checkpoint_every", checkpoint_every)
-        if on_nonfinite not in NONFINITE_ACTIONS:
-            raise ValueError(
-                "Invalid value for argument `on_nonfinite`. "
-                f"Received: on_nonfinite={on_nonfinite!r}. Valid values: stop, restore."
-            )
+        check_loop_options(steps_per_loop=steps_per_loop, checkpoint_every=checkpoint_every,
+                           on_nonfinite=on_nonfinite, max_nonfinite_restores=max_nonfinite_restores)
         self.trainer = trainer
         self.strategy = trainer.strategy
         self.cluster = cluster or cluster_lib.resolve()
@@ -109,39 +109,28 @@ class Controller:
         self.max_nonfinite_restores = max_nonfinite_restores
         self.export_at_end = export
         self.is_chief = self.cluster.is_chief
-        self._progress = progress and self.is_chief
-        tracked = dict(
-            model=trainer.model, optimizer=trainer.optimizer, global_step=trainer.global_step
-        )
-        self._train_iterator = None
-        if trainer.train_data is not None:
-            # One iterator for the whole run: re-creating it would pay the teardown stall.
-            self._train_iterator = iter(data_lib.distribute(self.strategy, trainer.train_data))
-            if checkpoint_input and isinstance(self._train_iterator, tf.data.Iterator):
-                tracked["train_input"] = self._train_iterator
-        self.checkpoint = tf.train.Checkpoint(**tracked)
+        self.checkpoint = tf.train.Checkpoint(**trainer.checkpoint_items(input_position=checkpoint_input))
         self.checkpoints = checkpoint_lib.CheckpointManager(
             self.checkpoint, self.model_dir, cluster=self.cluster, max_to_keep=max_to_keep
         )
         # The chief writes training and evaluation scalars; an evaluator task, its evaluations.
-        writer_names = ("train", "eval") if self.is_chief else ()
+        kinds: tuple[str, ...] = ("train", "eval") if self.is_chief else ()
         if self.cluster.is_evaluator:
-            writer_names = ("eval",)
-        self._writers = {
-            name: tf.summary.create_file_writer(os.path.join(self.model_dir, name))
-            for name in (writer_names if summaries else ())
-        }
-        # Installed only while a run is in progress (train, evaluate_continuously): a process
-        # that made a Controller keeps its own SIGTERM handler the rest of the time.
-        self._preemption = checkpoint_lib.PreemptionWatcher()
-        self._handle_preemption = handle_preemption
-        self.restored_from = self.checkpoints.restore_latest()
-        if self.restored_from:
-            logging.info("tfdist: resumed from %s at step %d", self.restored_from, self.global_step)
+            kinds = ("eval",)
+        self._loop = outer_loop.OuterLoop(
+            trainer=trainer, evaluator=trainer, strategy=self.strategy,
+            checkpoints=self.checkpoints, cluster=self.cluster, steps_per_loop=steps_per_loop,
+            checkpoint_every=self.checkpoint_every,
+            summary_dirs={k: os.path.join(self.model_dir, k) for k in (kinds if summaries else ())},
+            progress=progress and self.is_chief, on_nonfinite=on_nonfinite,
+            max_nonfinite_restores=max_nonfinite_restores, handle_preemption=handle_preemption,
+        )
+        self._train_actions = [_LearningRateSummary(self._loop, trainer)]
+        self.restored_from = self._loop.resume()
 
     @property
     def global_step(self) -> int:
-        return int(self.trainer.global_step.numpy())
+        return self._loop.global_step
 
     @property
     def preemption_requested(self) -> bool:
@@ -153,7 +142,7 @@ class Controller:
         agrees on at each loop boundary) combine it across the job with
         `tfdist.checkpoint.any_worker(strategy, controller.preemption_requested)`.
         """
-        return self._preemption.requested
+        return self._loop.preemption_requested
 
     # --- training ------------------------------------------------------------------------------
 
@@ -174,78 +163,15 @@ class Controller:
             tfdist.checkpoint.Preempted: SIGTERM arrived; a checkpoint was saved at that step.
             tfdist.peer_failure.PeerUnavailableError: Another task died or stopped responding.
         """
-        _check_positive_int("steps", steps)
-        if self._train_iterator is None:
+        checks.positive_int("steps", steps)
+        if self.trainer.train_data is None:
             raise ValueError("Controller.train needs a Trainer with train_data.")
-        with self._preemption.watching(self._handle_preemption), peer_failure.translate(self.cluster):
-            return self._train(steps, eval_interval)
-
-    def _train(self, steps: int, eval_interval: int | None) -> dict[str, float]:
-        bar = progress_lib.progress_bar(steps) if self._progress else None
-        results: dict[str, float] = {}
-        restores = 0
-        last_saved = self.global_step
-        next_eval = _next_multiple(self.global_step, eval_interval) if eval_interval else None
-        while self.global_step < steps:
-            start_step = self.global_step
-            boundary = min(steps, _next_multiple(start_step, self.checkpoint_every))
-            if next_eval is not None:
-                boundary = min(boundary, next_eval)
-            num = min(self.steps_per_loop, boundary - start_step)
-            started = time.perf_counter()
-            self.trainer.train_loop(self._train_iterator, num)
-            results = self.trainer.train_results()  # reading synchronises: the loop has finished
-            elapsed = time.perf_counter() - started
-            results["steps_per_sec"] = num / elapsed
-            results["examples_per_sec"] = num * self.trainer.global_batch_size / elapsed
-
-            bad_step = int(self.trainer.nonfinite_step.numpy())
-            if bad_step >= 0 or not math.isfinite(results["loss"]):
-                restores += 1
-                last_saved = self._handle_nonfinite(bad_step, results["loss"], restores)
-                continue
-            step = self.global_step
-            self._write_summaries("train", step, results, learning_rate=self.trainer.learning_rate())
-            if bar is not None:
-                bar.update(step, list(results.items()))
-            if self._preemption.agreed(self.strategy):
-                preempted = checkpoint_lib.Preempted(step, self.checkpoints.save(step))
-                logging.warning("tfdist: %s; exiting with code %d", preempted, preempted.code)
-                raise preempted
-            if step - last_saved >= self.checkpoint_every or step >= steps:
-                self.checkpoints.save(step)
-                last_saved = step
-            if next_eval is not None and step >= next_eval:
-                results.update({f"eval_{k}": v for k, v in self.evaluate().items()})
-                next_eval = _next_multiple(step, eval_interval)
-        if last_saved != self.global_step:
-            self.checkpoints.save(self.global_step)
+        results = self._loop.train(steps, eval_interval=eval_interval,
+                                   evaluate=lambda n: self.evaluate(n),
+                                   train_actions=self._train_actions)
         if self.export_at_end:
             self.export()
         return results
-
-    def _handle_nonfinite(self, bad_step: int, loss: float, restores: int) -> int:
-        where = f"at global step {bad_step}" if bad_step >= 0 else f"before step {self.global_step}"
-        message = f"Training loss is not finite {where} (mean loss of the last loop: {loss})."
-        if self.on_nonfinite == "stop":
-            raise NonFiniteLossError(
-                f"{message} Lower the learning rate, check the data, or pass "
-                "on_nonfinite='restore' to go back to the last checkpoint."
-            )
-        # Go back to the last good state even when giving up, so in-process callers keep it.
-        path = self.checkpoints.restore_latest()
-        if path is None:
-            raise NonFiniteLossError(f"{message} Giving up: there is no checkpoint to restore.")
-        self.trainer.nonfinite_step.assign(-1)
-        self.trainer.train_results(reset=True)
-        if restores > self.max_nonfinite_restores:
-            raise NonFiniteLossError(
-                f"{message} Giving up: {self.max_nonfinite_restores} restores did not help; "
-                f"the model is back at {path}."
-            )
-        logging.warning("tfdist: %s Restored %s (restore %d of %d).", message, path, restores,
-                        self.max_nonfinite_restores)
-        return self.global_step
 
     # --- evaluation ----------------------------------------------------------------------------
 
@@ -263,33 +189,25 @@ class Controller:
         """
         if self.trainer.eval_data is None:
             raise ValueError("Controller.evaluate needs a Trainer with eval_data.")
-        with peer_failure.translate(self.cluster):
-            return self._evaluate(steps)
-
-    def _evaluate(self, steps: int | None) -> dict[str, float]:
-        iterator = iter(data_lib.distribute(self.strategy, self.trainer.eval_data))
-        self.trainer.eval_loop(iterator, steps)
-        results = self.trainer.eval_results()
-        data_lib.release_iterator(iterator)  # destroyed off this thread: no teardown stall
-        del iterator
-        step = self.global_step
-        self._write_summaries("eval", step, results)
-        if self.is_chief or self.cluster.is_evaluator:
-            logging.info("tfdist: eval at step %d: %s", step, _format(results))
-        return {**results, "global_step": step}
+        return self._loop.evaluate(steps)
 
     def train_and_evaluate(
         self, train_steps: int, eval_interval: int, eval_steps: int | None = None
     ) -> dict[str, float]:
         """Trains to `train_steps`, evaluating every `eval_interval` steps and at the end.
 
+        This is a whole run: the chief removes an old `training_done` marker when it starts and
+        writes one when it has ended, so evaluator tasks stop (`evaluate_continuously`).
+
         Returns:
             The final training results and the final evaluation results prefixed with `eval_`.
         """
-        _check_positive_int("eval_interval", eval_interval)
-        with self._preemption.watching(self._handle_preemption):
+        checks.positive_int("eval_interval", eval_interval)
+        with self._loop.preemption_handled():
+            self._loop.mark_training_started()
             results = self.train(train_steps, eval_interval=eval_interval)
             final = self.final_evaluation(results, eval_steps)
+            self._loop.mark_training_ended()
         results.update({f"eval_{k}": v for k, v in final.items()})
         return results
 
@@ -314,6 +232,9 @@ class Controller:
     ) -> dict[str, float]:
         """For an evaluator task: evaluates each new checkpoint until training reaches `train_steps`.
 
+        Training has also ended when the chief's `training_done` marker is in `model_dir` and
+        the newest checkpoint was evaluated (the one protocol of `tfdist.outer_loop`).
+
         Args:
             train_steps: The training job's target step; the last evaluation is of that step.
             timeout: Give up after this many seconds without a new checkpoint. Defaults to
@@ -323,31 +244,8 @@ class Controller:
         Returns:
             The results of the last evaluation (empty if none ran before the timeout).
         """
-        results: dict[str, float] = {}
-        last_new = time.monotonic()
-
-        def stop_waiting() -> bool:
-            if self._preemption.requested:
-                return True
-            return timeout is not None and time.monotonic() - last_new >= timeout
-
-        with self._preemption.watching(self._handle_preemption):
-            # Poll every second, so SIGTERM ends the wait promptly instead of at the next checkpoint.
-            for path in tf.train.checkpoints_iterator(self.model_dir, timeout=1.0,
-                                                      timeout_fn=stop_waiting):
-                last_new = time.monotonic()
-                try:
-                    self.checkpoints.restore(path)
-                except (tf.errors.NotFoundError, tf.errors.DataLossError):
-                    continue  # deleted by max_to_keep while we looked; the next one will do
-                results = self.evaluate(eval_steps)
-                if results["global_step"] >= train_steps or self._preemption.requested:
-                    break
-            if self._preemption.requested:
-                preempted = checkpoint_lib.Preempted(self.global_step, None, saved=False)
-                logging.warning("tfdist: evaluator %s; exiting with code %d", preempted, preempted.code)
-                raise preempted
-        return results
+        return self._loop.evaluate_continuously(
+            train_steps, timeout=timeout, eval_steps=eval_steps, evaluate=lambda n: self.evaluate(n))
 
     # --- outputs -------------------------------------------------------------------------------
 
@@ -361,46 +259,18 @@ class Controller:
             return {}
         return checkpoint_lib.export_model(self.trainer.model, self.model_dir)
 
-    def _write_summaries(self, name: str, step: int, results: dict[str, float], **extra: float) -> None:
-        writer = self._writers.get(name)
-        if writer is None:
-            return
-        with writer.as_default(step=step):
-            for key, value in {**results, **extra}.items():
-                tf.summary.scalar(key, value)
-        writer.flush()
-
     def close(self) -> None:
         """Releases the training iterator and the SIGTERM handler of a `with` block.
 
         Safe to call twice; leaving `with Controller(...)` calls it.
         """
-        self._preemption.close()
-        if self._train_iterator is not None:
-            data_lib.release_iterator(self._train_iterator)
-            self._train_iterator = None
+        self._loop.close()
+        self.trainer.release_input()
 
     def __enter__(self) -> Controller:
         """Handles SIGTERM for the whole `with` block (also between `train` calls)."""
-        if self._handle_preemption:
-            self._preemption.install()
+        self._loop.install_preemption_handler()
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
-
-
-def _check_positive_int(name: str, value: Any) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(
-            f"Invalid value for argument `{name}`. Received: {name}={value!r}. "
-            "Pass an integer >= 1."
-        )
-
-
-def _next_multiple(step: int, interval: int) -> int:
-    return (step // interval + 1) * interval
-
-
-def _format(results: dict[str, float]) -> str:
-    return json.dumps({k: round(v, 5) for k, v in results.items()})

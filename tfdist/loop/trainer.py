@@ -3,14 +3,17 @@
 `Trainer` owns what a step needs (model, optimizer, loss, metrics, global step) and the two
 compiled loops: `train_loop(num_steps)` runs `num_steps` steps inside one `tf.function`
 (`tf.range` over `strategy.run`, the step count passed as a tensor so it never retraces), and
-`eval_loop(num_steps)` runs to the end of the data or `num_steps`. The outer loop (checkpoints,
-summaries, evaluation cadence) is `tfdist.loop.Controller`.
+`eval_loop(num_steps)` runs to the end of the data or `num_steps`. It is the route's
+`tfdist.outer_loop.TrainTarget` and `EvalTarget` (`train(num_steps)`, `evaluate(num_steps)`),
+so the shared outer loop (checkpoints, summaries, evaluation cadence; `tfdist.loop.Controller`)
+drives it without reaching into it.
 
 Subclass and override `train_step` / `eval_step` for full control; both run in replica context.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -19,6 +22,7 @@ import tensorflow as tf
 
 from tfdist import data as data_lib
 from tfdist.compat import keras_optimizer_build
+from tfdist.outer_loop import interface
 
 # Evaluation "to the end of the data" runs the loop with this many steps at most.
 _UNTIL_END = 2**62
@@ -50,7 +54,7 @@ def _copy_metric(metric: keras.metrics.Metric | str) -> keras.metrics.Metric:
     return metric.__class__.from_config(metric.get_config())
 
 
-class Trainer:
+class Trainer(interface.TrainTarget, interface.EvalTarget):
     """Model, optimizer, loss and metrics under one strategy, with compiled multi-step loops.
 
     Args:
@@ -149,6 +153,7 @@ class Trainer:
             self.eval_metrics = [_copy_metric(m) for m in metrics]
         self._train_loop_fn = tf.function(self._train_loop)
         self._eval_loop_fn = tf.function(self._eval_loop)
+        self._train_iterator: Any = None
 
     # --- construction checks -----------------------------------------------------------------
 
@@ -335,3 +340,62 @@ class Trainer:
 
     def learning_rate(self) -> float:
         return float(keras.ops.convert_to_numpy(self.optimizer.learning_rate))
+
+    # --- the outer loop's interface (tfdist.outer_loop.TrainTarget / EvalTarget) ---------------
+
+    def _train_input(self) -> Any:
+        if self.train_data is None:
+            raise TrainerError("This trainer has no train_data.")
+        if self._train_iterator is None:
+            # One iterator for the whole run: re-creating it would pay the teardown stall.
+            self._train_iterator = iter(data_lib.distribute(self.strategy, self.train_data))
+        return self._train_iterator
+
+    def checkpoint_items(self, input_position: bool = True) -> dict[str, Any]:
+        """Model, optimizer and global step, plus the training input position if `input_position`.
+
+        The input position (with its shuffle buffer) is included where TensorFlow can
+        checkpoint it: plain `tf.data` iterators (one replica, one worker).
+        """
+        items = dict(model=self.model, optimizer=self.optimizer, global_step=self.global_step)
+        if self.train_data is not None and input_position:
+            iterator = self._train_input()
+            if isinstance(iterator, tf.data.Iterator):
+                items["train_input"] = iterator
+        return items
+
+    def train(self, num_steps: int) -> dict[str, float]:
+        """Runs `num_steps` training steps; returns loss, metrics, steps/s and examples/s."""
+        iterator = self._train_input()
+        started = time.perf_counter()
+        self.train_loop(iterator, num_steps)
+        results = self.train_results()  # reading synchronises: the loop has finished
+        elapsed = time.perf_counter() - started
+        results["steps_per_sec"] = num_steps / elapsed
+        results["examples_per_sec"] = num_steps * self.global_batch_size / elapsed
+        return results
+
+    def first_nonfinite_step(self) -> int | None:
+        step = int(self.nonfinite_step.numpy())
+        return step if step >= 0 else None
+
+    def after_restore(self) -> None:
+        self.nonfinite_step.assign(-1)
+        self.train_results(reset=True)
+
+    def evaluate(self, num_steps: int | None = None) -> dict[str, float]:
+        """Evaluates on `eval_data` (to its end, or `num_steps` batches); returns loss and metrics."""
+        if self.eval_data is None:
+            raise TrainerError("This trainer has no eval_data.")
+        iterator = iter(data_lib.distribute(self.strategy, self.eval_data))
+        self.eval_loop(iterator, num_steps)
+        results = self.eval_results()
+        data_lib.release_iterator(iterator)  # destroyed off this thread: no teardown stall
+        del iterator
+        return results
+
+    def release_input(self) -> None:
+        """Releases the training iterator (a later `train` makes a new one)."""
+        if self._train_iterator is not None:
+            data_lib.release_iterator(self._train_iterator)
+            self._train_iterator = None
