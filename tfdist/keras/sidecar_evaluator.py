@@ -34,6 +34,7 @@ import tensorflow as tf
 from absl import logging
 
 from tfdist import checkpoint as checkpoint_lib
+from tfdist import checks
 
 _FILE_SUFFIXES = (".weights.h5", ".keras")
 _NUMBER = re.compile(r"(\d+)$")
@@ -107,33 +108,17 @@ class SidecarEvaluator:
                 "Invalid value for argument `model`: it is not built, so no checkpoint can be "
                 "loaded into it. Give it an input shape (keras.Input) or call `model.build(...)`."
             )
-        if not isinstance(checkpoint_dir, (str, os.PathLike)) or not os.fspath(checkpoint_dir):
-            raise ValueError(
-                "Invalid value for argument `checkpoint_dir`. "
-                f"Received: checkpoint_dir={checkpoint_dir!r}. Pass the training job's directory."
-            )
-        checkpoint_dir = os.fspath(checkpoint_dir)
+        checkpoint_dir = checks.path("checkpoint_dir", checkpoint_dir,
+                                     what="the training job's directory")
         if tf.io.gfile.exists(checkpoint_dir) and not tf.io.gfile.isdir(checkpoint_dir):
             raise ValueError(
                 f"Invalid value for argument `checkpoint_dir`: {checkpoint_dir!r} is a file. "
                 "Pass the directory the training job saves checkpoints into."
             )
-        for name, value in (("steps", steps), ("max_evaluations", max_evaluations)):
-            if value is not None and (
-                not isinstance(value, int) or isinstance(value, bool) or value < 1
-            ):
-                raise ValueError(
-                    f"Invalid value for argument `{name}`. Received: {name}={value!r}. "
-                    "Pass an integer >= 1 or None."
-                )
-        for name, value in (("poll_secs", poll_secs), ("timeout", timeout)):
-            if value is None and name == "timeout":
-                continue
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
-                raise ValueError(
-                    f"Invalid value for argument `{name}`. Received: {name}={value!r}. "
-                    "Pass a number of seconds > 0."
-                )
+        checks.positive_int("steps", steps, allow_none=True)
+        checks.positive_int("max_evaluations", max_evaluations, allow_none=True)
+        checks.seconds("poll_secs", poll_secs)
+        checks.seconds("timeout", timeout, allow_none=True, none_means="wait for training to end")
         callbacks = list(callbacks or [])
         bad = [c for c in callbacks if not isinstance(c, keras.callbacks.Callback)]
         if bad:
