@@ -23,6 +23,7 @@ from absl import logging
 from tfdist import checkpoint as checkpoint_lib
 from tfdist import cluster as cluster_lib
 from tfdist import data as data_lib
+from tfdist import export as export_lib
 from tfdist import peer_failure
 from tfdist.loop import progress as progress_lib
 from tfdist.loop.trainer import Trainer
@@ -359,7 +360,7 @@ class Controller:
         """
         if not self.is_chief:
             return {}
-        return checkpoint_lib.export_model(self.trainer.model, self.model_dir)
+        return export_lib.export_model(self.trainer.model, self.model_dir, cluster=self.cluster)
 
     def _write_summaries(self, name: str, step: int, results: dict[str, float], **extra: float) -> None:
         writer = self._writers.get(name)
