@@ -5,7 +5,7 @@ VPY := $(VENV)/bin/python
 STAMP := $(VENV)/.tfdist-installed
 PYTEST_ARGS ?=
 
-.PHONY: test install clean train
+.PHONY: test lint install clean train
 
 # Re-install only when the packaging files change, so repeated runs start at once.
 $(STAMP): setup.cfg pyproject.toml
@@ -15,6 +15,12 @@ $(STAMP): setup.cfg pyproject.toml
 	@touch $(STAMP)
 
 install: $(STAMP)
+
+# ruff (bugs, dead code) and mypy (types); configured in pyproject.toml. Order-only on the venv
+# so `make lint VENV=<an existing venv>` uses that venv as it is.
+lint: | $(STAMP)
+	$(VPY) -m ruff check .
+	$(VPY) -m mypy
 
 # pytest exits 5 when it collected no tests: that is a broken suite, not a pass.
 test: $(STAMP)

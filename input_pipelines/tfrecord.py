@@ -197,7 +197,7 @@ def read_meta(directory: str, prefix: str = "data") -> dict[str, Any]:
         try:
             meta = json.load(f)
         except json.JSONDecodeError as e:
-            raise ValueError(f"{path} is not a valid description (JSON error: {e}). {rewrite}")
+            raise ValueError(f"{path} is not a valid description (JSON error: {e}). {rewrite}") from e
     if not isinstance(meta, dict):
         raise ValueError(f"{path} is not a valid description: found a {type(meta).__name__}, "
                          f"not an object. {rewrite}")

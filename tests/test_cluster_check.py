@@ -80,7 +80,7 @@ def test_own_port_is_opened_while_checking(closed_port):
         def read_peer(statuses, note):
             # Called while our listener is still open: the peer's check can reach it. The peer
             # prints its results before lingering, so this returns once it has.
-            peer_lines.append(next(l for l in peer.stdout if l.startswith("peer ")))
+            peer_lines.append(next(line for line in peer.stdout if line.startswith("peer ")))
 
         (status,), _ = check_peers(a, timeout=60.0, linger=0, report=read_peer)  # waits for the peer
         assert status.reachable, status.detail
@@ -93,7 +93,7 @@ def test_own_port_is_opened_while_checking(closed_port):
 def test_cli_exit_status_and_report(listening, closed_port):
     ok = run_check(config(closed_port, f"127.0.0.1:{listening}"), "--timeout", "2")
     assert ok.returncode == 0, ok.stderr
-    line = next(l for l in ok.stdout.splitlines() if l.startswith("peer worker:1 "))
+    line = next(line for line in ok.stdout.splitlines() if line.startswith("peer worker:1 "))
     assert line.split() == ["peer", "worker:1", f"127.0.0.1:{listening}", "ok:", "127.0.0.1,", "port",
                             str(listening), "answers"]
     assert "tensorflow 2." in ok.stdout and "keras 3." in ok.stdout and "devices: CPU:0" in ok.stdout

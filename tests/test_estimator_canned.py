@@ -1,7 +1,6 @@
 """Tests for canned estimators (tfdist.estimator.canned): heads, feature-column translation,
 the premade estimators on the tutorials' shapes, export, multi-worker, and every error path."""
 
-import glob
 import json
 from pathlib import Path
 

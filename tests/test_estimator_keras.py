@@ -76,7 +76,7 @@ def test_one_and_two_replicas_train_the_same_weights(tmp_path, cpus):
                                            config=est.RunConfig(train_distribute=tfdist.get_strategy(
                                                "mirrored", devices=devices)))
         x, y = _iris()
-        estimator.train(lambda: tf.data.Dataset.from_tensor_slices((x, y)).batch(30).repeat(),
+        estimator.train(lambda x=x, y=y: tf.data.Dataset.from_tensor_slices((x, y)).batch(30).repeat(),
                         steps=10)
         kernels.append(estimator.get_variable_value("head/kernel"))
     np.testing.assert_allclose(kernels[0], kernels[1], rtol=1e-5, atol=1e-6)

@@ -203,7 +203,7 @@ def test_output_is_streamed_line_by_line_with_prefixes(tmp_path):
     result = cli("--workers", 2, "--", PY, "-c", code, tmp_path)
     assert result.returncode == 0
     for task in ("worker:0", "worker:1"):
-        assert [l for l in result.stdout.splitlines() if l.startswith(f"[{task}] ")] == \
+        assert [line for line in result.stdout.splitlines() if line.startswith(f"[{task}] ")] == \
             [f"[{task}] line {i}" for i in range(3)]
 
 
@@ -320,8 +320,8 @@ def test_restart_relaunches_the_group_on_fresh_ports(tmp_path):
     """)
     result = cli("--workers", 2, "--max-restarts", 1, "--grace", 1, "--", PY, "-c", code, tmp_path)
     assert result.returncode == 0, result.stderr
-    lines = [l for l in result.stdout.splitlines() if l.startswith("[worker:0]")]
-    first, second = (json.loads(l.partition(" ")[2]) for l in lines)
+    lines = [line for line in result.stdout.splitlines() if line.startswith("[worker:0]")]
+    first, second = (json.loads(line.partition(" ")[2]) for line in lines)
     assert (first["TFDIST_RESTART"], second["TFDIST_RESTART"]) == ("0", "1")
     assert json.loads(first["TF_CONFIG"])["cluster"] != json.loads(second["TF_CONFIG"])["cluster"]
     assert "restarting the group (restart 1 of 1)" in result.stderr
@@ -433,7 +433,7 @@ def test_slurm_one_launcher_per_node(tmp_path):
     result = cli("--slurm", "--workers", 2, "--dry-run", "--", "true", env=subprocess_env(**slurm))
     assert result.returncode == 0, result.stderr
     assert '"worker": ["node07:8888", "node07:8889", "node08:8888", "node08:8889"]' in result.stdout
-    assert [l.split()[0] for l in result.stdout.splitlines()] == ["[worker:2]", "[worker:3]"]
+    assert [line.split()[0] for line in result.stdout.splitlines()] == ["[worker:2]", "[worker:3]"]
     result = cli("--slurm", "--", "true", env=subprocess_env(**{**slurm, "SLURM_STEP_TASKS_PER_NODE": "2(x2)"}))
     _one_line_error(result, "run one tfdist-launch per node")
 
@@ -696,7 +696,7 @@ def test_two_hosts_train_together(tmp_path):
             run.close()
     assert codes == [0, 0], [run.output[-3000:] for run in runs]
     for i, run in enumerate(runs):
-        assert {l.split()[0] for l in run.lines if l.startswith("[")} == {f"[worker:{i}]"}
+        assert {line.split()[0] for line in run.lines if line.startswith("[")} == {f"[worker:{i}]"}
     reports = [_report(out, f"worker-{i}") for i in range(2)]
     assert [r["end"] for r in reports] == [40, 40] and reports[0]["weights"] == reports[1]["weights"]
 

@@ -73,7 +73,7 @@ def test_keras3_fit_on_local_ray_loopback_only(tmp_path):
     # whatever TF_CONFIG says (as under tfdist-launch); they are the only exception, on Ray's ports.
     tf_ports = {a.rpartition(":")[2] for a in addresses}
     listeners = [line.split() for line in workers[0]["listeners"]]
-    assert any("gcs_server" in l[-1] for l in listeners) and any("raylet" in l[-1] for l in listeners)
-    beyond = [l for l in listeners if not _is_loopback(l[3])]
-    assert {l[3].rpartition(":")[2] for l in beyond} == tf_ports, listeners
-    assert all("RayTrainWo" in l[-1] for l in beyond)
+    assert any("gcs_server" in listener[-1] for listener in listeners) and any("raylet" in listener[-1] for listener in listeners)
+    beyond = [listener for listener in listeners if not _is_loopback(listener[3])]
+    assert {listener[3].rpartition(":")[2] for listener in beyond} == tf_ports, listeners
+    assert all("RayTrainWo" in listener[-1] for listener in beyond)

@@ -43,7 +43,7 @@ def train(config):
         session = psutil.Process(config["driver_pid"])
         pids = {session.pid, *(p.pid for p in session.children(recursive=True))}
         lines = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True, check=True).stdout
-        result["listeners"] = [l for l in lines.splitlines() if any(f"pid={p}," in l for p in pids)]
+        result["listeners"] = [line for line in lines.splitlines() if any(f"pid={p}," in line for p in pids)]
     with open(os.path.join(config["out_dir"], f"worker-{info.task_id}.json"), "w") as f:
         json.dump(result, f)
 
