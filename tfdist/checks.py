@@ -117,15 +117,14 @@ def seconds(name: str, value: Any, *, allow_zero: bool = False, allow_none: bool
     """
     if value is None and allow_none:
         return None
-    ok = (isinstance(value, numbers.Real) and not isinstance(value, bool)
-          and math.isfinite(value) and (value >= 0 if allow_zero else value > 0))
-    if not ok:
+    number = float(value) if isinstance(value, numbers.Real) and not isinstance(value, bool) else math.nan
+    if not (math.isfinite(number) and (number >= 0 if allow_zero else number > 0)):
         expected = f"a number of seconds {'>= 0' if allow_zero else '> 0'}"
         expected += _or_none(allow_none, none_means)
         if example is not None:
             expected += f", e.g. {example:g}"
         raise _fail(name, f"{name}={value!r}", expected, owner=owner, error=error)
-    return float(value)
+    return number
 
 
 def one_of(name: str, value: T, choices: Iterable[Any], *, owner: str | None = None,

@@ -102,9 +102,10 @@ class DataSpec:
         checks.one_of("sharding", self.sharding, SHARDING_POLICIES, error=DataConfigError)
         checks.non_negative_int("shuffle_buffer", self.shuffle_buffer, allow_none=True,
                                 none_means="10,000 when training, else 0", error=DataConfigError)
-        checks.instance("source", self.source, (tf.data.Dataset, str, list, tuple, Callable),
-                        what="a tf.data.Dataset, a dataset_fn(input_context), or TFRecord file "
-                             "patterns", error=DataConfigError)
+        if not callable(self.source):
+            checks.instance("source", self.source, (tf.data.Dataset, str, list, tuple),
+                            what="a tf.data.Dataset, a dataset_fn(input_context), or TFRecord "
+                                 "file patterns", error=DataConfigError)
         for name in ("map_fn", "batch_map_fn"):
             checks.function(name, getattr(self, name), allow_none=True, error=DataConfigError)
         if self.sharding == "file" and not self._is_files():

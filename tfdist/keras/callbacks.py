@@ -69,7 +69,7 @@ class BackupAndRestore(keras.callbacks.Callback):
         cluster: cluster_lib.ClusterInfo | None = None,
     ) -> None:
         super().__init__()
-        if save_freq != "epoch" and not (checks.is_integer(save_freq) and save_freq >= 1):
+        if save_freq != "epoch" and not (checks.is_integer(save_freq) and int(save_freq) >= 1):
             raise ValueError(
                 f"Invalid value for argument `save_freq`. Received: save_freq={save_freq!r}. "
                 "Pass 'epoch' or a positive integer."
