@@ -107,9 +107,10 @@ def sources(
         ValueError: The dataset has no supervised keys, or its features are not fixed-shape
             numbers with a `ClassLabel` label.
     """
-    builder = name_or_builder
     if isinstance(name_or_builder, str):
         builder = tfds.builder(name_or_builder, data_dir=data_dir)
+    else:
+        builder = name_or_builder
     if download:
         builder.download_and_prepare()
     info = builder.info

@@ -138,13 +138,13 @@ def write_shards(
     try:
         for count, element in enumerate(dataset.as_numpy_iterator(), start=1):
             for j, k in enumerate(keys):
-                shape = list(np.shape(element[k]))
-                if shapes[j] is None:
+                shape, expected = list(np.shape(element[k])), shapes[j]
+                if expected is None:
                     shapes[j] = shape
-                elif shape != shapes[j]:
+                elif shape != expected:
                     raise ValueError(
                         f"write_shards needs one shape per component: example {count - 1} has "
-                        f"{k!r} of shape {tuple(shape)}, earlier ones {tuple(shapes[j])}. Resize "
+                        f"{k!r} of shape {tuple(shape)}, earlier ones {tuple(expected)}. Resize "
                         "or pad the examples first.")
             feature = {k: _feature(element[k], e) for k, e in zip(keys, encodings)}
             example = tf.train.Example(features=tf.train.Features(feature=feature))

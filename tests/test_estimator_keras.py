@@ -76,10 +76,14 @@ def test_one_and_two_replicas_train_the_same_weights(tmp_path, cpus):
                                            config=est.RunConfig(train_distribute=tfdist.get_strategy(
                                                "mirrored", devices=devices)))
         x, y = _iris()
-        estimator.train(lambda x=x, y=y: tf.data.Dataset.from_tensor_slices((x, y)).batch(30).repeat(),
-                        steps=10)
+        estimator.train(_batches_of(x, y), steps=10)
         kernels.append(estimator.get_variable_value("head/kernel"))
     np.testing.assert_allclose(kernels[0], kernels[1], rtol=1e-5, atol=1e-6)
+
+
+def _batches_of(x, y):
+    """An `input_fn` over `(x, y)` (the Estimator passes an input_fn only the arguments it names)."""
+    return lambda: tf.data.Dataset.from_tensor_slices((x, y)).batch(30).repeat()
 
 
 def test_the_keras_weights_are_the_starting_point(tmp_path):

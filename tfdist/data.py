@@ -115,7 +115,11 @@ class DataSpec:
             )
 
     def _is_files(self) -> bool:
-        return isinstance(self.source, (str, list, tuple))
+        return self._file_patterns() is not None
+
+    def _file_patterns(self) -> str | Sequence[str] | None:
+        """The file patterns of a file source; `None` for a dataset or a `dataset_fn`."""
+        return self.source if isinstance(self.source, (str, list, tuple)) else None
 
     @property
     def effective_shuffle_buffer(self) -> int:
@@ -246,7 +250,8 @@ def plan_sharding(
         global_batch_size=spec.global_batch_size,
         per_replica_batch_size=per_replica,
     )
-    files: list[str] | None = list_files(spec.source) if spec._is_files() else None
+    patterns = spec._file_patterns()
+    files = list_files(patterns) if patterns is not None else None
     num_files = len(files) if files is not None else None
 
     if spec.sharding == "off":
@@ -261,6 +266,7 @@ def plan_sharding(
     elif spec.sharding == "data":
         policy, reason = "data", "sharding='data' requested"
     elif spec.sharding == "file":
+        assert num_files is not None  # __post_init__ allows sharding='file' only for files
         if num_files < n:
             raise DataConfigError(
                 f"sharding='file' needs at least one file per input pipeline; received "
@@ -276,7 +282,7 @@ def plan_sharding(
 
     mine: tuple[str, ...] = tuple(files or ())
     if policy == "file":
-        shuffled = list(files)
+        shuffled = list(mine)
         # Same seed on every worker, so the slices are disjoint and complete.
         random.Random(spec.seed or 0).shuffle(shuffled)
         mine = tuple(shuffled[i::n])
@@ -321,12 +327,14 @@ def make_dataset(
         )
     elif isinstance(spec.source, tf.data.Dataset):
         ds = spec.source
-    else:
+    elif callable(spec.source):
         ds = spec.source(ctx)
         if not isinstance(ds, tf.data.Dataset):
             raise DataConfigError(
                 f"dataset_fn must return a tf.data.Dataset; it returned {type(ds).__name__}."
             )
+    else:  # not reached: __post_init__ admits no other source
+        raise DataConfigError(f"Unsupported source: {type(spec.source).__name__}.")
     if info.policy == "data":
         ds = ds.shard(n, i)
 

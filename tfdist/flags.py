@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import Any
 
 from absl import flags
 
@@ -125,4 +126,6 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
 def to_options(flag_values: flags.FlagValues = flags.FLAGS) -> options_lib.TrainOptions:
     """The parsed flags as `TrainOptions`."""
     names = [f.name for f in dataclasses.fields(options_lib.TrainOptions) if f.name in flag_values]
-    return options_lib.TrainOptions(**{name: flag_values[name].value for name in names})
+    # Flag values are typed Optional; required flags and validators make them complete here.
+    values: dict[str, Any] = {name: flag_values[name].value for name in names}
+    return options_lib.TrainOptions(**values)

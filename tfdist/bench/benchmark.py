@@ -79,7 +79,7 @@ def _in_process(options: BenchOptions, work_dir: str, remote_rows: dict[str, Any
     say("tfdist-bench: input pipelines ...")
     pipelines = pipeline.measure(workload, options.batch, work_dir,
                                  batches=options.pipeline_batches, seed=options.seed)
-    report = {
+    report: dict[str, Any] = {
         "machine": machine.describe(),
         "options": dataclasses.asdict(options),
         "model": {"name": workload.name, "description": workload.description,

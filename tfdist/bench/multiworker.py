@@ -139,8 +139,9 @@ def worker_main(spec_path: str) -> int:
     """
     with open(spec_path) as f:
         spec = json.load(f)
-    options = BenchOptions(**{k: tuple(v) if isinstance(v, list) else v
-                              for k, v in spec["options"].items()})
+    fields: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v  # JSON lists -> tuples
+                              for k, v in spec["options"].items()}
+    options = BenchOptions(**fields)
     rank = int(os.environ.get("TFDIST_RANK", "0"))
     _inject_fault(spec["row"], rank)
     # Before TensorFlow starts: it sizes its thread pools from the affinity mask.

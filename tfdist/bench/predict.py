@@ -121,7 +121,8 @@ def run(*, model_name: str, batch: int, rows: int, reps: int, workers: int, virt
         shutil.rmtree(work_dir, ignore_errors=True)
 
 
-def _run(model_name, batch, rows, reps, workers, virtual_cpus, timeout, seed, say, work_dir):
+def _run(model_name: str, batch: int, rows: int, reps: int, workers: int, virtual_cpus: int,
+         timeout: float, seed: int, say: Any, work_dir: str) -> dict[str, Any]:
     from tfdist import strategy as strategy_lib
 
     strategy_lib.configure_virtual_cpus(virtual_cpus)  # before TensorFlow initialises
@@ -196,14 +197,14 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
 
 def render(section: dict[str, Any], markdown: bool = False) -> str:
     """The predict rows and targets as a table."""
-    rows = [("row", "examples/s", "vs keras_predict")]
+    rows: list[tuple[str, ...]] = [("row", "examples/s", "vs keras_predict")]
     base = section["results"]["keras_predict"]["examples_per_sec"]
     order = ("keras_predict", "one_device", "mirrored", "one_worker", "multi_worker",
              "input_pipeline")
     for name in order:
         rate = section["results"][name]["examples_per_sec"]
         rows.append((name, f"{rate:,.0f}", f"{rate / base:.2f}x"))
-    targets = [("target", "ratio", "goal", "met")]
+    targets: list[tuple[str, ...]] = [("target", "ratio", "goal", "met")]
     for t in section["targets"]:
         targets.append((t["target"], f"{t['ratio']:.2f}x", f">= {t['goal']:.1f}x",
                         "yes" if t["met"] else "NO"))

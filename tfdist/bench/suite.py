@@ -6,6 +6,7 @@ process runs for `multi_worker`; it returns the per-route results the report sho
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import Any
 
@@ -55,7 +56,7 @@ def measure(
         for name in route_names:
             built[row, name] = routes_lib.build(name, strategy, workload, batch, steps_per_call,
                                                 os.path.join(work_dir, row))
-    runs = {key: (lambda route=route: route.run(steps)) for key, route in built.items()}
+    runs = {key: functools.partial(route.run, steps) for key, route in built.items()}
     for route in built.values():  # warm-up, not counted: one more tf.function call each
         route.run(steps_per_call)
     seconds = timing.interleaved(runs, reps)
@@ -70,7 +71,7 @@ def measure(
         }}
     if call_lengths:
         by_length = timing.interleaved(
-            {(key, n): (lambda route=route, n=n: route.run(n))
+            {(key, n): functools.partial(route.run, n)
              for key, route in built.items() for n in call_lengths}, reps)
         for row in strategies:
             results[row]["call_lengths"] = {

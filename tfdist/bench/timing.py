@@ -7,8 +7,10 @@ load, frequency changes) hits all of them alike; ratios are taken within a repet
 from __future__ import annotations
 
 import statistics
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from typing import Any, TypeVar
+
+_Key = TypeVar("_Key", bound=Hashable)
 
 
 def summary(samples: Sequence[float]) -> dict[str, Any]:
@@ -26,13 +28,13 @@ def summary(samples: Sequence[float]) -> dict[str, Any]:
             "q1": q1, "q3": q3, "samples": [float(s) for s in samples]}
 
 
-def interleaved(runs: Mapping[str, Callable[[], float]], reps: int) -> dict[str, list[float]]:
+def interleaved(runs: Mapping[_Key, Callable[[], float]], reps: int) -> dict[_Key, list[float]]:
     """Calls every `runs` entry once per repetition, in order, `reps` times.
 
     Returns:
-        name -> the values returned, one per repetition.
+        key -> the values returned, one per repetition.
     """
-    out: dict[str, list[float]] = {name: [] for name in runs}
+    out: dict[_Key, list[float]] = {name: [] for name in runs}
     for _ in range(reps):
         for name, run in runs.items():
             out[name].append(run())

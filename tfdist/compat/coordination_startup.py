@@ -43,7 +43,8 @@ def configure(cluster_spec: Mapping[str, Sequence[str]], task_type: str,
         service was configured already (by the user, or an earlier strategy in this process).
     """
     ctx = context.context()
-    if task_type not in _COORDINATED_JOBS or ctx.coordination_service is not None:
+    existing = ctx.coordination_service  # the config proto, None until configured
+    if task_type not in _COORDINATED_JOBS or existing is not None:
         return False
     spec = server_lib.ClusterSpec(dict(cluster_spec))
     jobs = [coordination_config_pb2.CoordinatedJob(name=job, num_tasks=spec.num_tasks(job))

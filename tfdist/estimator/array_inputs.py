@@ -33,12 +33,13 @@ def _check_count(name: str, value: Any, *, none_ok: bool = False) -> None:
     checks.positive_int(name, value, allow_none=none_ok)
 
 
-def _check_shuffle(shuffle: Any, helper: str) -> None:
+def _check_shuffle(shuffle: Any, helper: str) -> bool:
     if not isinstance(shuffle, bool):
         raise ValueError(
             f"Invalid value for argument `shuffle` of {helper}. Received: shuffle={shuffle!r}. "
             "Pass it explicitly: True for training, False for evaluation and prediction."
         )
+    return shuffle
 
 
 def _array(value: Any, where: str) -> np.ndarray:
@@ -171,7 +172,7 @@ def numpy_input_fn(
     estimator.train(train_input_fn, steps=1000)
     ```
     """
-    _check_shuffle(shuffle, "numpy_input_fn")
+    shuffle = _check_shuffle(shuffle, "numpy_input_fn")
     features = _as_arrays(x, "x")
     labels = None if y is None else _as_arrays(y, "y")
     if isinstance(features, dict) and isinstance(labels, dict):
@@ -255,7 +256,7 @@ def pandas_input_fn(
         TypeError: `x` or `y` of another type, non-string column names, or unsupported dtypes.
     """
     pd = _import_pandas()
-    _check_shuffle(shuffle, "pandas_input_fn")
+    shuffle = _check_shuffle(shuffle, "pandas_input_fn")
     if not isinstance(x, pd.DataFrame):
         raise TypeError(
             f"Invalid value for argument `x`. Received: {type(x).__name__}. Pass a "

@@ -93,7 +93,7 @@ def build_optimizers(strategy: tf.distribute.Strategy, store: VariableStore,
     prefixes = sorted(optimizer, key=len, reverse=True)
     parts: dict[str, list[tf.Variable]] = {p: [] for p in optimizer}
     for variable in trainable:
-        key = store.key_of(variable)
+        key = _stored_key(store, variable)
         prefix = next((p for p in prefixes if key.startswith(p)), None)
         if prefix is None:
             raise ValueError(
@@ -157,6 +157,14 @@ def build_optimizer(strategy: tf.distribute.Strategy, store: VariableStore,
     return optimizer
 
 
+def _stored_key(store: VariableStore, variable: tf.Variable) -> str:
+    """The store path of one of the store's own variables."""
+    key = store.key_of(variable)
+    if key is None:
+        raise KeyError(f"The variable {variable.name!r} is not in the Estimator's variable store.")
+    return key
+
+
 def _rename_slots(store: VariableStore, trainable: list[tf.Variable], created: set[str]) -> None:
     """Names slots after their variable's path, as Keras does ("adam/dense_kernel_momentum").
 
@@ -164,7 +172,7 @@ def _rename_slots(store: VariableStore, trainable: list[tf.Variable], created: s
     depends on graph name scopes); the store passes those, so map them back to store paths.
     """
     by_tf_name = {
-        str(v.name).replace("/", "_").replace(":", "_"): store.key_of(v).replace("/", "_")
+        str(v.name).replace("/", "_").replace(":", "_"): _stored_key(store, v).replace("/", "_")
         for v in trainable
     }
     for key in sorted(created):

@@ -62,7 +62,8 @@ def _garbage_collect(export_path: str, keep: int | None) -> None:
 
 
 class _SavedModelExporter(Exporter):
-    def __init__(self, name: str, serving_input_receiver_fn: Callable[[], Any],
+    # `None` is typed in for BestExporter's tf.estimator-compatible default; it is refused.
+    def __init__(self, name: str, serving_input_receiver_fn: Callable[[], Any] | None,
                  assets_extra: Mapping[str, str] | None = None, as_text: bool = False) -> None:
         self._name = _check_name(name)
         self._receiver_fn = _check_receiver(serving_input_receiver_fn)

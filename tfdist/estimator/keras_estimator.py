@@ -102,7 +102,7 @@ def _predictions(outputs: Any, names: list[str]) -> Any:
     return {names[0]: outputs}
 
 
-def _initial_values(keras_model: keras.Model, model_class: type, model_config: dict,
+def _initial_values(keras_model: keras.Model, model_class: type[keras.Model], model_config: dict,
                     custom_objects: dict) -> dict[str, np.ndarray]:
     """Variable path in `model_fn` -> the Keras model's current value of that weight.
 

@@ -30,12 +30,13 @@ def examples(batch: Any) -> Iterator[Any]:
     """Splits a batch of predictions (a dict or an array) into examples."""
     if isinstance(batch, dict):
         sizes = {k: (v.shape[0] if v.ndim else None) for k, v in batch.items()}
-        if any(s is None for s in sizes.values()) or len(set(sizes.values())) > 1:
+        size = next(iter(sizes.values()), 0)
+        if size is None or len(set(sizes.values())) > 1:
             raise ValueError(
                 "yield_single_examples=True needs every prediction to have the same batch "
                 f"dimension; received batch sizes {sizes}. Pass yield_single_examples=False."
             )
-        for i in range(next(iter(sizes.values()), 0)):
+        for i in range(size):
             yield {k: v[i] for k, v in batch.items()}
     else:
         yield from batch

@@ -20,7 +20,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 
 from tfdist.launch.errors import LaunchError
 from tfdist.launch.output import Output, Sink
@@ -107,7 +107,7 @@ class GroupOutcome:
         return self.first_failure is None and not self.timed_out and self.signal is None
 
 
-def _parent_death_signal() -> object:
+def _parent_death_signal() -> Callable[[], None] | None:
     """A preexec_fn that makes the kernel SIGKILL the child if the launcher dies, on Linux.
 
     Covers what no handler can: the launcher itself being SIGKILLed (OOM killer, a harness).
@@ -216,7 +216,9 @@ class ProcessGroup:
                 self._threads.append(thread)
 
     def _read(self, i: int) -> None:
-        with self._procs[i].stdout as pipe:
+        stdout = self._procs[i].stdout
+        assert stdout is not None  # started with stdout=PIPE
+        with stdout as pipe:
             for raw in iter(pipe.readline, b""):
                 self._sinks[i].write(raw.decode("utf-8", "replace").rstrip("\r\n"))
 
@@ -224,6 +226,7 @@ class ProcessGroup:
         # WNOWAIT: see the exit but leave the zombie, so the pid (= group id) stays ours.
         try:
             info = os.waitid(os.P_PID, self._procs[i].pid, os.WEXITED | os.WNOWAIT)
+            assert info is not None  # None only with WNOHANG
             code = info.si_status if info.si_code == os.CLD_EXITED else -info.si_status
         except ChildProcessError:  # already reaped by _stop after a KILL
             code = self._procs[i].returncode

@@ -141,12 +141,13 @@ def indexed_job(m: Manifest) -> list[dict[str, Any]]:
     """A headless Service and an Indexed Job for `m` (two documents)."""
     counts = m.counts
     roles = k8s_source.pod_roles(counts)
-    env = [{"name": k8s_source.TASKS_VAR, "value": k8s_source.format_tasks(counts)},
-           {"name": k8s_source.JOB_VAR, "value": m.name},
-           {"name": k8s_source.SERVICE_VAR, "value": m.name},
-           {"name": k8s_source.NAMESPACE_VAR,
-            "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
-           {"name": k8s_source.PORT_VAR, "value": str(m.port)}]
+    env: list[dict[str, Any]] = [
+        {"name": k8s_source.TASKS_VAR, "value": k8s_source.format_tasks(counts)},
+        {"name": k8s_source.JOB_VAR, "value": m.name},
+        {"name": k8s_source.SERVICE_VAR, "value": m.name},
+        {"name": k8s_source.NAMESPACE_VAR,
+         "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+        {"name": k8s_source.PORT_VAR, "value": str(m.port)}]
     service = {"apiVersion": "v1", "kind": "Service",
                "metadata": {"name": m.name, "namespace": m.namespace, "labels": _labels(m)},
                "spec": {"clusterIP": "None", "selector": _labels(m),

@@ -6,7 +6,7 @@ import collections
 import os
 import threading
 from pathlib import Path
-from typing import TextIO
+from typing import IO, TextIO
 
 from tfdist import quiet
 from tfdist.launch.errors import LaunchError
@@ -84,7 +84,7 @@ class Output:
 class Sink:
     """One process's output channel for one attempt."""
 
-    def __init__(self, output: Output, name: str, log: TextIO | None) -> None:
+    def __init__(self, output: Output, name: str, log: IO[str] | None) -> None:
         self._output = output
         self._name = name
         self._log = log

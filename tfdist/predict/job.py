@@ -153,9 +153,16 @@ def run(options: PredictOptions, *, cluster: cluster_lib.ClusterInfo | None = No
                    tick=lambda: progress.update(rows_done_elsewhere()))
     progress.update(source.num_records)
     progress.close()
-    merge.wait_for(lambda: all_stats() is not None, timeout=options.wait_timeout,
-                   what="every worker's stats")
-    workers = all_stats()
+    collected: list[list[dict[str, Any]]] = []
+
+    def stats_ready() -> bool:  # keeps what it read: a second read could see a newer attempt
+        found = all_stats()
+        if found is not None:
+            collected.append(found)
+        return found is not None
+
+    merge.wait_for(stats_ready, timeout=options.wait_timeout, what="every worker's stats")
+    workers = collected[-1]
     merge_started = time.perf_counter()
     target = merge.output_path(out, options.output_format, options.merge)
     key_name = options.id_column or "key"

@@ -74,14 +74,13 @@ def _expand(patterns: Sequence[str]) -> list[str]:
 def _format_of(files: Sequence[str], fmt: str) -> str:
     if fmt != "auto":
         return fmt
-    kinds = set()
-    for f in files:
-        ext = os.path.splitext(f)[1].lower()
-        kinds.add("tfrecord" if os.path.isdir(f) else _EXTENSIONS.get(ext))
-    if len(kinds) != 1 or None in kinds:
+    kinds = {"tfrecord" if os.path.isdir(f) else _EXTENSIONS.get(os.path.splitext(f)[1].lower())
+             for f in files}
+    kind = kinds.pop() if len(kinds) == 1 else None
+    if kind is None:
         raise PredictError(f"Cannot tell the input format of {list(files)[:3]!r} from the file "
                            "names. Pass --input_format=csv, parquet, numpy or tfrecord.")
-    return kinds.pop()
+    return kind
 
 
 def _column(array: np.ndarray, name: str, path: str) -> Column:
@@ -243,6 +242,8 @@ def tfrecord_parse(source: Source) -> Callable[[tf.Tensor], dict[str, tf.Tensor]
     """For a TFRecord source: parses a batch of serialized records into a column dict."""
     from input_pipelines import tfrecord
 
+    if source.tfrecord is None:
+        raise ValueError(f"tfrecord_parse needs a TFRecord source. Received: {describe(source)}.")
     meta = source.tfrecord[2]
     parse = tfrecord.parse_fn(meta)
     keys = meta["keys"]
@@ -266,9 +267,7 @@ def describe(source: Source) -> str:
 
 def fingerprint(source: Source) -> list[dict[str, Any]]:
     """The input files with their sizes and modification times, for the run manifest."""
-    files = list(source.files)
-    if source.format == "tfrecord":
-        files = [*source.tfrecord[0]]
+    files = list(source.files) if source.tfrecord is None else list(source.tfrecord[0])
     out = []
     for f in files:
         st = os.stat(f)

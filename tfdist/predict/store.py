@@ -173,8 +173,10 @@ def remove_stale_temps(output_dir: str, shard_indices: set[int], num_shards: int
 def write_shard(path: str, keys: np.ndarray, outputs: Mapping[str, np.ndarray]) -> None:
     """Writes one shard's keys and outputs (sorted by key) so it appears only when complete."""
     order = np.argsort(keys, kind="stable")
+    columns = {n: v[order] for n, v in outputs.items()}
     with atomic_open(path) as f:
-        np.savez(f, **{KEY: keys[order]}, **{n: v[order] for n, v in outputs.items()})
+        # numpy's stub takes the **arrays for its `allow_pickle: bool`; they are array names.
+        np.savez(f, **{KEY: keys[order]}, **columns)  # type: ignore[arg-type]
 
 
 def read_shard(path: str) -> tuple[np.ndarray, dict[str, np.ndarray]]:

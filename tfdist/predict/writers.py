@@ -108,7 +108,8 @@ def write(path: str, fmt: str, chunks: Iterable[Chunk]) -> int:
                 for n, v in chunk.items():
                     parts.setdefault(n, []).append(plain(np.asarray(v)))
                 rows += len(next(iter(chunk.values())))
-            np.savez(f, **{n: np.concatenate(v) for n, v in parts.items()})
+            # numpy's stub takes the **arrays for its `allow_pickle: bool`; they are column names.
+            np.savez(f, **{n: np.concatenate(v) for n, v in parts.items()})  # type: ignore[arg-type]
     return rows
 
 

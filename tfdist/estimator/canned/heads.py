@@ -262,7 +262,7 @@ class _ClassHead(Head):
     def _class_ids(self, labels: Any) -> tf.Tensor:
         """Labels as int64 class ids `[batch, ...]`, checked to be in range."""
         labels = _as_2d(labels)
-        if self._lookup is not None:
+        if self._vocabulary is not None:  # then there is a lookup
             if labels.dtype != tf.string:
                 raise ValueError(
                     f"label_vocabulary is set, so labels must be strings; received labels of "
