@@ -18,7 +18,7 @@ from tfdist.bench import timing
 
 # Small enough to run in seconds; big enough that every route runs whole tf.function calls.
 SMOKE = ["--steps", "4", "--steps-per-call", "2", "--reps", "2", "--mw-reps", "1", "--batch", "16",
-         "--pipeline-batches", "5"]
+         "--pipeline-batches", "5", "--peak-size", "256"]
 
 
 def _bench(*args: str, timeout: float = 300, **env: str) -> subprocess.CompletedProcess:
@@ -50,8 +50,9 @@ def _check_route(result: dict) -> None:
 
 def test_in_process_smoke_reports_every_route_under_default_and_mirrored(tmp_path):
     out, png = tmp_path / "bench.json", tmp_path / "bench.png"
-    result = _bench("--strategies", "default,mirrored", *SMOKE, "--json", str(out),
-                    "--plot", str(png))
+    # --call-lengths reuses the built routes: every route is also timed at 2 and 6 steps per call.
+    result = _bench("--strategies", "default,mirrored", *SMOKE, "--call-lengths", "2,6",
+                    "--json", str(out), "--plot", str(png))
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(out.read_text())
     assert list(report["results"]) == ["default", "mirrored"]
@@ -66,6 +67,7 @@ def test_in_process_smoke_reports_every_route_under_default_and_mirrored(tmp_pat
     for pipeline in report["pipelines"].values():
         _positive_summary(pipeline["examples_per_sec"])
     _positive_summary(report["peak"]["flops_per_sec"])
+    assert report["peak"]["size"] == 256  # --peak-size reached the measurement
     assert report["model"]["flops_per_example"] > 0 and report["model"]["params"] > 0
     assert report["machine"]["cores"] >= 1 and report["machine"]["tensorflow"]
     names = [t["name"] for t in report["targets"]]
@@ -73,25 +75,19 @@ def test_in_process_smoke_reports_every_route_under_default_and_mirrored(tmp_pat
     assert any(n.startswith("fit >= 0.9x ctl (default)") for n in names)
     assert all(isinstance(t["met"], bool) for t in report["targets"])
     assert "mirrored  ctl" in result.stdout and "tfrecord" in result.stdout
+    for row in report["results"].values():
+        lengths = row["call_lengths"]
+        assert list(lengths) == list(options_lib.ROUTES)
+        for by_length in lengths.values():
+            assert list(by_length) == ["2", "6"]
+            for summary in by_length.values():
+                _positive_summary(summary)
+                assert len(summary["samples"]) == 2
+    assert "6 steps s" in result.stdout and "s/step max/min" in result.stdout
     if plot_available():
         assert png.stat().st_size > 0
     else:
         assert "matplotlib is not installed" in result.stderr
-
-
-def test_call_lengths_time_every_route_at_each_length(tmp_path):
-    out = tmp_path / "bench.json"
-    result = _bench("--strategies", "default", "--routes", "ctl,fit", *SMOKE,
-                    "--call-lengths", "2,6", "--json", str(out))
-    assert result.returncode == 0, result.stderr[-3000:]
-    lengths = json.loads(out.read_text())["results"]["default"]["call_lengths"]
-    assert list(lengths) == ["reference", "ctl", "fit"]
-    for by_length in lengths.values():
-        assert list(by_length) == ["2", "6"]
-        for summary in by_length.values():
-            _positive_summary(summary)
-            assert len(summary["samples"]) == 2
-    assert "6 steps s" in result.stdout and "s/step max/min" in result.stdout
 
 
 @pytest.mark.multiworker
@@ -99,14 +95,15 @@ def test_multi_worker_smoke_merges_both_launches(tmp_path):
     out = tmp_path / "bench.json"
     # Two launches, each stopped after 240 s: within the 560 s this run gets (and pytest's 600 s).
     # 61 s a launch seen with the machine loaded by a full test run.
-    result = _bench("--strategies", "multi_worker", "--routes", "reference,ctl", *SMOKE,
+    # --routes ctl: the reference is added (every ratio needs it).
+    result = _bench("--strategies", "multi_worker", "--routes", "ctl", *SMOKE,
                     "--timeout", "240", "--json", str(out), timeout=560)
     assert result.returncode == 0, result.stderr[-3000:]
     rows = json.loads(out.read_text())["results"]
     assert list(rows) == ["one_worker", "multi_worker"]
     assert rows["one_worker"]["workers"] == 1 and rows["one_worker"]["cores_per_worker"] == 2
     assert rows["multi_worker"]["workers"] == 2 and rows["multi_worker"]["cores_per_worker"] == 1
-    assert len(rows["multi_worker"]["worker_peaks"]) == 2
+    assert [peak["size"] for peak in rows["multi_worker"]["worker_peaks"]] == [256, 256]
     for row in rows.values():
         assert list(row["routes"]) == ["reference", "ctl"]
         for route in row["routes"].values():
@@ -135,6 +132,7 @@ def plot_available() -> bool:
     (["--batch", "15", "--strategies", "mirrored"], ["--batch", "15", "e.g. --batch=14"]),
     (["--batch", "15", "--strategies", "multi_worker"], ["--batch", "15", "2 workers", "e.g. --batch=14"]),
     (["--json", "/no/such/dir/out.json"], ["--json", "/no/such/dir", "create it"]),
+    (["--peak-size", "32"], ["--peak-size", "'32'", ">= 64"]),
     (["--call-lengths", "100,x"], ["--call-lengths", "'100,x'", "e.g. 100,200,300"]),
     (["--call-lengths", "60,100", "--steps-per-call", "50"],
      ["--call-lengths=60,100", "e.g. --call-lengths=50,100"]),
@@ -178,9 +176,10 @@ def test_a_multi_worker_launch_that_cannot_finish_exits_1_naming_the_worker():
 def test_a_multi_worker_launch_with_a_failing_worker_names_it_not_the_one_stopped():
     # worker:1 of the multi_worker launch exits 3 at start; worker:0, waiting for its peer in the
     # strategy's start-up, is stopped by the launcher: the error names worker:1.
-    # The one_worker launch runs whole first (61 s seen under load): 240 s each, within 560 s.
-    result = _bench("--strategies", "multi_worker", *SMOKE, "--timeout", "240", timeout=560,
-                    **{multiworker_lib.FAULT_VAR: "multi_worker:1:exit"})
+    # The one_worker launch runs whole first, so it times only the reference route (61 s seen
+    # under load with every route): 240 s each, within 560 s.
+    result = _bench("--strategies", "multi_worker", "--routes", "reference", *SMOKE, "--timeout", "240",
+                    timeout=560, **{multiworker_lib.FAULT_VAR: "multi_worker:1:exit"})
     assert result.returncode == 1, result.stderr[-3000:]
     assert (f"tfdist-bench: error: multi_worker: worker:1 failed (exit code "
             f"{multiworker_lib.FAULT_EXIT_STATUS})" in result.stderr), result.stderr[-3000:]

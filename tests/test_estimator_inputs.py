@@ -10,7 +10,7 @@ import tensorflow as tf
 
 import tfdist
 import tfdist.estimator as est
-from tests.test_estimator import _config, _data, _estimator, _model_fn
+from tests.estimator_helpers import _config, _data, _estimator, _model_fn
 
 
 def _examples(input_fn, input_context=None):
@@ -157,3 +157,52 @@ def test_pandas_input_fn_errors(monkeypatch):
     monkeypatch.setitem(sys.modules, "pandas", None)  # as if not installed
     with pytest.raises(ImportError, match="pandas_input_fn needs pandas, which is not installed"):
         est.pandas_input_fn(frame, shuffle=False)
+
+
+# --- input_fn forms (tfdist.estimator.inputs) ----------------------------------------------------
+
+
+def test_input_fn_forms(tmp_path, cpus):
+    x, y = _data()
+    strategy = tfdist.get_strategy("mirrored", devices=cpus(2))
+    inner = _model_fn()
+    model_fn = lambda features, labels, mode, params: inner(features, labels, mode)  # noqa: E731
+    estimator = _estimator(tmp_path, model_fn, config=_config(train_distribute=strategy),
+                           params={"batch": 32})
+    seen = []
+
+    def with_params(params):
+        seen.append(params["batch"])
+        return tf.data.Dataset.from_tensor_slices((x, y)).batch(params["batch"]).repeat()
+
+    def with_context(mode, input_context):
+        seen.append((mode, input_context.num_replicas_in_sync))
+        per_replica = input_context.get_per_replica_batch_size(32)
+        return tf.data.Dataset.from_tensor_slices(({"x": x}, y)).batch(per_replica).repeat()
+
+    def tensors():
+        return tf.constant(x[:32]), tf.constant(y[:32])
+
+    estimator.train(with_params, steps=2)
+    estimator.train(with_context, steps=2)
+    estimator.train(tensors, steps=2)  # one batch, repeated for training
+    spec = tfdist.data.DataSpec(source=tf.data.Dataset.from_tensor_slices((x, y)), global_batch_size=32)
+    estimator.train(tfdist.data.input_fn(spec), steps=2)
+    assert estimator.get_variable_value("global_step") == 8
+    assert seen == [32, ("train", 2)]
+    assert estimator.evaluate(tensors)["global_step"] == 8  # a tuple is one batch for evaluation
+
+
+def test_input_fn_with_the_wrong_structure(tmp_path):
+    estimator = _estimator(tmp_path)
+    x, y = _data()
+    triples = lambda: tf.data.Dataset.from_tensor_slices((x, y, y)).batch(8)  # noqa: E731
+    with pytest.raises(ValueError, match="dataset whose elements are 3-tuples"):
+        estimator.train(triples, steps=1)
+    with pytest.raises(TypeError, match="returned str; return a tf.data.Dataset"):
+        estimator.train(lambda: "data.csv", steps=1)
+    with pytest.raises(ValueError, match="returned a list of 3 items"):
+        estimator.train(lambda: [x, y, y], steps=1)
+    with pytest.raises(TypeError, match="takes arguments tfdist cannot fill: \\['batch_size'\\]"):
+        estimator.train(lambda batch_size: None, steps=1)
+

@@ -509,7 +509,11 @@ def test_run_a_script(tmp_path):
 
 def test_ctrl_c_in_run_stops_every_process(tmp_path):
     # As in a notebook: KeyboardInterrupt in run() stops the workers before it propagates.
-    code = (f"import sys\nfrom tfdist import launch\n"
+    # Python's SIGINT handler is installed explicitly: Python keeps SIGINT ignored when it starts
+    # with SIGINT ignored, as everything started by `make test &` from a script is (POSIX: no job
+    # control), and then Ctrl-C never reaches run().
+    code = (f"import signal, sys\nsignal.signal(signal.SIGINT, signal.default_int_handler)\n"
+            f"from tfdist import launch\n"
             f"launch.run([sys.executable, '-c', {TRAP_TERM!r}, {str(tmp_path)!r}], num_workers=2, "
             f"timeout=120)")
     proc = subprocess.Popen([PY, "-c", code, str(tmp_path)], stdout=subprocess.PIPE,

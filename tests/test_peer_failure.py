@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 
 import portpicker
@@ -165,7 +166,7 @@ def _train_flags(route, model_dir, steps):
             "--eval_every=20", "--steps_per_loop=5"]
 
 
-def _kill_one_mid_run(tmp_path, route, record_property):
+def _kill_one_mid_run(tmp_path, route):
     """worker:1 dies after the first checkpoint; returns (survivor's rc, secs after death, cluster)."""
     cluster, stamp, model_dir = _cluster(), tmp_path / "died", tmp_path / "model"
     # 5000 steps: far more than can run before the checkpoint at 20 triggers the death; the
@@ -176,19 +177,35 @@ def _kill_one_mid_run(tmp_path, route, record_property):
     ended = time.time()
     assert _wait(procs[1], timeout=60) == -9, (tmp_path / "worker-1.err").read_text()[-3000:]
     after = ended - float(stamp.read_text())
-    record_property(f"{route}_survivor_exit_secs_after_death", round(after, 1))
     print(f"{route}: survivor exited {survivor} {after:.1f} s after worker:1 died")
     return survivor, after, cluster
 
 
+@pytest.fixture(scope="module")
+def killed_run(tmp_path_factory):
+    """`killed_run(route)`: one `_kill_one_mid_run` per route for the whole module, in its own
+    directory -> (directory, survivor's rc, secs after death, cluster). The restart test resumes
+    the ctl run that the dead-peer test checked, instead of killing a worker once more."""
+    runs = {}
+
+    def run(route):
+        if route not in runs:
+            directory = tmp_path_factory.mktemp(f"killed-{route}")
+            runs[route] = (directory, *_kill_one_mid_run(directory, route))
+        return runs[route]
+
+    return run
+
+
 @pytest.mark.multiworker
 @pytest.mark.parametrize("route", ["ctl", "fit", "estimator"])
-def test_a_dead_peer_ends_the_survivor_promptly_with_one_line(tmp_path, route, record_property):
-    survivor, after, cluster = _kill_one_mid_run(tmp_path, route, record_property)
-    err = (tmp_path / "worker-0.err").read_text()
+def test_a_dead_peer_ends_the_survivor_promptly_with_one_line(killed_run, route, record_property):
+    run_dir, survivor, after, cluster = killed_run(route)
+    record_property(f"{route}_survivor_exit_secs_after_death", round(after, 1))
+    err = (run_dir / "worker-0.err").read_text()
     assert survivor == peer_failure.EXIT_CODE, err[-3000:]
     assert after < BOUND_SECS
-    assert _last_line(tmp_path / "worker-0.err") == (
+    assert _last_line(run_dir / "worker-0.err") == (
         f"tfdist: worker:1 ({cluster['worker'][1]}) stopped responding (this is worker:0 "
         f"({cluster['worker'][0]})); exiting with status 250 -- restart the job, it resumes from "
         "the last checkpoint")
@@ -196,11 +213,12 @@ def test_a_dead_peer_ends_the_survivor_promptly_with_one_line(tmp_path, route, r
 
 
 @pytest.mark.multiworker
-def test_the_restart_after_a_dead_peer_resumes_from_its_checkpoint(tmp_path, record_property):
-    survivor, _, _ = _kill_one_mid_run(tmp_path, "ctl", record_property)
+def test_the_restart_after_a_dead_peer_resumes_from_its_checkpoint(killed_run, tmp_path, record_property):
+    run_dir, survivor, after, _ = killed_run("ctl")
+    record_property("ctl_survivor_exit_secs_after_death", round(after, 1))
     assert survivor == peer_failure.EXIT_CODE
-    # Both workers again, on fresh ports (the engine's restart), to step 40.
-    cluster, model_dir = _cluster(), tmp_path / "model"
+    # Both workers again, on fresh ports (the engine's restart), to step 40; logs in tmp_path.
+    cluster, model_dir = _cluster(), run_dir / "model"
     argv = [PY, "-m", "tfdist.train", *_train_flags("ctl", model_dir, 40)]
     procs = [_start(cluster, i, argv, tmp_path) for i in range(2)]
     codes = [_wait(p) for p in procs]
@@ -252,17 +270,36 @@ def test_a_library_users_script_gets_the_one_line_error(tmp_path, script, extra,
         "resumes from the last checkpoint")
 
 
+@pytest.fixture(scope="module")
+def lone_workers(tmp_path_factory):
+    """Both cases of the never-starts test started at once (each a lone process idling in the
+    start-up wait, so they barely compete): {present: (cluster, directory, seconds-or-None, rc)}
+    filled in by a thread per process as it exits."""
+    results, threads = {}, []
+    for present in (0, 1):
+        directory = tmp_path_factory.mktemp(f"lone-worker-{present}")
+        cluster = _cluster()
+        argv = [PY, "-m", "tfdist.train", *_train_flags("ctl", directory / "model", 40)]
+        started = time.monotonic()
+        proc = _start(cluster, present, argv, directory, TFDIST_STARTUP_TIMEOUT="20")
+
+        def wait(present=present, cluster=cluster, directory=directory, started=started, proc=proc):
+            code = _wait(proc, timeout=150)
+            results[present] = (cluster, directory, time.monotonic() - started, code)
+
+        threads.append(threading.Thread(target=wait, daemon=True))
+        threads[-1].start()
+    yield results, threads
+
+
 @pytest.mark.multiworker
 @pytest.mark.parametrize("present, missing", [(0, 1), (1, 0)])
-def test_a_worker_that_never_starts_ends_the_wait(tmp_path, present, missing, record_property):
-    cluster = _cluster()
-    argv = [PY, "-m", "tfdist.train", *_train_flags("ctl", tmp_path / "model", 40)]
-    started = time.monotonic()
-    proc = _start(cluster, present, argv, tmp_path, TFDIST_STARTUP_TIMEOUT="20")
-    code = _wait(proc, timeout=150)
-    seconds = time.monotonic() - started
+def test_a_worker_that_never_starts_ends_the_wait(lone_workers, present, missing, record_property):
+    results, threads = lone_workers
+    threads[present].join(200)  # _wait gives up (and kills) after 150 s
+    cluster, directory, seconds, code = results[present]
     record_property("startup_give_up_secs", round(seconds, 1))
-    err_file = tmp_path / f"worker-{present}.err"
+    err_file = directory / f"worker-{present}.err"
     assert code == peer_failure.EXIT_CODE, err_file.read_text()[-3000:]
     assert 20 <= seconds < 20 + 120  # the wait, plus TensorFlow's import on a loaded machine
     assert _last_line(err_file).startswith(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import re
 import subprocess
@@ -44,6 +45,14 @@ def _noise_in(text: str) -> list[str]:
             if any(s in line for s in NOISE_SNIPPETS) or CPP_LOG_LINE.search(line)]
 
 
+def _run_at_once(*argvs: list[str]) -> list[subprocess.CompletedProcess]:
+    """Runs the independent commands side by side (each mostly waits on its own start-up)."""
+    with concurrent.futures.ThreadPoolExecutor(len(argvs)) as pool:
+        futures = [pool.submit(subprocess.run, argv, cwd=REPO_ROOT, env=_env_without_level(),
+                               capture_output=True, text=True, timeout=180) for argv in argvs]
+        return [f.result() for f in futures]
+
+
 def test_the_filter_drops_known_start_up_noise_and_keeps_the_rest():
     noise = quiet.StartupNoiseFilter()
     kept = [line for line in [*STARTUP_LINES, "tfdist-train: test accuracy 0.98",
@@ -77,16 +86,12 @@ def test_importing_tensorflow_quietly_keeps_other_stderr_lines():
 def test_tfdist_train_prints_only_its_own_lines(tmp_path):
     argv = [PY, "-m", "tfdist.train", f"--model_dir={tmp_path / 'run'}", "--train_steps=4",
             "--eval_every=4", "--steps_per_loop=2"]
-    result = subprocess.run(argv, cwd=REPO_ROOT, env=_env_without_level(), capture_output=True,
-                            text=True, timeout=180)
+    # --verbosity=1 (absl's flag) brings TensorFlow's C++ logging back for debugging.
+    result, verbose = _run_at_once(argv, [*argv, f"--model_dir={tmp_path / 'verbose'}", "--verbosity=1"])
     assert result.returncode == 0, result.stderr[-3000:]
     assert "tfdist-train: test accuracy" in result.stdout
     assert _noise_in(result.stdout + result.stderr) == [], result.stderr[-3000:]
 
-    # --verbosity=1 (absl's flag) brings TensorFlow's C++ logging back for debugging.
-    verbose = subprocess.run([*argv, f"--model_dir={tmp_path / 'verbose'}", "--verbosity=1"],
-                             cwd=REPO_ROOT, env=_env_without_level(), capture_output=True,
-                             text=True, timeout=180)
     assert verbose.returncode == 0, verbose.stderr[-3000:]
     assert CPP_LOG_LINE.search(verbose.stderr), verbose.stderr[-3000:]
 
@@ -94,11 +99,8 @@ def test_tfdist_train_prints_only_its_own_lines(tmp_path):
 def test_tfdist_launch_children_are_quiet_unless_verbose():
     child = [PY, "-c", "import tensorflow as tf; tf.constant(1); print('child done')"]
     argv = [PY, "-m", "tfdist.launch", "--workers", "2", "--timeout", "120"]
-    result = subprocess.run([*argv, "--", *child], cwd=REPO_ROOT, env=_env_without_level(),
-                            capture_output=True, text=True, timeout=180)
+    result, verbose = _run_at_once([*argv, "--", *child], [*argv, "-v", "--", *child])
     assert result.returncode == 0, result.stderr[-3000:]
     assert sorted(result.stdout.splitlines()) == ["[worker:0] child done", "[worker:1] child done"]
-    verbose = subprocess.run([*argv, "-v", "--", *child], cwd=REPO_ROOT,
-                             env=_env_without_level(), capture_output=True, text=True, timeout=180)
     assert verbose.returncode == 0, verbose.stderr[-3000:]
     assert CPP_LOG_LINE.search(verbose.stdout), verbose.stdout[-3000:]

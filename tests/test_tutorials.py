@@ -3,7 +3,7 @@ edits docs/tutorials.md lists (tests/tutorials/), each run as its own process (t
 Keras keep process-global state) and checked section by section.
 
 Multi-worker tutorials have their own tests: multi_worker_with_keras in test_fit.py,
-multi_worker_with_estimator in test_estimator.py, the evaluator guide's multi-process shape in
+multi_worker_with_estimator in test_estimator_training.py, the evaluator guide's multi-process shape in
 test_sidecar_evaluator.py.
 """
 

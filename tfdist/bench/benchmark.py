@@ -63,7 +63,7 @@ def _in_process(options: BenchOptions, work_dir: str, remote_rows: dict[str, Any
     keras.utils.set_random_seed(options.seed)
     workload = workloads.load(options.model, seed=options.seed)
     say("tfdist-bench: matmul peak ...")
-    peak = peak_lib.measure()
+    peak = peak_lib.measure(size=options.peak_size)
     peak_flops = peak["peak"]
     rows: dict[str, Any] = {}
     if strategies:

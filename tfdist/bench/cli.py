@@ -74,6 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="timed repetitions in each multi-worker launch; default 2")
     sizes.add_argument("--pipeline-batches", type=cli_args.int_at_least(1, 100), default=100,
                        help="batches each input pipeline is timed over; default 100")
+    sizes.add_argument("--peak-size", type=cli_args.int_at_least(64, 2048), default=2048,
+                       help="side of the float32 matmuls that measure the machine's peak; "
+                            "smaller is quicker, less exact; default 2048")
     sizes.add_argument("--call-lengths", type=_lengths, default=(),
                        help="also time every in-process route at these steps per call, e.g. "
                             "100,200,300: time should grow in proportion (no teardown stall)")
@@ -123,7 +126,7 @@ def to_options(args: argparse.Namespace) -> options_lib.BenchOptions:
         steps=steps,
         steps_per_call=args.steps_per_call or min(defaults.steps_per_call, steps),
         reps=args.reps, mw_reps=args.mw_reps, virtual_cpus=args.virtual_cpus,
-        workers=args.workers, pipeline_batches=args.pipeline_batches,
+        workers=args.workers, pipeline_batches=args.pipeline_batches, peak_size=args.peak_size,
         call_lengths=args.call_lengths, timeout=args.timeout,
         json_path=args.json, plot_path=args.plot, seed=args.seed,
     )

@@ -159,7 +159,7 @@ def worker_main(spec_path: str) -> int:
     # The strategy first: collectives must be configured before TensorFlow's context starts.
     strategy = tfdist.get_strategy("multi_worker_mirrored")
     keras.utils.set_random_seed(options.seed)
-    peak = peak_lib.measure()
+    peak = peak_lib.measure(size=options.peak_size)
     workload = workloads.load(options.model, seed=options.seed)
     row = spec["row"]
     results = suite.measure(

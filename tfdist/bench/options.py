@@ -58,6 +58,8 @@ class BenchOptions:
         virtual_cpus: Logical CPUs `mirrored` splits the CPU into. Defaults to 2.
         workers: Worker processes of `multi_worker`, one core each. Defaults to 2.
         pipeline_batches: Batches each input pipeline is timed over. Defaults to 100.
+        peak_size: Side of the square float32 matmuls that measure the machine's peak (every
+            "% of peak" divides by it). Smaller is quicker and less exact. Defaults to 2048.
         call_lengths: Also time every in-process route at each of these steps per call
             (e.g. `(100, 200, 300)`): a teardown stall shows as a jump, not a line. Defaults to
             none.
@@ -78,6 +80,7 @@ class BenchOptions:
     virtual_cpus: int = 2
     workers: int = 2
     pipeline_batches: int = 100
+    peak_size: int = 2048
     call_lengths: tuple[int, ...] = ()
     timeout: float = 600.0
     json_path: str | None = None
