@@ -142,7 +142,7 @@ def test_restore_loads_a_checkpoint_with_more_objects_than_asked_for(tmp_path):
 def test_max_to_keep_must_be_a_positive_integer(tmp_path, value):
     with pytest.raises(checkpoint.CheckpointError,
                        match=re.escape(f"Invalid value for argument `max_to_keep`. Received: max_to_keep={value!r}. "
-                                       "Pass an integer >= 1.")):
+                                       "Pass a positive integer.")):
         checkpoint.CheckpointManager(tf.train.Checkpoint(), str(tmp_path / "run"), max_to_keep=value)
     assert not (tmp_path / "run").exists()  # checked before anything is created
 

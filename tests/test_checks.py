@@ -104,3 +104,37 @@ def test_function_and_instance():
     with pytest.raises(TypeError, match=re.escape(
             "Invalid value for argument `x`. Received: str. Pass a number.")):
         checks.instance("x", "s", (int, float), what="a number")
+
+
+def test_integer_hint():
+    with pytest.raises(ValueError, match=re.escape(
+            "Received: n_classes=2. Pass an integer >= 3; use BinaryClassHead for 2 classes.")):
+        checks.integer("n_classes", 2, minimum=3, hint="use BinaryClassHead for 2 classes")
+
+
+# --- booleans are not integers at the public constructors that accepted True before ----------
+
+
+def _bool_cases():
+    from tfdist import checkpoint, data, predict
+    from tfdist.estimator import exporters
+    import tensorflow as tf
+
+    return [
+        ("max_to_keep", lambda: checkpoint.CheckpointManager(
+            tf.train.Checkpoint(), "/tmp/unused", max_to_keep=True)),
+        ("exports_to_keep", lambda: exporters.LatestExporter(
+            "x", lambda: None, exports_to_keep=True)),
+        ("virtual_cpus", lambda: predict.PredictOptions(
+            model="m.keras", inputs=("a.csv",), output_dir="out", virtual_cpus=True)),
+        ("shuffle_buffer", lambda: data.DataSpec(
+            source=tf.data.Dataset.range(4), global_batch_size=2, shuffle_buffer=True)),
+    ]
+
+
+@pytest.mark.parametrize("index", range(4))
+def test_public_arguments_reject_true(index):
+    name, build = _bool_cases()[index]
+    with pytest.raises(ValueError, match=re.escape(f"Invalid value for argument `{name}`. "
+                                                   f"Received: {name}=True.")):
+        build()

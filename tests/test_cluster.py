@@ -233,6 +233,21 @@ def test_parameter_server_with_chief():
     assert (info.num_ps, info.num_workers, info.task_address, info.rpc_layer) == (2, 2, "p1:1", "grpc")
 
 
+class _RouteError(ValueError):
+    pass
+
+
+def test_routes_without_parameter_servers_refuse_ps_tasks_in_one_wording():
+    spec = {"chief": ["c:1"], "worker": ["w:1"], "ps": ["p0:1", "p1:1"]}
+    with pytest.raises(_RouteError) as info:
+        cluster.resolve(tf(spec, ("ps", 1))).refuse_ps("tfdist-train", error=_RouteError)
+    assert str(info.value) == (
+        "this task is ps:1; tfdist-train has no parameter-server training: drop the ps tasks from "
+        "TF_CONFIG and train with chief and worker tasks (MultiWorkerMirroredStrategy).")
+    for task in (("chief", 0), ("worker", 0)):
+        cluster.resolve(tf(spec, task)).refuse_ps("tfdist-train")  # the others pass
+
+
 def test_ipv6_and_dns_addresses():
     spec = {"chief": ["[::1]:2222"],
             "worker": ["[fe80::1%eth0]:2222", "my-host.example.com:2222", "10.0.0.1:1"]}

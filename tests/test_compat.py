@@ -4,6 +4,7 @@ import inspect
 import json
 import math
 from pathlib import Path
+import re
 import subprocess
 import sys
 import time
@@ -17,7 +18,7 @@ from tests import multiworker
 from tests import tutorial_ctl
 from tests import tutorial_distribute_custom_training as tutorial_dct
 from tests.multiworker import REPO_ROOT, subprocess_env
-from tfdist import iterator_reaper
+from tfdist.compat import iterator_teardown
 from tfdist.compat import keras_fit
 from tfdist.compat import keras_optimizer_build
 from tfdist.compat import mirrored_lazy_variables
@@ -153,9 +154,9 @@ def test_without_teardown_fix_iterators_die_on_the_training_thread(cpus, without
         model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
         model.compile("sgd", "sparse_categorical_crossentropy")
     without_fit_fix("iterator_teardown")
-    before = iterator_reaper.released_count()
+    before = iterator_teardown.released_count()
     model.fit(_xy_dataset().take(10), epochs=2, verbose=0)
-    assert iterator_reaper.released_count() == before
+    assert iterator_teardown.released_count() == before
 
 
 def test_canary_iterator_teardown_stall_still_present_upstream(cpus):
@@ -330,3 +331,184 @@ def test_canary_shared_embedding_creator_has_no_public_config():
     assert (config.dimension, config.name, config.trainable, config.ckpt_to_load_from) == (
         3, "tables", True, None)
     assert callable(config.initializer)
+
+
+# --- private touch points that need no patch (issue 14) -------------------------------------------
+
+
+def test_canary_strategies_have_no_public_worker_count():
+    """Fails once tf.distribute offers a public worker count (then read that in
+    tfdist.compat.strategy_workers), or drops the private one it reads."""
+    from tensorflow.python.distribute import collective_all_reduce_strategy as cars
+    from tensorflow.python.distribute import parameter_server_strategy_v2 as pss
+    from tfdist.compat import strategy_workers
+
+    public = ("num_workers", "worker_count", "num_processes", "num_tasks")
+    for cls in (tf.distribute.Strategy, tf.distribute.StrategyExtended,
+                tf.distribute.MultiWorkerMirroredStrategy,
+                tf.distribute.experimental.ParameterServerStrategy):
+        assert not [name for name in public if hasattr(cls, name)], cls
+    for extended in (cars.CollectiveAllReduceExtended, pss.ParameterServerStrategyV2Extended):
+        assert "self._num_workers =" in inspect.getsource(extended), extended
+    assert strategy_workers.num_workers(tf.distribute.get_strategy()) == 1
+
+
+def test_num_workers_reads_the_private_count(cpus):
+    from tfdist.compat import strategy_workers
+
+    mirrored = tfdist.get_strategy("mirrored", devices=cpus(2))
+    assert strategy_workers.num_workers(mirrored) == 1
+    assert tfdist.strategy.num_workers(mirrored) == 1
+
+
+def test_canary_default_strategy_class_is_still_private(cpus):
+    """Fails once TensorFlow exports the default strategy's class (then use isinstance in
+    tfdist.compat.default_strategy), or renames it (then is_default needs the new name)."""
+    from tfdist.compat import default_strategy
+
+    default = tf.distribute.get_strategy()
+    assert type(default).__name__ == default_strategy.CLASS_NAME
+    exported = {value for module in (tf.distribute, tf.distribute.experimental)
+                for value in vars(module).values() if isinstance(value, type)}
+    assert type(default) not in exported
+    assert default_strategy.is_default(default)
+    mirrored = tfdist.get_strategy("mirrored", devices=cpus(2))
+    assert not default_strategy.is_default(mirrored)
+    with mirrored.scope():  # inside a scope get_strategy() is no longer the default one
+        assert not default_strategy.is_default(tf.distribute.get_strategy())
+
+
+@pytest.mark.multiworker  # a subprocess: the failed collective aborts its process's executor
+def test_canary_second_mirrored_strategy_still_breaks_all_reduce():
+    """Fails once a second MirroredStrategy over the same devices works (tensorflow#62790): then
+    tfdist.compat.mirrored_strategy_reuse can go and get_strategy may build a fresh one."""
+    out = subprocess.run([sys.executable, str(REPO_ROOT / "tests" / "workers" / "mirrored_twice.py")],
+                         env=subprocess_env(), cwd=str(REPO_ROOT), capture_output=True, text=True,
+                         timeout=240)
+    assert out.returncode == 0, out.stderr[-2000:]
+    outcome = json.loads(out.stdout.strip().splitlines()[-1])
+    assert outcome["error"] == "InvalidArgumentError", outcome
+    assert "Shape mismatch in the collective instance" in out.stderr + outcome["message"]
+
+
+def test_mirrored_strategy_reuse_is_per_device_set(cpus):
+    from tfdist.compat import mirrored_strategy_reuse as reuse
+
+    two = reuse.mirrored_strategy(cpus(2))
+    assert reuse.mirrored_strategy(["/job:localhost/replica:0/task:0/device:CPU:1", "/cpu:0"]) is two
+    assert reuse.mirrored_strategy(cpus(3)) is not two
+
+
+def test_canary_keras_model_checkpoint_still_writes_from_every_worker():
+    """Fails once Keras 3's ModelCheckpoint knows about chiefs (tensorflow#38635, FINDINGS §1),
+    or changes the private pair tfdist.compat.keras_checkpoint_paths overrides."""
+    from tfdist.compat import keras_checkpoint_paths
+
+    source = inspect.getsource(keras.callbacks.ModelCheckpoint)
+    assert not any(word in source for word in ("is_chief", "chief", "distribute", "task_type"))
+    for name in keras_checkpoint_paths.PRIVATE_METHODS:
+        method = getattr(keras.callbacks.ModelCheckpoint, name)
+        assert list(inspect.signature(method).parameters) == ["self", "epoch", "batch", "logs"], name
+    assert "self._get_file_path(" in inspect.getsource(keras.callbacks.ModelCheckpoint._save_model)
+
+
+def test_routed_model_checkpoint_writes_where_route_path_says(tmp_path):
+    from tfdist.compat import keras_checkpoint_paths
+
+    calls = []
+
+    class Elsewhere(keras_checkpoint_paths.RoutedModelCheckpoint):
+        def route_path(self, path):
+            return str(tmp_path / "elsewhere" / ("x-" + Path(path).name))
+
+        def after_save(self, succeeded):
+            calls.append(succeeded)
+
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile("sgd", "mse")
+    x = np.zeros((8, 2), np.float32)
+    model.fit(x, x[:, :1], epochs=2, verbose=0,
+              callbacks=[Elsewhere(str(tmp_path / "m-{epoch}.keras"))])
+    assert sorted(p.name for p in (tmp_path / "elsewhere").iterdir()) == ["x-m-1.keras", "x-m-2.keras"]
+    assert not list(tmp_path.glob("m-*")) and calls == [True, True]
+
+
+def test_canary_keras_backup_still_sets_private_initial_epoch():
+    """Fails once Keras moves fit's first epoch another way than `model._initial_epoch`
+    (keras-team/keras#19179): then tfdist.compat.keras_initial_epoch must follow."""
+    from keras.src.backend.tensorflow import trainer as keras_tf_trainer
+    from tfdist.compat import keras_initial_epoch
+
+    assert f"self.model.{keras_initial_epoch.ATTRIBUTE} = " in inspect.getsource(
+        keras.callbacks.BackupAndRestore)
+    assert f"self.{keras_initial_epoch.ATTRIBUTE} or initial_epoch" in inspect.getsource(
+        keras_tf_trainer.TensorFlowTrainer.fit)
+
+
+def test_set_initial_epoch_moves_fits_first_epoch():
+    from tfdist.compat import keras_initial_epoch
+
+    class StartAtTwo(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            keras_initial_epoch.set_initial_epoch(self.model, 2)
+
+        def on_train_end(self, logs=None):
+            keras_initial_epoch.set_initial_epoch(self.model, None)
+
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile("sgd", "mse")
+    x = np.zeros((8, 2), np.float32)
+    history = model.fit(x, x[:, :1], epochs=3, verbose=0, callbacks=[StartAtTwo()])
+    assert history.epoch == [2]
+    assert model.fit(x, x[:, :1], epochs=2, verbose=0).epoch == [0, 1]  # reset at the end
+
+
+# --- the private touch points live here only (issue 14) -------------------------------------------
+
+# Names of TF/Keras internals that tfdist may touch only inside tfdist/compat/.
+_PRIVATE_NAMES = ("_num_workers", "_DefaultDistributionStrategy", "_get_file_path", "_save_model",
+                  "_initial_epoch", "getrefcount", "_distribution_strategy", "_distribute_strategy",
+                  "MirroredExtended", "CollectiveAllReduceExtended")
+_PRIVATE_IMPORT = re.compile(r"^\s*(?:from\s+(?:keras\.src|tensorflow\.python)[\w.]*\s+import\b|"
+                             r"import\s+(?:keras\.src|tensorflow\.python)\b)", re.MULTILINE)
+
+
+def _package_sources():
+    package = REPO_ROOT / "tfdist"
+    return {path.relative_to(REPO_ROOT).as_posix(): path.read_text()
+            for path in sorted(package.rglob("*.py")) if "compat" not in path.relative_to(package).parts}
+
+
+def test_private_imports_live_in_compat_only():
+    offenders = [f"{path}:{text[:match.start()].count(chr(10)) + 1}: {match.group().strip()}"
+                 for path, text in _package_sources().items()
+                 for match in _PRIVATE_IMPORT.finditer(text)]
+    assert not offenders, offenders
+
+
+def test_private_names_live_in_compat_only():
+    offenders = [f"{path}:{number}: {line.strip()}"
+                 for path, text in _package_sources().items()
+                 for number, line in enumerate(text.splitlines(), 1)
+                 if any(re.search(rf"\b{re.escape(name)}\b", line) for name in _PRIVATE_NAMES)]
+    assert not offenders, offenders
+
+
+_IMPORT_DATA = """
+import json, sys
+import tensorflow
+baseline = {m for m in sys.modules if m.startswith("keras.src")}
+import tfdist.data
+print(json.dumps({"keras_src": sorted(m for m in sys.modules if m.startswith("keras.src") and m not in baseline),
+                  "compat": sorted(m for m in sys.modules if m.startswith("tfdist.compat"))}))
+"""
+
+
+def test_import_tfdist_data_loads_no_keras_patches():
+    out = subprocess.run([sys.executable, "-c", _IMPORT_DATA], env=subprocess_env(),
+                         cwd=str(REPO_ROOT), capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    loaded = json.loads(out.stdout.strip().splitlines()[-1])
+    assert loaded["keras_src"] == []  # beyond what `import tensorflow` itself loads
+    assert loaded["compat"] == ["tfdist.compat", "tfdist.compat.iterator_teardown",
+                                "tfdist.compat.strategy_workers"]

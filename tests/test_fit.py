@@ -85,7 +85,7 @@ def test_predict_keeps_input_order_across_replicas(cpus):
 
 def test_finished_iterators_go_to_the_reaper(cpus):
     """Without the teardown fix, Keras drops each iterator on the training thread."""
-    from tfdist import iterator_reaper
+    from tfdist.compat import iterator_teardown as iterator_reaper
 
     strategy = tfdist.get_strategy("mirrored", devices=cpus(2))
     model = _model(strategy)

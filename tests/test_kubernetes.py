@@ -146,6 +146,10 @@ def test_validate_catches_a_misspelt_field():
     (dict(image=""), "Invalid value for argument `image`"),
     (dict(num_ps=1), "parameter servers (--ps) need a chief"),
     (dict(command=()), "no command given"),
+    (dict(num_workers=0), "Invalid value for argument `num_workers`. Received: num_workers=0"),
+    (dict(num_workers=True), "Invalid value for argument `num_workers`. Received: num_workers=True"),
+    (dict(gpus=-1), "Invalid value for argument `gpus`. Received: gpus=-1. Pass a non-negative integer"),
+    (dict(max_restarts=-1), "Invalid value for argument `max_restarts`. Received: max_restarts=-1"),
 ])
 def test_manifest_rejects(kwargs, expected):
     args = {"name": "a", "image": "i", "command": ("true",), **kwargs}

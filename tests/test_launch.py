@@ -543,6 +543,41 @@ def test_run_rejects_what_children_cannot_import(tmp_path):
         launch.run("tfdist_no_such_module:main")
 
 
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(num_workers=0), "`num_workers`. Received: num_workers=0. Pass a positive integer."),
+    (dict(num_workers=True), "`num_workers`. Received: num_workers=True. Pass a positive integer."),
+    (dict(max_restarts=-1), "`max_restarts`. Received: max_restarts=-1. Pass a non-negative integer."),
+    (dict(max_restarts=1.5), "`max_restarts`. Received: max_restarts=1.5. Pass a non-negative integer."),
+    (dict(timeout=-1), "`timeout`. Received: timeout=-1. Pass a number of seconds >= 0 or None"),
+    (dict(timeout="60"), "`timeout`. Received: timeout='60'. Pass a number of seconds >= 0 or None"),
+    (dict(grace=float("nan")), "`grace`. Received: grace=nan. Pass a number of seconds >= 0."),
+])
+def test_python_api_checks_what_the_command_line_checks(kwargs, match):
+    """`run()` and `Launcher` refuse what tfdist-launch's flags refuse, before anything starts."""
+    with pytest.raises(launch.LaunchError, match=re.escape("Invalid value for argument " + match)):
+        launch.run([PY, "-c", "pass"], **{"num_workers": 1, **kwargs})
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(command="python train.py"), "`command`. Received: command='python train.py'. Pass the program"),
+    (dict(command=[]), "`command`. Received: command=[]."),
+    (dict(command=["python", 3]), "`command`. Received: command=['python', 3]."),
+    (dict(topology=2), "`topology`. Received: int. Pass a tfdist.launch.Topology."),
+    (dict(port_retries=-1), "`port_retries`. Received: port_retries=-1. Pass a non-negative integer."),
+    (dict(failure_grace=-2), "`failure_grace`. Received: failure_grace=-2. Pass a number of seconds >= 0 "
+                             "or None (`grace`)."),
+])
+def test_launcher_checks_its_arguments(kwargs, match):
+    args = {"command": [PY, "-c", "pass"], "topology": layout.Topology(num_workers=1), **kwargs}
+    with pytest.raises(launch.LaunchError, match=re.escape("Invalid value for argument " + match)):
+        launch.Launcher(args.pop("command"), args.pop("topology"), **args)
+
+
+def test_launcher_takes_path_arguments(tmp_path):
+    launcher = launch.Launcher([PY, tmp_path / "x.py"], layout.Topology(num_workers=1))
+    assert launcher.command == (PY, str(tmp_path / "x.py"))
+
+
 # --- the route example under the launcher: real TensorFlow workers ---------------------------
 
 

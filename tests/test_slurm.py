@@ -103,3 +103,22 @@ def test_exec_wrapper_gives_a_plain_srun_task_its_tf_config():
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == {"cluster": {"worker": ["n1:7000", "n1:7001", "n2:7000", "n2:7001"]},
                                          "task": {"type": "worker", "index": 3}}
+
+
+@pytest.mark.parametrize("node_id, message", [
+    ("", "SLURM: SLURM_NODEID is not set; received nothing"),
+    ("x", 'SLURM: SLURM_NODEID must be an integer >= 0; received "x"'),
+    ("4", 'SLURM: SLURM_NODEID does not index the 4 host(s) of SLURM_STEP_NODELIST; received "4"'),
+])
+def test_node_index_names_the_variable(node_id, message):
+    env = {"SLURM_STEP_NODELIST": "rack[1-2]-n[09-10]", "SLURM_NODEID": node_id}
+    with pytest.raises(cluster.ClusterConfigError, match=re.escape(message)):
+        slurm.node_index(env)
+    assert slurm.node_index({**env, "SLURM_NODEID": "3"}) == (
+        "SLURM_STEP_NODELIST", ["rack1-n09", "rack1-n10", "rack2-n09", "rack2-n10"], 3)
+
+
+def test_launcher_per_node_reports_the_parsers_node_error():
+    env = {"SLURM_STEP_NODELIST": "n[1-2]", "SLURM_NODEID": "2"}
+    with pytest.raises(LaunchError, match=re.escape("SLURM_NODEID does not index the 2 host(s)")):
+        layout.slurm_hosts(env)

@@ -20,13 +20,16 @@ import shutil
 import signal
 import tempfile
 import threading
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
 import tensorflow as tf
 from absl import logging
 
+from tfdist import checks
 from tfdist import cluster as cluster_lib
+from tfdist import export as export_lib
 from tfdist import strategy as strategy_lib
 
 # 128 + SIGTERM, what a shell reports for a process ended by SIGTERM: launchers restart on it.
@@ -64,12 +67,7 @@ def validate_model_dir(model_dir: str) -> str:
     Raises:
         CheckpointError: The path is a file or cannot be created or written.
     """
-    if not model_dir or not isinstance(model_dir, (str, os.PathLike)):
-        raise CheckpointError(
-            f"Invalid value for argument `model_dir`. Received: model_dir={model_dir!r}. "
-            "Pass a directory path."
-        )
-    model_dir = os.fspath(model_dir)
+    model_dir = checks.path("model_dir", model_dir, what="a directory path", error=CheckpointError)
     if tf.io.gfile.exists(model_dir) and not tf.io.gfile.isdir(model_dir):
         raise CheckpointError(
             f"model_dir={model_dir!r} is a file, not a directory. Pass a directory path "
@@ -86,6 +84,64 @@ def validate_model_dir(model_dir: str) -> str:
             f"model_dir={model_dir!r} is not writable by this process. Pass a writable directory."
         )
     return model_dir
+
+
+class TaskDir:
+    """Where this task writes what the chief writes to `directory`: the one "chief writes" rule.
+
+    On the chief, `directory` itself (validated and created now). On any other task, a private
+    scratch directory per `acquire()`, deleted by `release()`: the other workers must do the same
+    work as the chief (a save may read synchronised variables, which runs collectives), but two
+    processes writing one file corrupt it. Used by `CheckpointManager` and every callback of
+    `tfdist.keras.callbacks`.
+
+    Args:
+        directory: The chief's directory (a shared filesystem in multi-worker jobs).
+        cluster: This task's place in the cluster.
+        purpose: Names the scratch directories (``tfdist-<purpose>-<task>-<id>-...``).
+
+    Raises:
+        CheckpointError: On the chief, `directory` is a file or cannot be created or written.
+
+    Example:
+
+    ```python
+    target = TaskDir(log_dir, cluster, purpose="summaries")
+    with target as path:  # log_dir on the chief; a fresh scratch directory elsewhere
+        write_everything_into(path)
+    ```
+    """
+
+    def __init__(self, directory: str, cluster: cluster_lib.ClusterInfo, *,
+                 purpose: str = "checkpoint") -> None:
+        self.cluster = cluster
+        self.directory = validate_model_dir(directory) if cluster.is_chief else directory
+        self._prefix = f"tfdist-{purpose}-{cluster.task_type}-{cluster.task_id}-"
+        self._scratch: str | None = None
+
+    @property
+    def is_chief(self) -> bool:
+        return self.cluster.is_chief
+
+    def acquire(self) -> str:
+        """The directory to write now: `directory` on the chief, else a fresh scratch directory."""
+        if self.cluster.is_chief:
+            return self.directory
+        self.release()
+        self._scratch = tempfile.mkdtemp(prefix=self._prefix)
+        return self._scratch
+
+    def release(self) -> None:
+        """Deletes the scratch directory, if any (nothing to do on the chief)."""
+        if self._scratch is not None:
+            shutil.rmtree(self._scratch, ignore_errors=True)
+            self._scratch = None
+
+    def __enter__(self) -> str:
+        return self.acquire()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.release()
 
 
 class CheckpointManager:
@@ -115,14 +171,11 @@ class CheckpointManager:
         cluster: cluster_lib.ClusterInfo | None = None,
         max_to_keep: int = 5,
     ) -> None:
-        if not isinstance(max_to_keep, int) or max_to_keep < 1:
-            raise CheckpointError(
-                f"Invalid value for argument `max_to_keep`. Received: max_to_keep={max_to_keep!r}. "
-                "Pass an integer >= 1."
-            )
+        checks.positive_int("max_to_keep", max_to_keep, error=CheckpointError)
         self._checkpoint = checkpoint
         self._cluster = cluster or cluster_lib.resolve()
-        self.model_dir = validate_model_dir(model_dir) if self._cluster.is_chief else model_dir
+        self._target = TaskDir(model_dir, self._cluster)
+        self.model_dir = self._target.directory
         self._max_to_keep = max_to_keep
         self._chief_manager = (
             tf.train.CheckpointManager(checkpoint, self.model_dir, max_to_keep=max_to_keep)
@@ -149,13 +202,10 @@ class CheckpointManager:
             logging.info("tfdist.checkpoint: saved %s", path)
             return path
         # Same save on a private directory, so collectives inside the save match the chief's.
-        scratch = tempfile.mkdtemp(prefix=f"tfdist-{self._cluster.task_type}-{self._cluster.task_id}-")
-        try:
+        with self._target as scratch:
             tf.train.CheckpointManager(self._checkpoint, scratch, max_to_keep=1).save(
                 checkpoint_number=step
             )
-        finally:
-            shutil.rmtree(scratch, ignore_errors=True)
         return None
 
     def restore_latest(self) -> str | None:
@@ -177,19 +227,10 @@ class CheckpointManager:
 
 
 def export_model(model: Any, model_dir: str) -> dict[str, str]:
-    """Saves a Keras model as `model_dir/model.keras` and a SavedModel in `model_dir/saved_model`.
-
-    Call it on the chief only (every route does): it writes into `model_dir`.
-
-    Returns:
-        The paths written, `{"keras": ..., "saved_model": ...}`.
-    """
-    tf.io.gfile.makedirs(model_dir)
-    paths = {"keras": os.path.join(model_dir, "model.keras"),
-             "saved_model": os.path.join(model_dir, "saved_model")}
-    model.save(paths["keras"])
-    model.export(paths["saved_model"], verbose=False)
-    return paths
+    """Deprecated: use `tfdist.export.export_model` (a no-op returning ``{}`` off the chief)."""
+    warnings.warn("tfdist.checkpoint.export_model moved to tfdist.export.export_model",
+                  DeprecationWarning, stacklevel=2)
+    return export_lib.export_model(model, model_dir)
 
 
 # The chief's "training has ended" marker, read by evaluator tasks (the estimator's

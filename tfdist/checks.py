@@ -54,8 +54,8 @@ def _or_none(allow_none: bool, none_means: str | None) -> str:
 
 
 def integer(name: str, value: Any, *, minimum: int = 1, maximum: int | None = None,
-            allow_none: bool = False, none_means: str | None = None, owner: str | None = None,
-            error: type[Exception] = ValueError) -> Any:
+            allow_none: bool = False, none_means: str | None = None, hint: str | None = None,
+            owner: str | None = None, error: type[Exception] = ValueError) -> Any:
     """Checks that `value` is an integer in ``[minimum, maximum]`` (or None when allowed).
 
     Args:
@@ -65,6 +65,7 @@ def integer(name: str, value: Any, *, minimum: int = 1, maximum: int | None = No
         maximum: Largest valid value; None for no bound. Defaults to None.
         allow_none: Whether None is valid. Defaults to False.
         none_means: What None does, shown in the message (e.g. "keep all"). Defaults to None.
+        hint: More advice, shown after what to pass (e.g. "use BinaryClassHead for 2 classes").
         owner: The class or function the argument belongs to, when the name alone is ambiguous.
         error: The exception class raised. Defaults to `ValueError`.
 
@@ -77,8 +78,8 @@ def integer(name: str, value: Any, *, minimum: int = 1, maximum: int | None = No
     if value is None and allow_none:
         return None
     if not is_integer(value) or value < minimum or (maximum is not None and value > maximum):
-        raise _fail(name, f"{name}={value!r}",
-                    _integer_range(minimum, maximum) + _or_none(allow_none, none_means),
+        expected = _integer_range(minimum, maximum) + _or_none(allow_none, none_means)
+        raise _fail(name, f"{name}={value!r}", expected + (f"; {hint}" if hint else ""),
                     owner=owner, error=error)
     return int(value)
 
@@ -116,15 +117,14 @@ def seconds(name: str, value: Any, *, allow_zero: bool = False, allow_none: bool
     """
     if value is None and allow_none:
         return None
-    ok = (isinstance(value, numbers.Real) and not isinstance(value, bool)
-          and math.isfinite(value) and (value >= 0 if allow_zero else value > 0))
-    if not ok:
+    number = float(value) if isinstance(value, numbers.Real) and not isinstance(value, bool) else math.nan
+    if not (math.isfinite(number) and (number >= 0 if allow_zero else number > 0)):
         expected = f"a number of seconds {'>= 0' if allow_zero else '> 0'}"
         expected += _or_none(allow_none, none_means)
         if example is not None:
             expected += f", e.g. {example:g}"
         raise _fail(name, f"{name}={value!r}", expected, owner=owner, error=error)
-    return float(value)
+    return number
 
 
 def one_of(name: str, value: T, choices: Iterable[Any], *, owner: str | None = None,

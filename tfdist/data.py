@@ -27,8 +27,9 @@ from typing import Any, Union
 import tensorflow as tf
 from absl import logging
 
-from tfdist import strategy as strategy_lib
-from tfdist.iterator_reaper import release_iterator  # noqa: F401  (part of this layer's API)
+from tfdist import checks
+from tfdist.compat import strategy_workers
+from tfdist.compat.iterator_teardown import release_iterator  # noqa: F401  (part of this layer's API)
 
 SHARDING_POLICIES = ("auto", "off", "file", "data")
 DatasetFn = Callable[[tf.distribute.InputContext], tf.data.Dataset]
@@ -97,36 +98,16 @@ class DataSpec:
     cache: bool = False
 
     def __post_init__(self) -> None:
-        gbs = self.global_batch_size
-        if not isinstance(gbs, int) or isinstance(gbs, bool) or gbs < 1:
-            raise DataConfigError(
-                "Invalid value for argument `global_batch_size`. "
-                f"Received: global_batch_size={gbs!r}. Pass a positive integer."
-            )
-        if self.sharding not in SHARDING_POLICIES:
-            raise DataConfigError(
-                f"Invalid value for argument `sharding`. Received: sharding={self.sharding!r}. "
-                f"Valid values: {', '.join(SHARDING_POLICIES)}."
-            )
-        if self.shuffle_buffer is not None and self.shuffle_buffer < 0:
-            raise DataConfigError(
-                "Invalid value for argument `shuffle_buffer`. "
-                f"Received: shuffle_buffer={self.shuffle_buffer!r}. Pass 0 (no shuffle) or more."
-            )
-        if not isinstance(self.source, (tf.data.Dataset, str, list, tuple)) and not callable(
-            self.source
-        ):
-            raise DataConfigError(
-                f"Invalid value for argument `source`. Received: {type(self.source).__name__}. "
-                "Pass a tf.data.Dataset, a dataset_fn(input_context), or TFRecord file patterns."
-            )
+        checks.positive_int("global_batch_size", self.global_batch_size, error=DataConfigError)
+        checks.one_of("sharding", self.sharding, SHARDING_POLICIES, error=DataConfigError)
+        checks.non_negative_int("shuffle_buffer", self.shuffle_buffer, allow_none=True,
+                                none_means="10,000 when training, else 0", error=DataConfigError)
+        if not callable(self.source):
+            checks.instance("source", self.source, (tf.data.Dataset, str, list, tuple),
+                            what="a tf.data.Dataset, a dataset_fn(input_context), or TFRecord "
+                                 "file patterns", error=DataConfigError)
         for name in ("map_fn", "batch_map_fn"):
-            fn = getattr(self, name)
-            if fn is not None and not callable(fn):
-                raise DataConfigError(
-                    f"Invalid value for argument `{name}`. Received: {name}={fn!r} "
-                    f"({type(fn).__name__}). Pass a function or None."
-                )
+            checks.function(name, getattr(self, name), allow_none=True, error=DataConfigError)
         if self.sharding == "file" and not self._is_files():
             raise DataConfigError(
                 "sharding='file' needs file patterns as the source; received a "
@@ -420,7 +401,7 @@ def for_fit(
     Returns:
         A dataset Keras can iterate.
     """
-    if strategy.num_replicas_in_sync == 1 and strategy_lib.num_workers(strategy) == 1:
+    if strategy.num_replicas_in_sync == 1 and strategy_workers.num_workers(strategy) == 1:
         return make_dataset(spec)
     return distribute(strategy, spec)
 
@@ -522,11 +503,9 @@ def plan_inference(
     Raises:
         DataConfigError: An argument is out of range.
     """
-    for name, value, low in (("num_records", num_records, 1), ("shard_size", shard_size, 1),
-                             ("num_workers", num_workers, 1)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < low:
-            raise DataConfigError(f"Invalid value for argument `{name}`. Received: {name}={value!r}. "
-                                  f"Pass an integer >= {low}.")
+    for name, value in (("num_records", num_records), ("shard_size", shard_size),
+                        ("num_workers", num_workers)):
+        checks.positive_int(name, value, error=DataConfigError)
     if not 0 <= worker_index < num_workers:
         raise DataConfigError(f"Invalid value for argument `worker_index`. Received: worker_index="
                               f"{worker_index!r} for num_workers={num_workers}.")

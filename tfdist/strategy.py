@@ -13,10 +13,13 @@ from collections.abc import Mapping, Sequence
 
 import tensorflow as tf
 
+from tfdist import checks
 from tfdist import cluster as cluster_lib
 from tfdist import compat
 from tfdist import peer_failure
 from tfdist.compat import coordination_startup
+from tfdist.compat import mirrored_strategy_reuse
+from tfdist.compat import strategy_workers
 
 STRATEGY_NAMES = ("auto", "default", "one_device", "mirrored", "multi_worker_mirrored")
 COMMUNICATIONS = ("auto", "ring", "nccl")
@@ -40,11 +43,7 @@ def configure_virtual_cpus(num: int) -> None:
     Raises:
         StrategyError: `num` < 1, or TensorFlow was initialised with a different device layout.
     """
-    if not isinstance(num, int) or isinstance(num, bool) or num < 1:
-        raise StrategyError(
-            f"Invalid value for argument `virtual_cpus`. Received: virtual_cpus={num!r}. "
-            "Pass an integer >= 1."
-        )
+    checks.positive_int("virtual_cpus", num, error=StrategyError)
     cpu = tf.config.list_physical_devices("CPU")[0]
     try:
         tf.config.set_logical_device_configuration(
@@ -141,11 +140,7 @@ def get_strategy(
         raise StrategyError(
             f"Unknown strategy name. Received: name={name!r}. Valid names: {', '.join(STRATEGY_NAMES)}."
         )
-    if communication not in COMMUNICATIONS:
-        raise StrategyError(
-            f"Invalid value for argument `communication`. Received: communication={communication!r}. "
-            f"Valid values: {', '.join(COMMUNICATIONS)}."
-        )
+    checks.one_of("communication", communication, COMMUNICATIONS, error=StrategyError)
     startup_timeout = resolve_startup_timeout(startup_timeout)
     if virtual_cpus is not None:
         configure_virtual_cpus(virtual_cpus)
@@ -174,27 +169,9 @@ def get_strategy(
         strategy = tf.distribute.OneDeviceStrategy(device)
     else:  # mirrored
         chosen = list(devices) if devices else _local_devices(virtual_cpus, num_gpus)
-        key = tuple(sorted(_canonical_device(d) for d in chosen))
-        if key not in _MIRRORED:
-            _MIRRORED[key] = tf.distribute.MirroredStrategy(devices=chosen)
-        strategy = _MIRRORED[key]
+        strategy = mirrored_strategy_reuse.mirrored_strategy(chosen)
     compat.apply(strategy)
     return strategy
-
-
-# One MirroredStrategy per device set and process: a second one over the same devices reuses
-# collective instance keys, and its all-reduces fail with "Shape mismatch in the collective
-# instance" against the first one's cached parameters (TF 2.21).
-_MIRRORED: dict[tuple[str, ...], tf.distribute.Strategy] = {}
-
-
-def _canonical_device(name: str) -> str:
-    """One spelling per local device ("/cpu:0" and "/job:localhost/.../device:CPU:0" agree)."""
-    spec = tf.DeviceSpec.from_string(name)
-    return tf.DeviceSpec(
-        job=spec.job or "localhost", replica=spec.replica or 0, task=spec.task or 0,
-        device_type=(spec.device_type or "CPU").upper(), device_index=spec.device_index or 0,
-    ).to_string()
 
 
 def _auto_name(
@@ -232,13 +209,7 @@ def resolve_startup_timeout(startup_timeout: float | None,
                 f"{STARTUP_TIMEOUT_ENV}={raw!r}. Set it to a number of seconds > 0, e.g. 300."
             )
         return value
-    if (isinstance(startup_timeout, bool) or not isinstance(startup_timeout, (int, float))
-            or not math.isfinite(startup_timeout) or startup_timeout <= 0):
-        raise StrategyError(
-            f"Invalid value for argument `startup_timeout`. Received: "
-            f"startup_timeout={startup_timeout!r}. Pass a number of seconds > 0, e.g. 300."
-        )
-    return float(startup_timeout)
+    return checks.seconds("startup_timeout", startup_timeout, example=300, error=StrategyError)
 
 
 def _multi_worker(cluster: cluster_lib.ClusterInfo, communication: str,
@@ -267,7 +238,7 @@ def _multi_worker(cluster: cluster_lib.ClusterInfo, communication: str,
 
 def num_workers(strategy: tf.distribute.Strategy) -> int:
     """Number of training worker processes the strategy spans (1 unless multi-worker)."""
-    return int(getattr(strategy.extended, "_num_workers", 1))
+    return strategy_workers.num_workers(strategy)
 
 
 # `_kind` of a strategy -> its `get_strategy` name.

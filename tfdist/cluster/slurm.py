@@ -19,7 +19,7 @@ import hostlist
 
 from tfdist.cluster.spec import MISSING, ClusterInfo, build, fail, show
 
-__all__ = ["expand_hostlist", "from_slurm", "nodes", "tasks_per_node"]
+__all__ = ["expand_hostlist", "from_slurm", "node_index", "nodes", "tasks_per_node"]
 
 _HOSTLIST_FIX = 'Use hostlist syntax, e.g. "node[01-03,07],gpu-a[1-2]".'
 _TASKS_FIX = 'Use Slurm syntax, e.g. "2(x3),1" for 2,2,2,1 tasks.'
@@ -89,6 +89,22 @@ def nodes(environ: Mapping[str, str] | None = None) -> tuple[str, list[str]]:
     return var, expand_hostlist(text, var)
 
 
+def node_index(environ: Mapping[str, str] | None = None) -> tuple[str, list[str], int]:
+    """This step's nodes and this node's index in them, as (variable read, host names, index).
+
+    Raises:
+        ClusterConfigError: The node list is unusable, or SLURM_NODEID is missing, malformed or
+            out of range for it.
+    """
+    env = os.environ if environ is None else environ
+    var, hosts = nodes(env)
+    index = _integer(*_get(env, "SLURM_NODEID"), 0)
+    if index >= len(hosts):
+        raise fail("SLURM", f"SLURM_NODEID does not index the {len(hosts)} host(s) of {var}", str(index),
+                   "Use the variables of one job step so they describe the same nodes.")
+    return var, hosts, index
+
+
 def tasks_per_node(environ: Mapping[str, str] | None = None) -> tuple[str, list[int]]:
     """Tasks on each node, as (variable read, counts): ``"3(x2),2,1"`` gives ``[3, 3, 2, 1]``.
 
@@ -145,7 +161,7 @@ def from_slurm(environ: Mapping[str, str] | None = None, *, port: int = 8888) ->
                    "Use a lower port.")
     owners = [node for node, count in enumerate(counts) for _ in range(count)]  # block distribution
     if env.get("SLURM_NODEID", "").strip():
-        node_id = _integer("SLURM_NODEID", env["SLURM_NODEID"].strip(), 0)
+        _, _, node_id = node_index(env)
         if node_id != owners[procid]:
             raise fail("SLURM", f"SLURM_NODEID is {node_id} but rank {procid} belongs on node "
                        f"{owners[procid]} ({hosts[owners[procid]]}) under block distribution",

@@ -160,6 +160,19 @@ class ClusterInfo:
         """Training replica addresses, chief first, then workers."""
         return [*self._addresses("chief"), *self._addresses("worker")]
 
+    def refuse_ps(self, route: str, *, error: type[Exception] = ValueError) -> None:
+        """Raises `error` on a parameter-server task: the one refusal for the routes without one.
+
+        Args:
+            route: Who refuses, for the message (e.g. "tfdist.estimator", "tfdist-train").
+            error: The exception class raised. Defaults to `ValueError`.
+        """
+        if self.is_ps:
+            raise error(
+                f"this task is ps:{self.task_id}; {route} has no parameter-server training: drop "
+                "the ps tasks from TF_CONFIG and train with chief and worker tasks "
+                "(MultiWorkerMirroredStrategy).")
+
     def without_evaluator(self) -> ClusterInfo:
         """This info with any "evaluator" job dropped from the cluster (the task is kept).
 

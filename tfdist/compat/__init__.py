@@ -1,28 +1,26 @@
-"""Upstream workarounds, kept in one place.
+"""Upstream workarounds, kept in one place: every private TensorFlow/Keras touch point lives here.
 
-Each workaround lives in its own module, names the upstream issue it works around, and has a
-canary test (tests/test_compat.py) that reports when upstream no longer needs it. `apply` is
-called by `tfdist.get_strategy`; users who build strategies themselves call it explicitly.
+Each workaround lives in its own module, names the upstream issue it works around (or says that
+none was found, and why it is needed), and has a canary test (tests/test_compat.py) that reports
+when upstream no longer needs it. Importing this package loads none of them: the library imports
+the module it needs where it needs it, so `import tfdist.data` loads no Keras internals. `apply`
+(called by `tfdist.get_strategy`; users who build strategies themselves call it explicitly)
+installs the process-wide patches.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import importlib
 
 import tensorflow as tf
 
-from tfdist.compat import keras_fit
-from tfdist.compat import keras_fit_checks
-from tfdist.compat import keras_optimizer_build
-from tfdist.compat import mirrored_lazy_variables
-
-# Each entry patches process-wide state once; `apply` may be called many times.
-_WORKAROUNDS: list[Callable[[], None]] = [
-    keras_optimizer_build.install,
-    mirrored_lazy_variables.install,
-    keras_fit.install,
-    keras_fit_checks.install,
-]
+# Each module's `install` patches process-wide state once; `apply` may be called many times.
+_WORKAROUNDS = (
+    "tfdist.compat.keras_optimizer_build",
+    "tfdist.compat.mirrored_lazy_variables",
+    "tfdist.compat.keras_fit",
+    "tfdist.compat.keras_fit_checks",
+)
 _applied = False
 
 
@@ -37,6 +35,6 @@ def apply(strategy: tf.distribute.Strategy | None = None) -> None:
     global _applied
     if _applied:
         return
-    for workaround in _WORKAROUNDS:
-        workaround()
+    for module in _WORKAROUNDS:
+        importlib.import_module(module).install()
     _applied = True

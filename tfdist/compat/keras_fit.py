@@ -33,7 +33,7 @@ import tensorflow as tf
 from keras.src.backend.tensorflow import trainer as keras_tf_trainer
 from keras.src.trainers import epoch_iterator as keras_epoch_iterator
 
-from tfdist import iterator_reaper
+from tfdist.compat import iterator_teardown
 
 UPSTREAM = {
     "symbolic_build": "https://github.com/keras-team/keras/issues/20585",
@@ -162,13 +162,13 @@ def _set_current_iterator(self, value):
     self.__dict__["_current_iterator"] = value
     if (old is not None and old is not value and not isinstance(old, (list, tuple))
             and _reaps(self)):
-        iterator_reaper.release_iterator(old)
+        iterator_teardown.release_iterator(old)
 
 
 def _epoch_iterator_del(self):
     old = self.__dict__.pop("_current_iterator", None)
     if old is not None and _reaps(self):
-        iterator_reaper.release_iterator(old)
+        iterator_teardown.release_iterator(old)
 
 
 _TEARDOWN_TARGET = keras_tf_trainer.TFEpochIterator

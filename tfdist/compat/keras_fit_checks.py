@@ -17,8 +17,10 @@ import tensorflow as tf
 from keras.src.backend.tensorflow import trainer as keras_tf_trainer
 
 from tfdist import peer_failure
+from tfdist.compat import default_strategy
 from tfdist.compat import keras_fit
 from tfdist.compat import keras_optimizer_build
+from tfdist.compat import strategy_workers
 
 _Trainer = keras_tf_trainer.TensorFlowTrainer
 _ORIGINALS = {"fit": _Trainer.fit, "evaluate": _Trainer.evaluate}
@@ -42,7 +44,7 @@ def check_model_and_data(model, x) -> None:
         opt_strategy = keras_optimizer_build.strategy_of(optimizer)
         if not keras_fit.handles_strategy(opt_strategy):
             return
-        opt_default = type(opt_strategy).__name__ == "_DefaultDistributionStrategy"
+        opt_default = default_strategy.is_default(opt_strategy)
         if model_strategy is not None and opt_strategy is not model_strategy:
             raise FitConfigError(
                 f"The model was built under {_strategy_name(model_strategy)} but compiled outside "
@@ -58,7 +60,7 @@ def check_model_and_data(model, x) -> None:
     strategy = model_strategy
     if (
         strategy is not None
-        and int(getattr(strategy.extended, "_num_workers", 1)) > 1
+        and strategy_workers.num_workers(strategy) > 1
         and isinstance(x, tf.data.Dataset)
     ):
         spec = tf.nest.flatten(x.element_spec)[0]

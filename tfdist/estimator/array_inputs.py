@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from tfdist import checks
 from tfdist import data as data_lib
 
 _DEFAULT_TARGET_COLUMN = "target"
@@ -29,13 +30,7 @@ _TENSOR_KINDS = "biufcSU"
 
 
 def _check_count(name: str, value: Any, *, none_ok: bool = False) -> None:
-    if value is None and none_ok:
-        return
-    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
-        allowed = "a positive integer or None" if none_ok else "a positive integer"
-        raise ValueError(
-            f"Invalid value for argument `{name}`. Received: {name}={value!r}. Pass {allowed}."
-        )
+    checks.positive_int(name, value, allow_none=none_ok)
 
 
 def _check_shuffle(shuffle: Any, helper: str) -> bool:

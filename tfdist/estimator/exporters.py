@@ -15,6 +15,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from tfdist import checks
 
 class Exporter:
     """Base class: `export(...)` is called after each evaluation."""
@@ -48,12 +49,8 @@ def _check_receiver(fn: Any) -> Callable[[], Any]:
 
 
 def _check_keep(exports_to_keep: Any) -> int | None:
-    if exports_to_keep is not None and (not isinstance(exports_to_keep, int) or exports_to_keep < 1):
-        raise ValueError(
-            "Invalid value for argument `exports_to_keep`. Received: "
-            f"exports_to_keep={exports_to_keep!r}. Pass a positive integer or None (keep all)."
-        )
-    return exports_to_keep
+    return checks.positive_int("exports_to_keep", exports_to_keep, allow_none=True,
+                               none_means="keep all")
 
 
 def _garbage_collect(export_path: str, keep: int | None) -> None:

@@ -14,12 +14,13 @@ from typing import Any
 import keras
 import tensorflow as tf
 
+from tfdist import checks
 from tfdist.estimator import hooks as hooks_lib
 from tfdist.estimator import inputs as inputs_lib
 from tfdist.estimator.spec import ModeKeys
 
 # Evaluation "until the input ends" runs the loop with this many steps at most.
-UNTIL_END = 2**62
+UNTIL_END = checks.UNTIL_END
 LOSS = "loss"
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import tensorflow as tf
 
+from tfdist import checks
 from tfdist import cluster as cluster_lib
 
 _DEFAULT = object()  # "not passed", so save_checkpoints_secs can default to 600 as in tf.estimator
@@ -47,23 +48,14 @@ _REPLACEABLE = (
 
 
 def _check(name: str, value: Any, *, allow_none: bool = True, minimum: int = 1) -> None:
-    if value is None and allow_none:
-        return
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ValueError(
-            f"Invalid value for argument `{name}`. Received: {name}={value!r}. Pass an integer "
-            f">= {minimum}{' or None' if allow_none else ''}."
-        )
+    checks.integer(name, value, minimum=minimum, allow_none=allow_none)
 
 
 def _check_strategy(name: str, value: Any) -> None:
     if value is None:
         return
-    if not isinstance(value, tf.distribute.Strategy):
-        raise TypeError(
-            f"Invalid value for argument `{name}`. Received: {type(value).__name__}. Pass a "
-            "tf.distribute.Strategy (e.g. tfdist.get_strategy()) or None."
-        )
+    checks.instance(name, value, tf.distribute.Strategy,
+                    what="a tf.distribute.Strategy (e.g. tfdist.get_strategy())", allow_none=True)
     if "ParameterServer" in type(value).__name__:
         raise ValueError(
             f"{name}={type(value).__name__} is not supported: tfdist.estimator trains with "
@@ -151,22 +143,12 @@ class RunConfig:
         if save_checkpoints_secs is _DEFAULT:
             save_checkpoints_secs = None if steps_given else _DEFAULT_CHECKPOINT_SECS
         _check("save_checkpoints_steps", save_checkpoints_steps)
-        if save_checkpoints_secs is not None and (
-            not isinstance(save_checkpoints_secs, (int, float))
-            or isinstance(save_checkpoints_secs, bool)
-            or save_checkpoints_secs <= 0
-        ):
-            raise ValueError(
-                "Invalid value for argument `save_checkpoints_secs`. Received: "
-                f"save_checkpoints_secs={save_checkpoints_secs!r}. Pass seconds > 0 or None."
-            )
+        checks.seconds("save_checkpoints_secs", save_checkpoints_secs, allow_none=True)
         _check("save_summary_steps", save_summary_steps)
         _check("log_step_count_steps", log_step_count_steps)
         _check("keep_checkpoint_max", keep_checkpoint_max, allow_none=False)
         _check("steps_per_loop", steps_per_loop, allow_none=False)
-        if tf_random_seed is not None and (
-            not isinstance(tf_random_seed, int) or isinstance(tf_random_seed, bool)
-        ):
+        if tf_random_seed is not None and not checks.is_integer(tf_random_seed):
             raise ValueError(
                 "Invalid value for argument `tf_random_seed`. Received: "
                 f"tf_random_seed={tf_random_seed!r}. Pass an integer or None."

@@ -13,6 +13,7 @@ from typing import Any
 
 import keras
 
+from tfdist import checks
 from tfdist.estimator import exporters as exporters_lib
 
 class ModeKeys:
@@ -159,21 +160,11 @@ def _check_input_fn(input_fn: Any, owner: str) -> None:
 
 
 def _check_optional_positive(name: str, value: Any, owner: str) -> None:
-    if value is None:
-        return
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(
-            f"Invalid value for argument `{name}` of {owner}. Received: {name}={value!r}. "
-            "Pass a positive integer or None."
-        )
+    checks.positive_int(name, value, allow_none=True, owner=owner)
 
 
 def _check_non_negative(name: str, value: Any, owner: str) -> None:
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
-        raise ValueError(
-            f"Invalid value for argument `{name}` of {owner}. Received: {name}={value!r}. "
-            "Pass a number of seconds >= 0."
-        )
+    checks.seconds(name, value, allow_zero=True, owner=owner)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from typing import Any
 
 import keras
 import tensorflow as tf
 
 from tfdist import checkpoint as checkpoint_lib
+from tfdist import checks
 from tfdist import cluster as cluster_lib
+from tfdist.compat import keras_checkpoint_paths
+from tfdist.compat import keras_initial_epoch
 
 
 # Files being written by `ModelCheckpoint` carry this prefix until they are complete.
@@ -67,17 +69,14 @@ class BackupAndRestore(keras.callbacks.Callback):
         cluster: cluster_lib.ClusterInfo | None = None,
     ) -> None:
         super().__init__()
-        if save_freq != "epoch" and (
-            not isinstance(save_freq, int) or isinstance(save_freq, bool) or save_freq < 1
-        ):
+        if save_freq != "epoch" and not (checks.is_integer(save_freq) and int(save_freq) >= 1):
             raise ValueError(
                 f"Invalid value for argument `save_freq`. Received: save_freq={save_freq!r}. "
-                "Pass 'epoch' or an integer >= 1."
+                "Pass 'epoch' or a positive integer."
             )
         self._cluster = cluster or cluster_lib.resolve()
-        self.backup_dir = (
-            checkpoint_lib.validate_model_dir(backup_dir) if self._cluster.is_chief else backup_dir
-        )
+        # Validated on the chief now; the manager writes it there (scratch elsewhere).
+        self.backup_dir = checkpoint_lib.TaskDir(backup_dir, self._cluster).directory
         self.save_freq = save_freq
         self.delete_checkpoint = delete_checkpoint
         self._epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="backup_epoch")
@@ -105,7 +104,7 @@ class BackupAndRestore(keras.callbacks.Callback):
             return
         self.restored_epoch = int(self._epoch.numpy())
         self.restored_step = int(self._step_in_epoch.numpy())
-        model._initial_epoch = self.restored_epoch  # read by Keras `fit`
+        keras_initial_epoch.set_initial_epoch(model, self.restored_epoch)
         if self.restored_step:
             self._skip_trained_batches(self.restored_step)
 
@@ -157,12 +156,12 @@ class BackupAndRestore(keras.callbacks.Callback):
         self._steps_since_save = 0
 
     def on_train_end(self, logs: dict | None = None) -> None:
-        self.model._initial_epoch = None
+        keras_initial_epoch.set_initial_epoch(self.model, None)
         if self.delete_checkpoint and self._cluster.is_chief and os.path.isdir(self.backup_dir):
             shutil.rmtree(self.backup_dir)
 
 
-class ModelCheckpoint(keras.callbacks.ModelCheckpoint):
+class ModelCheckpoint(keras_checkpoint_paths.RoutedModelCheckpoint):
     """Keras `ModelCheckpoint` where only the chief writes `filepath`, atomically.
 
     Other workers save to a temporary directory that is deleted straight after, so every worker
@@ -184,10 +183,9 @@ class ModelCheckpoint(keras.callbacks.ModelCheckpoint):
         self, filepath: str, *args: Any, cluster: cluster_lib.ClusterInfo | None = None, **kwargs: Any
     ) -> None:
         self._cluster = cluster or cluster_lib.resolve()
-        if self._cluster.is_chief:
-            checkpoint_lib.validate_model_dir(_parent_dir(str(filepath)))
+        self._target = checkpoint_lib.TaskDir(_parent_dir(str(filepath)), self._cluster,
+                                              purpose="modelcheckpoint")
         super().__init__(filepath, *args, **kwargs)
-        self._scratch: str | None = None
         self._pending: tuple[str, str] | None = None  # (temporary path, final path) on the chief
         self.last_saved: str | None = None
 
@@ -196,27 +194,20 @@ class ModelCheckpoint(keras.callbacks.ModelCheckpoint):
         if self._cluster.is_chief:
             checkpoint_lib.remove_done_marker(_parent_dir(self.filepath))
 
-    def _get_file_path(self, epoch, batch, logs):
-        path = super()._get_file_path(epoch, batch, logs)
+    def route_path(self, path: str) -> str:
         if self._cluster.is_chief:
             directory, name = os.path.split(path)
             temporary = os.path.join(directory, TEMPORARY_PREFIX + name)
             self._pending = (temporary, path)
             return temporary
-        self._scratch = tempfile.mkdtemp(prefix="tfdist-modelcheckpoint-")
-        return os.path.join(self._scratch, os.path.basename(path))
+        return os.path.join(self._target.acquire(), os.path.basename(path))
 
-    def _save_model(self, epoch, batch, logs):
-        try:
-            super()._save_model(epoch, batch, logs)
-            if self._pending is not None and tf.io.gfile.exists(self._pending[0]):
-                tf.io.gfile.rename(*self._pending, overwrite=True)
-                self.last_saved = self._pending[1]
-        finally:
-            self._pending = None
-            if self._scratch is not None:
-                shutil.rmtree(self._scratch, ignore_errors=True)
-                self._scratch = None
+    def after_save(self, succeeded: bool) -> None:
+        if succeeded and self._pending is not None and tf.io.gfile.exists(self._pending[0]):
+            tf.io.gfile.rename(*self._pending, overwrite=True)
+            self.last_saved = self._pending[1]
+        self._pending = None
+        self._target.release()
 
     def on_train_end(self, logs: dict | None = None) -> None:
         super().on_train_end(logs)
@@ -241,14 +232,9 @@ class TensorBoard(keras.callbacks.TensorBoard):
         **kwargs: Any
     ) -> None:
         self._cluster = cluster or cluster_lib.resolve()
-        self._scratch = None
-        if self._cluster.is_chief:
-            checkpoint_lib.validate_model_dir(str(log_dir))
-        else:
-            self._scratch = log_dir = tempfile.mkdtemp(prefix="tfdist-tensorboard-")
-        super().__init__(log_dir, *args, **kwargs)
+        self._target = checkpoint_lib.TaskDir(str(log_dir), self._cluster, purpose="tensorboard")
+        super().__init__(self._target.acquire(), *args, **kwargs)
 
     def on_train_end(self, logs: dict | None = None) -> None:
         super().on_train_end(logs)
-        if self._scratch is not None:
-            shutil.rmtree(self._scratch, ignore_errors=True)
+        self._target.release()

@@ -25,6 +25,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+from tfdist import checks
 from tfdist.cluster import kubernetes as k8s_source
 from tfdist.launch.errors import LaunchError
 
@@ -81,6 +82,9 @@ class Manifest:
                               "has TensorFlow and tfdist installed (--image).")
         if not self.command:
             raise LaunchError("no command given for the pods; put it after '--'.")
+        checks.positive_int("num_workers", self.num_workers, error=LaunchError)
+        for field in ("num_ps", "gpus", "max_restarts"):
+            checks.non_negative_int(field, getattr(self, field), error=LaunchError)
         object.__setattr__(self, "command", tuple(self.command))
         if self.num_ps and not self.chief:
             raise LaunchError("parameter servers (--ps) need a chief (--chief): it coordinates "

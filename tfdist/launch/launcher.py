@@ -13,7 +13,9 @@ import os
 import time
 from collections.abc import Mapping, Sequence
 
+from tfdist import checks
 from tfdist.launch import layout
+from tfdist.launch.errors import LaunchError
 from tfdist.launch.group import (GroupOutcome, ProcessGroup, ProcessResult, ProcessSpec, describe_status,
                                  exit_status)
 from tfdist.launch.output import Output
@@ -58,6 +60,10 @@ class Launcher:
         cwd: Working directory of the children. Defaults to this process's.
         output: Where output goes. Defaults to nowhere (output is only captured if asked).
 
+    Raises:
+        LaunchError: An argument is invalid (as ``tfdist-launch`` rejects the same values), or
+            the topology's ports or addresses do not work out.
+
     Example:
 
     ```python
@@ -71,7 +77,22 @@ class Launcher:
                  port_retries: int = 3, timeout: float | None = None, grace: float = 10.0,
                  failure_grace: float | None = None, env: Mapping[str, str] | None = None,
                  cwd: str | None = None, output: Output | None = None) -> None:
-        self.command = tuple(command)
+        # The checks the command line makes with argparse, for callers from Python.
+        if (isinstance(command, (str, bytes)) or not command
+                or not all(isinstance(arg, (str, os.PathLike)) for arg in command)):
+            raise LaunchError(f"Invalid value for argument `command`. Received: command={command!r}. "
+                              "Pass the program and its arguments as a list of strings, e.g. "
+                              "['python', 'train.py'].")
+        checks.instance("topology", topology, layout.Topology, what="a tfdist.launch.Topology",
+                        error=LaunchError)
+        checks.non_negative_int("max_restarts", max_restarts, error=LaunchError)
+        checks.non_negative_int("port_retries", port_retries, error=LaunchError)
+        checks.seconds("timeout", timeout, allow_zero=True, allow_none=True, none_means="no limit",
+                       error=LaunchError)
+        checks.seconds("grace", grace, allow_zero=True, error=LaunchError)
+        checks.seconds("failure_grace", failure_grace, allow_zero=True, allow_none=True,
+                       none_means="`grace`", error=LaunchError)
+        self.command = tuple(os.fspath(arg) for arg in command)
         self.topology = topology
         self.max_restarts = max_restarts
         self.port_retries = port_retries

@@ -21,6 +21,7 @@ from collections.abc import Mapping
 
 import portpicker
 
+from tfdist import checks
 from tfdist import cluster
 from tfdist.cluster import slurm
 from tfdist.launch.errors import LaunchError
@@ -61,8 +62,8 @@ class Topology:
     port_base: int | None = None
 
     def __post_init__(self) -> None:
-        _check_int("num_workers", self.num_workers, 1)
-        _check_int("num_ps", self.num_ps, 0)
+        checks.positive_int("num_workers", self.num_workers, error=LaunchError)
+        checks.non_negative_int("num_ps", self.num_ps, error=LaunchError)
         if self.num_ps and not self.chief:
             raise LaunchError("parameter servers (--ps, num_ps) need a chief (--chief, chief=True): "
                               "it coordinates parameter-server training.")
@@ -71,7 +72,7 @@ class Topology:
                 raise LaunchError(
                     f"hosts must be a non-empty list of host names; received {self.hosts!r}.")
             object.__setattr__(self, "hosts", tuple(self.hosts))
-            _check_int("host_index", self.host_index, 0)
+            checks.non_negative_int("host_index", self.host_index, error=LaunchError)
             if self.host_index >= len(self.hosts):
                 raise LaunchError(f"host index {self.host_index} is out of range for {len(self.hosts)} "
                                   f"host(s); use 0 to {len(self.hosts) - 1}.")
@@ -219,18 +220,15 @@ def slurm_hosts(environ: Mapping[str, str] | None = None) -> tuple[tuple[str, ..
         raise LaunchError("--slurm needs SLURM_STEP_NODELIST (or SLURM_JOB_NODELIST) and SLURM_NODEID; "
                           "run it under srun with one task per node (srun --ntasks-per-node=1).")
     try:
-        var, hosts = slurm.nodes(env)
+        _, hosts, node_id = slurm.node_index(env)
         per_node = slurm.tasks_per_node(env) if env.get("SLURM_STEP_TASKS_PER_NODE", "").strip() else None
     except cluster.ClusterConfigError as err:
         raise LaunchError(str(err)) from None
-    node_id = env["SLURM_NODEID"].strip()
-    if not node_id.isdigit() or int(node_id) >= len(hosts):
-        raise LaunchError(f"SLURM_NODEID={node_id!r} does not index the {len(hosts)} host(s) of {var}.")
     if per_node is not None and set(per_node[1]) != {1}:
         raise LaunchError(f"SLURM_STEP_TASKS_PER_NODE={env['SLURM_STEP_TASKS_PER_NODE'].strip()!r}: run one "
                           "tfdist-launch per node (srun --ntasks-per-node=1) and set processes per node "
                           "with --workers.")
-    return tuple(hosts), int(node_id)
+    return tuple(hosts), node_id
 
 
 def _roles(topology: Topology) -> list[tuple[str, int, int]]:
@@ -295,12 +293,6 @@ def _port_free(port: int) -> bool:
                 if err.errno in (errno.EADDRINUSE, errno.EACCES):
                     return False
     return True
-
-
-def _check_int(name: str, value: object, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise LaunchError(f"Invalid value for argument `{name}`. Received: {name}={value!r}. "
-                          f"Pass an integer >= {minimum}.")
 
 
 def _check_port(port: object) -> None:

@@ -21,6 +21,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from tfdist import checks
 from tfdist.launch.errors import LaunchError
 
 __all__ = ["LOOPBACK_ENV", "init_loopback", "prepare_worker", "run_on_ray"]
@@ -95,9 +96,7 @@ def run_on_ray(train_fn: Callable[[dict[str, Any]], Any], *, num_workers: int = 
     Raises:
         LaunchError: Ray is not installed, or `num_workers` is not a positive integer.
     """
-    if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 1:
-        raise LaunchError(f"Invalid value for argument `num_workers`. Received: num_workers={num_workers!r}. "
-                          "Pass an integer >= 1.")
+    checks.positive_int("num_workers", num_workers, error=LaunchError)
     try:
         # pylint: disable=import-outside-toplevel
         from ray.train import FailureConfig, RunConfig, ScalingConfig

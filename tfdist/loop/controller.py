@@ -19,6 +19,7 @@ import tensorflow as tf
 from tfdist import checkpoint as checkpoint_lib
 from tfdist import checks
 from tfdist import cluster as cluster_lib
+from tfdist import export as export_lib
 from tfdist import outer_loop
 from tfdist.loop.trainer import Trainer
 from tfdist.outer_loop.controller import NONFINITE_ACTIONS  # noqa: F401 - part of the API
@@ -257,7 +258,7 @@ class Controller:
         """
         if not self.is_chief:
             return {}
-        return checkpoint_lib.export_model(self.trainer.model, self.model_dir)
+        return export_lib.export_model(self.trainer.model, self.model_dir, cluster=self.cluster)
 
     def close(self) -> None:
         """Releases the training iterator and the SIGTERM handler of a `with` block.

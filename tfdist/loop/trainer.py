@@ -20,12 +20,14 @@ from typing import Any
 import keras
 import tensorflow as tf
 
+from tfdist import checks
 from tfdist import data as data_lib
+from tfdist.compat import default_strategy
 from tfdist.compat import keras_optimizer_build
 from tfdist.outer_loop import interface
 
 # Evaluation "to the end of the data" runs the loop with this many steps at most.
-_UNTIL_END = 2**62
+_UNTIL_END = checks.UNTIL_END
 
 LossLike = keras.losses.Loss | Callable[..., tf.Tensor] | str
 
@@ -191,7 +193,7 @@ class Trainer(interface.TrainTarget, interface.EvalTarget):
 
     def _check_model_in_scope(self) -> None:
         if not tf.distribute.has_strategy() or self.strategy is tf.distribute.get_strategy() and (
-            type(self.strategy).__name__ == "_DefaultDistributionStrategy"
+            default_strategy.is_default(self.strategy)
         ):
             return
         outside = [
@@ -217,7 +219,7 @@ class Trainer(interface.TrainTarget, interface.EvalTarget):
         owner = keras_optimizer_build.strategy_of(optimizer)
         if owner is self.strategy:
             return optimizer
-        default = type(owner).__name__ == "_DefaultDistributionStrategy"
+        default = default_strategy.is_default(owner)
         if default and not optimizer.built:
             # Created outside any scope and unused: an equivalent one made here is safe.
             return optimizer.__class__.from_config(optimizer.get_config())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from tfdist import checks
 from tfdist.predict import postprocess as postprocess_lib
 from tfdist.predict import formats
 from tfdist.predict.errors import PredictError
@@ -64,26 +65,16 @@ class PredictOptions:
         else:
             object.__setattr__(self, "inputs", tuple(self.inputs))
         for name in ("batch_size", "shard_size"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise PredictError(f"Invalid value for argument `{name}`. Received: {name}="
-                                   f"{value!r}. Pass a positive integer.")
-        if self.virtual_cpus is not None and (not isinstance(self.virtual_cpus, int)
-                                              or self.virtual_cpus < 1):
-            raise PredictError(f"Invalid value for argument `virtual_cpus`. Received: virtual_cpus="
-                               f"{self.virtual_cpus!r}. Pass an integer >= 1.")
+            checks.positive_int(name, getattr(self, name), error=PredictError)
+        checks.positive_int("virtual_cpus", self.virtual_cpus, allow_none=True, error=PredictError)
         choices = (("input_format", formats.INPUT_FORMATS), ("output_format", formats.OUTPUT_FORMATS),
                    ("strategy", STRATEGIES))
         for name, valid in choices:
-            if getattr(self, name) not in valid:
-                raise PredictError(f"Invalid value for argument `{name}`. Received: {name}="
-                                   f"{getattr(self, name)!r}. Valid values: {', '.join(valid)}.")
+            checks.one_of(name, getattr(self, name), valid, error=PredictError)
         if not self.output_dir:
             raise PredictError("Invalid value for argument `output_dir`. Received: output_dir="
                                f"{self.output_dir!r}. Pass a directory for the predictions.")
-        if self.wait_timeout is not None and self.wait_timeout <= 0:
-            raise PredictError(f"Invalid value for argument `wait_timeout`. Received: wait_timeout="
-                               f"{self.wait_timeout!r}. Pass a positive number of seconds or None.")
+        checks.seconds("wait_timeout", self.wait_timeout, allow_none=True, error=PredictError)
 
     def fingerprint_fields(self) -> dict[str, Any]:
         """The arguments that decide the output (not how many workers or devices compute it)."""

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from tfdist import checks
 from tfdist.predict.errors import PredictError
 
 
@@ -57,9 +58,7 @@ class PostProcess:
         Raises:
             PredictError: Nothing fits (one line, naming the argument).
         """
-        if self.top_k < 0:
-            raise PredictError(f"Invalid value for argument `top_k`. Received: top_k={self.top_k}. "
-                               "Pass 0 (none) or more.")
+        checks.non_negative_int("top_k", self.top_k, hint="0 for none", error=PredictError)
         if self.function is not None:
             load_function(self.function)
         if not self.active:

@@ -73,9 +73,7 @@ def check_cluster(route: str, strategy: str, cluster: cluster_lib.ClusterInfo) -
     if route == "fit" and cluster.is_evaluator:
         raise RunError("--route=fit has no evaluator task (fit evaluates on the training "
                        "workers): drop the evaluator, or use --route=ctl or --route=estimator")
-    if cluster.is_ps:
-        raise RunError(f"this task is ps:{cluster.task_id}; tfdist-train trains with chief and "
-                       "worker tasks only: drop the ps tasks")
+    cluster.refuse_ps("tfdist-train", error=RunError)
     if cluster.is_multi_worker and not cluster.is_evaluator and strategy not in (
             "auto", "multi_worker_mirrored"):
         raise RunError(f"--strategy={strategy} cannot train the {cluster.num_workers} workers "

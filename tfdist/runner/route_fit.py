@@ -10,7 +10,7 @@ from collections.abc import Callable
 import keras
 import tensorflow as tf
 
-from tfdist import checkpoint as checkpoint_lib
+from tfdist import export as export_lib
 from tfdist import data as data_lib
 from tfdist.keras import callbacks as callbacks_lib
 from tfdist.runner import settings as settings_lib
@@ -86,7 +86,7 @@ def run(
     # Keras validated after the last (possibly stopped) epoch too: that is the final evaluation.
     final = validated or model.evaluate(eval_data, return_dict=True, verbose=0)
     train = {k: v[-1] for k, v in history.history.items() if not k.startswith("val_")}
-    exports = checkpoint_lib.export_model(model, settings.model_dir) if chief else {}
+    exports = export_lib.export_model(model, settings.model_dir, cluster=settings.cluster)
     steps = int(model.optimizer.iterations.numpy())
     return settings_lib.RouteResult(
         final=settings_lib.floats(final), train=settings_lib.floats(train),

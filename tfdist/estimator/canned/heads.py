@@ -14,6 +14,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 
+from tfdist import checks
 from tfdist.estimator import export as export_lib
 from tfdist.estimator.spec import EstimatorSpec
 from tfdist.estimator.spec import ModeKeys
@@ -426,11 +427,8 @@ class MultiClassHead(_ClassHead):
                  loss_reduction: Any = "sum_over_batch_size", loss_fn: Callable | None = None,
                  name: str | None = None) -> None:
         _no_loss_fn(loss_fn, "MultiClassHead")
-        if not isinstance(n_classes, int) or isinstance(n_classes, bool) or n_classes < 3:
-            raise ValueError(
-                f"Invalid value for argument `n_classes`. Received: n_classes={n_classes!r}. "
-                "MultiClassHead needs an integer > 2 (use BinaryClassHead for 2 classes)."
-            )
+        checks.integer("n_classes", n_classes, minimum=3, owner="MultiClassHead",
+                       hint="use BinaryClassHead for 2 classes")
         super().__init__(n_classes, weight_column, label_vocabulary, loss_reduction, name)
         self.logits_dimension = n_classes
 
@@ -508,11 +506,7 @@ class MultiLabelHead(_ClassHead):
                 "MultiLabelHead(classes_for_class_based_metrics=...) is not supported. Compute "
                 "per-class metrics from predict()'s probabilities instead."
             )
-        if not isinstance(n_classes, int) or isinstance(n_classes, bool) or n_classes < 2:
-            raise ValueError(
-                f"Invalid value for argument `n_classes`. Received: n_classes={n_classes!r}. "
-                "MultiLabelHead needs an integer > 1."
-            )
+        checks.integer("n_classes", n_classes, minimum=2, owner="MultiLabelHead")
         super().__init__(n_classes, weight_column, label_vocabulary, loss_reduction, name)
         self.logits_dimension = n_classes
         self._thresholds = tuple(thresholds or ())
@@ -598,12 +592,7 @@ class RegressionHead(Head):
                  loss_reduction: Any = "sum_over_batch_size", loss_fn: Callable | None = None,
                  inverse_link_fn: Callable | None = None, name: str | None = None) -> None:
         _no_loss_fn(loss_fn, "RegressionHead")
-        if (not isinstance(label_dimension, int) or isinstance(label_dimension, bool)
-                or label_dimension < 1):
-            raise ValueError(
-                "Invalid value for argument `label_dimension`. Received: label_dimension="
-                f"{label_dimension!r}. Pass an integer >= 1."
-            )
+        checks.positive_int("label_dimension", label_dimension)
         super().__init__(weight_column, loss_reduction, name)
         self.logits_dimension = label_dimension
         self._inverse_link_fn = inverse_link_fn
@@ -669,11 +658,7 @@ def classification_head(n_classes: int, weight_column: Any, label_vocabulary: An
     Raises:
         ValueError: `n_classes` < 2.
     """
-    if not isinstance(n_classes, int) or isinstance(n_classes, bool) or n_classes < 2:
-        raise ValueError(
-            f"Invalid value for argument `n_classes`. Received: n_classes={n_classes!r}. "
-            "Pass an integer >= 2."
-        )
+    checks.integer("n_classes", n_classes, minimum=2)
     if n_classes == 2:
         return BinaryClassHead(weight_column=weight_column, label_vocabulary=label_vocabulary,
                                loss_reduction=loss_reduction)
