@@ -203,12 +203,7 @@ class Estimator:
         if self._strategy is not None:
             return self._strategy
         cluster = self._config.cluster
-        if cluster.is_ps:
-            raise ValueError(
-                f"This task is ps:{cluster.task_id}. tfdist.estimator has no parameter-server "
-                "training: drop the ps tasks from TF_CONFIG (multi-worker training uses "
-                "MultiWorkerMirroredStrategy on chief and workers)."
-            )
+        cluster.refuse_ps("tfdist.estimator")
         if cluster.is_evaluator:
             strategy = self._config.eval_distribute or strategy_lib.get_strategy(
                 "auto", cluster=cluster)

@@ -63,11 +63,7 @@ def train_and_evaluate(estimator: Estimator, train_spec: TrainSpec,
     if not isinstance(eval_spec, EvalSpec):
         raise TypeError(f"eval_spec must be an EvalSpec; received {type(eval_spec).__name__}.")
     cluster = estimator.config.cluster
-    if cluster.is_ps:
-        raise ValueError(
-            f"This task is ps:{cluster.task_id}. tfdist.estimator has no parameter-server "
-            "training: drop the ps tasks from TF_CONFIG and train with chief/worker tasks."
-        )
+    cluster.refuse_ps("tfdist.estimator")
     if cluster.is_evaluator:
         return _run_evaluator(estimator, train_spec, eval_spec)
     if cluster.is_local:
