@@ -296,11 +296,11 @@ def any_worker(strategy: tf.distribute.Strategy, flag: bool) -> bool:
     if fn is None:
 
         @tf.function
-        def fn(value):
+        def agree(value):
             per_replica = strategy.run(tf.identity, args=(value,))
             return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
 
-        _AGREE_FNS[id(strategy)] = fn
+        fn = _AGREE_FNS[id(strategy)] = agree
     return int(fn(tf.constant(int(bool(flag)), tf.int32))) > 0
 
 

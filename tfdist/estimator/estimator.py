@@ -292,12 +292,14 @@ class Estimator:
         return spec
 
     def _restore(self, checkpoint_path: str | None = None) -> str | None:
+        assert self._manager is not None, "_get_strategy() creates the manager"
         path = checkpoint_path or self._manager.latest()
         if path is not None:
             self._manager.restore(path)
         return path
 
     def _global_step_value(self) -> int:
+        assert self._global_step is not None, "_get_strategy() creates the global step"
         return int(self._global_step.numpy())
 
     # --- training --------------------------------------------------------------------------------
@@ -441,6 +443,7 @@ class Estimator:
         iterator = iter(distributed)
         try:
             self._build(ModeKeys.EVAL, info)
+            assert self._eval_loss is not None, "the EVAL build creates it"
             self._has_labels[ModeKeys.EVAL] = info.has_labels
             path = self._restore(checkpoint_path)
             if path is None:
@@ -554,7 +557,8 @@ class Estimator:
                                  {"global_step": context.global_step, "loss": float("nan")})
             if isinstance(predictions, dict):
                 predictions = {k: predictions[k] for k in (predict_keys or predictions)}
-                batch = {k: np.asarray(v) for k, v in predictions.items()}
+                batch: dict[str, np.ndarray] | np.ndarray = {
+                    k: np.asarray(v) for k, v in predictions.items()}
             else:
                 batch = np.asarray(predictions)
             if not yield_single_examples:

@@ -24,7 +24,7 @@ class Exporter:
     def name(self) -> str:
         raise NotImplementedError
 
-    def export(self, estimator: Any, export_path: str, checkpoint_path: str,
+    def export(self, estimator: Any, export_path: str, checkpoint_path: str | None,
                eval_result: Mapping[str, Any], is_the_final_export: bool) -> str | None:
         """Exports (or not); returns the export directory or `None`."""
         raise NotImplementedError
@@ -74,7 +74,7 @@ class _SavedModelExporter(Exporter):
     def name(self) -> str:
         return self._name
 
-    def _export(self, estimator: Any, export_path: str, checkpoint_path: str) -> str:
+    def _export(self, estimator: Any, export_path: str, checkpoint_path: str | None) -> str:
         return estimator.export_saved_model(
             export_path, self._receiver_fn, assets_extra=self._assets_extra,
             as_text=self._as_text, checkpoint_path=checkpoint_path,
@@ -201,7 +201,7 @@ class BestExporter(_SavedModelExporter):
         return best
 
 
-def run_exporters(estimator: Any, exporters: tuple[Exporter, ...], checkpoint_path: str,
+def run_exporters(estimator: Any, exporters: tuple[Exporter, ...], checkpoint_path: str | None,
                   eval_result: Mapping[str, Any], is_the_final_export: bool) -> list[str]:
     """Runs every exporter into `model_dir/export/<name>`; returns the directories written."""
     written = []

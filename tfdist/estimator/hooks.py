@@ -177,6 +177,7 @@ class StopAtStepHook(SessionRunHook):
 
     def before_run(self, run_context: SessionRunContext) -> SessionRunArgs:
         if self._last_step is None:
+            assert self._num_steps is not None, "__init__ requires exactly one of the two"
             self._last_step = run_context.global_step + self._num_steps
         if run_context.global_step >= self._last_step:
             run_context.request_stop()
@@ -188,6 +189,7 @@ class StopAtStepHook(SessionRunHook):
 
     def next_boundary(self, global_step: int) -> int | None:
         if self._last_step is None:
+            assert self._num_steps is not None, "__init__ requires exactly one of the two"
             return global_step + self._num_steps
         return self._last_step
 
@@ -330,6 +332,7 @@ class LoggingTensorHook(SessionRunHook):
         if self._every_n_iter is not None:
             return step - self._last_step >= self._every_n_iter
         if self._every_n_secs is not None:
+            assert self._last_time is not None, "after_run sets it with _last_step"
             return time.monotonic() - self._last_time >= self._every_n_secs
         return False
 

@@ -138,7 +138,7 @@ class BackupAndRestore(keras.callbacks.Callback):
             self._skipped_call = False
             return
         self._restore_pending = False
-        if self.save_freq == "epoch":
+        if isinstance(self.save_freq, str):  # "epoch", the only string __init__ accepts
             return
         self._steps_since_save += self.model.steps_per_execution
         if self._steps_since_save >= self.save_freq:
@@ -152,6 +152,7 @@ class BackupAndRestore(keras.callbacks.Callback):
     def _save(self, epoch: int, step_in_epoch: int) -> None:
         self._epoch.assign(epoch)
         self._step_in_epoch.assign(step_in_epoch)
+        assert self._manager is not None, "on_train_begin creates the manager"
         self._manager.save(int(self.model.optimizer.iterations.numpy()))
         self._steps_since_save = 0
 

@@ -137,6 +137,8 @@ class Launcher:
             if outcome.succeeded:
                 return self._finish(results, restarts)
             failed = outcome.first_failure
+            # Not succeeded, not timed out, no signal (all returned above): a process failed.
+            assert failed is not None
             if outcome.port_clash and self.topology.picks_ports and retries < self.port_retries:
                 retries += 1
                 header = f"--- tfdist-launch: port retry {retries} ---"

@@ -157,7 +157,7 @@ def make_plan(topology: Topology) -> Plan:
         task_type, task_id, host = role
         try:
             tf_config = cluster.make_tf_config(
-                workers=of("worker"), chief=(of("chief") or [None])[0], ps=of("ps"),
+                workers=of("worker"), chief=next(iter(of("chief")), None), ps=of("ps"),
                 task_type=task_type, task_id=task_id)
         except cluster.ClusterConfigError as err:
             raise LaunchError(str(err)) from None
@@ -246,7 +246,8 @@ def _addresses(topology: Topology, roles: list[tuple[str, int, int]]) -> list[st
     """The "host:port" of each role with an address."""
     if topology.hosts is None:
         return [f"localhost:{port}" for port in _local_ports(topology, len(roles))]
-    addresses, used = [], {}
+    addresses: list[str] = []
+    used: dict[int, int] = {}  # host index -> tasks given a port on it so far
     for _, _, host in roles:
         default = topology.port_base or DEFAULT_PORT_BASE
         base = cluster.hosts_to_addresses([topology.hosts[host]], default)[0]
