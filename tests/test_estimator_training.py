@@ -18,7 +18,8 @@ from tests.estimator_helpers import (
     _summary_steps,
 )
 from tests.workers import estimator_job
-from tfdist import cluster
+from tfdist import checkpoint, cluster
+from tfdist.estimator import training
 
 
 def test_tutorial_program_as_one_process(tmp_path):
@@ -77,6 +78,16 @@ def test_local_train_and_evaluate_with_exporters(tmp_path):
     assert list((tmp_path / "export" / "best_exporter").iterdir())
     eval_steps = {int(p.name) for p in (tmp_path / "export" / "best_exporter").iterdir()}
     assert len(eval_steps) >= 1
+
+
+def test_chief_that_trained_nothing_marks_training_ended_at_step_0(tmp_path):
+    # An input that ends at once from scratch saves no checkpoint; the chief's training task
+    # used to crash reading the step of the missing one (basename(None): TypeError).
+    estimator = _estimator(tmp_path)
+    assert estimator.config.is_chief  # a local run is the chief: this is what a chief task runs
+    training._run_training_task(estimator, est.TrainSpec(_input_fn(num=0, repeat=False)))
+    assert estimator.latest_checkpoint() is None
+    assert checkpoint.read_done_marker(str(tmp_path))["global_step"] == 0
 
 
 def test_evaluator_task_evaluates_checkpoints_until_max_steps(tmp_path, monkeypatch):

@@ -343,6 +343,22 @@ def test_custom_train_step_override(tmp_path):
     assert int(seen.numpy()) == 4 * 32
 
 
+def test_custom_train_step_without_loss_and_default_eval_step():
+    # __init__ lets a Trainer without `loss` through when train_step is overridden; the default
+    # eval_step still needs one and must say so (it raised "'NoneType' object is not callable").
+    class OwnLossTrainer(tfdist.loop.Trainer):
+        def train_step(self, inputs):
+            return tf.constant(0.0)
+
+    spec = data.DataSpec(source=ctl_job.dataset(), global_batch_size=32)
+    trainer = OwnLossTrainer(strategy=tfdist.get_strategy("default"), model=ctl_job.build_model,
+                             optimizer="sgd", train_data=spec, eval_data=spec)
+    with pytest.raises(tfdist.loop.TrainerError, match="no `loss`, which the default `eval_step` needs"):
+        trainer.evaluate(1)
+    with pytest.raises(tfdist.loop.TrainerError, match="no `loss`, but `per_example_loss`"):
+        trainer.per_example_loss(tf.zeros([2], tf.int64), tf.zeros([2, 2]))
+
+
 # --- real processes --------------------------------------------------------------------------
 
 

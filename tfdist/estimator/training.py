@@ -74,13 +74,18 @@ def train_and_evaluate(estimator: Estimator, train_spec: TrainSpec,
 # --- chief and workers ---------------------------------------------------------------------------
 
 
+def _checkpoint_step(path: str | None) -> int:
+    """The global step of checkpoint `path` (``.../ckpt-<step>``); 0 with none (nothing trained)."""
+    return int(os.path.basename(path).rsplit("-", 1)[1]) if path else 0
+
+
 def _run_training_task(estimator: Estimator, train_spec: TrainSpec) -> tuple[None, None]:
     if estimator.config.is_chief:
         outer_loop.mark_training_started(estimator.model_dir)  # the evaluator must not stop on an old one
     estimator.train(train_spec.input_fn, hooks=train_spec.hooks, max_steps=train_spec.max_steps,
                     saving_listeners=train_spec.saving_listeners)
     if estimator.config.is_chief:
-        step = int(os.path.basename(estimator.latest_checkpoint()).rsplit("-", 1)[1])
+        step = _checkpoint_step(estimator.latest_checkpoint())
         outer_loop.mark_training_ended(estimator.model_dir, step)
         logging.info("tfdist.estimator: training finished at step %d", step)
     return None, None
@@ -149,7 +154,7 @@ def _run_local(estimator: Estimator, train_spec: TrainSpec, eval_spec: EvalSpec)
     estimator.train(train_spec.input_fn, hooks=train_spec.hooks, max_steps=train_spec.max_steps,
                     saving_listeners=[*train_spec.saving_listeners, listener])
     path = estimator.latest_checkpoint()
-    step = int(os.path.basename(path).rsplit("-", 1)[1]) if path else 0
+    step = _checkpoint_step(path)
     if listener.result is None or listener.result["global_step"] != step:
         listener.evaluate(step, final=True)
     elif not listener.final_exported:

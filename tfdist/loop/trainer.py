@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TypeAlias
 
 import keras
 import tensorflow as tf
@@ -29,7 +29,7 @@ from tfdist.outer_loop import interface
 # Evaluation "to the end of the data" runs the loop with this many steps at most.
 _UNTIL_END = checks.UNTIL_END
 
-LossLike = keras.losses.Loss | Callable[..., tf.Tensor] | str
+LossLike: TypeAlias = keras.losses.Loss | Callable[..., tf.Tensor] | str
 
 
 class TrainerError(ValueError):
@@ -241,6 +241,11 @@ class Trainer(interface.TrainTarget, interface.EvalTarget):
     def per_example_loss(self, y_true: Any, y_pred: Any) -> tf.Tensor:
         """Per-example losses, shape `[batch]` (extra dimensions are averaged)."""
         fn = self._loss_fn
+        if fn is None:  # an overridden step called it; __init__ allowed no loss for that step
+            raise TrainerError(
+                "This Trainer has no `loss`, but `per_example_loss` (or `compute_loss`) was "
+                "called. Pass `loss=...`, or do not call them from an overridden step."
+            )
         losses = fn.call(y_true, y_pred) if isinstance(fn, keras.losses.Loss) else fn(y_true, y_pred)
         losses = tf.convert_to_tensor(losses)
         if losses.shape.rank and losses.shape.rank > 1:
@@ -321,6 +326,13 @@ class Trainer(interface.TrainTarget, interface.EvalTarget):
 
     def eval_loop(self, iterator: Any, num_steps: int | None = None) -> None:
         """Runs evaluation steps until the data ends or `num_steps` steps have run."""
+        # Before the trace: __init__ lets a Trainer without `loss` through when train_step is
+        # overridden, but the default eval_step needs one.
+        if self._loss_fn is None and type(self).eval_step is Trainer.eval_step:
+            raise TrainerError(
+                "This Trainer has no `loss`, which the default `eval_step` needs. Pass "
+                "`loss=...`, or override `eval_step` too."
+            )
         self._eval_loop_fn(iterator, tf.constant(num_steps or _UNTIL_END, tf.int64))
 
     # --- results -------------------------------------------------------------------------------
