@@ -4,6 +4,10 @@ VENV := .venv
 VPY := $(VENV)/bin/python
 STAMP := $(VENV)/.tfdist-installed
 PYTEST_ARGS ?=
+# Test processes: the suite's multi-process tests mostly wait (start-up, barriers, polling), so two
+# pytest workers keep both cores busy. Whole files go to one worker (module fixtures stay shared).
+# PYTEST_WORKERS=0 runs everything in this process.
+PYTEST_WORKERS ?= 2
 
 .PHONY: test lint install clean train
 
@@ -22,9 +26,10 @@ lint: | $(STAMP)
 	$(VPY) -m ruff check .
 	$(VPY) -m mypy
 
-# pytest exits 5 when it collected no tests: that is a broken suite, not a pass.
-test: $(STAMP)
-	@$(VPY) -m pytest $(PYTEST_ARGS); rc=$$?; \
+# Lint first, then the suite. pytest exits 5 when it collected no tests: that is a broken suite,
+# not a pass.
+test: $(STAMP) lint
+	@$(VPY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests (exit 5); failing." >&2; exit 1; fi; \
 	exit $$rc
 
