@@ -5,7 +5,8 @@ VPY := $(VENV)/bin/python
 STAMP := $(VENV)/.tfdist-installed
 PYTEST_ARGS ?=
 # Test processes: the suite's multi-process tests mostly wait (start-up, barriers, polling), so two
-# pytest workers keep both cores busy. Whole files go to one worker (module fixtures stay shared).
+# pytest workers keep both cores busy. Whole files go to one worker (module fixtures stay shared),
+# slowest files first (tests/conftest.py).
 # PYTEST_WORKERS=0 runs everything in this process.
 PYTEST_WORKERS ?= 2
 
@@ -29,7 +30,8 @@ lint: | $(STAMP)
 # Lint first, then the suite. pytest exits 5 when it collected no tests: that is a broken suite,
 # not a pass.
 test: $(STAMP) lint
-	@$(VPY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS); rc=$$?; \
+	@$(VPY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=20 \
+		$(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests (exit 5); failing." >&2; exit 1; fi; \
 	exit $$rc
 
