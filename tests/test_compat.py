@@ -164,13 +164,14 @@ def test_an_iterator_collected_by_the_garbage_collector_dies_on_the_reaper():
     class Holder:
         pass
 
-    holder = Holder()
-    holder.me = holder
-    holder.iterator = _autotuned_iterator_consumed_in_a_function()
-    resource = weakref.ref(holder.iterator._iterator_resource)
-    before = iterator_teardown.finalized_count()
     gc.disable()
     try:
+        gc.collect()  # earlier tests' garbage, so that only ours is collected below
+        holder = Holder()
+        holder.me = holder
+        holder.iterator = _autotuned_iterator_consumed_in_a_function()
+        resource = weakref.ref(holder.iterator._iterator_resource)
+        before = iterator_teardown.finalized_count()
         del holder
         assert resource() is not None  # only the collector can free the cycle
         gc.collect()

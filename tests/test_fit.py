@@ -91,6 +91,7 @@ def test_finished_iterators_go_to_the_reaper(cpus):
     strategy = tfdist.get_strategy("mirrored", devices=cpus(2))
     model = _model(strategy)
     finite = tf.data.Dataset.from_tensor_slices(_xy()).batch(32, drop_remainder=True)
+    gc.collect()  # earlier tests' garbage is not counted below
     before = iterator_teardown.finalized_count()
     model.fit(finite, epochs=3, verbose=0)  # an iterator per epoch, plus the call's end
     gc.collect()  # Keras's epoch iterator may sit in a reference cycle
