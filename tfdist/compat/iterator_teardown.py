@@ -171,8 +171,8 @@ def _install_finalizers() -> None:
         if getattr(cls.__dict__.get("__del__"), "_tfdist", False):
             continue  # idempotent
         finalizer = _hand_over_on_finalize(resource_attr, cls.__dict__.get("__del__"))
-        finalizer._tfdist = True  # type: ignore[attr-defined]
-        cls.__del__ = finalizer  # type: ignore[attr-defined]
+        finalizer._tfdist = True
+        cls.__del__ = finalizer
 
 
 _install_finalizers()
