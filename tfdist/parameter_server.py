@@ -18,7 +18,7 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
 from typing import Any, NoReturn
 
 import tensorflow as tf
@@ -40,11 +40,11 @@ def is_parameter_server(strategy: tf.distribute.Strategy) -> bool:
     return isinstance(strategy, tf.distribute.ParameterServerStrategy)
 
 
-def configure_environment(environ: dict[str, str] | None = None) -> None:
+def configure_environment(environ: MutableMapping[str, str] | None = None) -> None:
     """Sets `GRPC_ENV` (unless the user set those variables) before any gRPC channel exists."""
-    environ = os.environ if environ is None else environ  # type: ignore[assignment]
+    target: MutableMapping[str, str] = os.environ if environ is None else environ
     for key, value in GRPC_ENV.items():
-        environ.setdefault(key, value)
+        target.setdefault(key, value)
 
 
 def check_cluster(cluster: cluster_lib.ClusterInfo) -> None:

@@ -155,6 +155,7 @@ def run(options: TrainOptions, *, strategy: tf.distribute.Strategy | None = None
     train_spec = data.train_spec(options.global_batch_size, seed=options.seed)
     if parameter_server.is_parameter_server(strategy) and isinstance(train_spec.source, tf.data.Dataset):
         # Each worker builds its own pipeline: a dataset made here could not be sent there.
+        @tf.autograph.experimental.do_not_convert  # plain Python loading, traced once
         def worker_source(_: Any) -> tf.data.Dataset:
             return input_pipelines.load(options.dataset, seed=options.seed).train
 
