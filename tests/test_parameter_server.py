@@ -2,14 +2,18 @@
 
 One test starts two launches of tests/workers/ps_train.py (the same program on every task) on
 1 chief + 2 workers + 2 ps, whose embedding table is split across the two ps tasks: to step
-40, then a restart to step 60 that resumes from the checkpoint. (One layout for both keeps the
+40, then a restart to step 60 that resumes from the checkpoint and loses a worker (kill -9)
+on the way. (One layout for both keeps the
 test near 60 s; `num_ps=1` runs the same program with the table in one piece.) The cheap
 checks (the strategy's errors) run in-process.
 """
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -21,12 +25,21 @@ from tfdist import cluster as cluster_lib
 PS_TRAIN = str(Path(__file__).parent / "workers" / "ps_train.py")
 
 
-def _launch(model_dir, steps, num_ps):
+def _launch(model_dir, steps, num_ps, *sync_dir):
     return subprocess.Popen(
         [sys.executable, "-m", "tfdist.launch", "--chief", "--workers", "2", "--ps", str(num_ps),
-         "--timeout", "150", "--", sys.executable, PS_TRAIN, str(model_dir), str(steps)],
+         "--timeout", "150", "--", sys.executable, PS_TRAIN, str(model_dir), str(steps),
+         *map(str, sync_dir)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=subprocess_env(),
         cwd=REPO_ROOT)
+
+
+def _wait_for(path, proc, timeout=150):
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert proc.poll() is None, proc.communicate()[0][-4000:]
+        assert time.monotonic() < deadline, f"no {path}"
+        time.sleep(0.2)
 
 
 def _finish(proc):
@@ -58,13 +71,22 @@ def test_parameter_server_training_splits_the_embedding_and_resumes(tmp_path):
         assert f"[{task}] tfdist: {task} stopped" in output
     assert "all 5 process(es) succeeded" in output
 
-    # A restart resumes from the checkpoint and ends at the exact step.
-    resumed, _ = _finish(_launch(tmp_path, 60, num_ps=2))
+    # A restart resumes from the checkpoint; worker:1 is killed (-9) after the first loop call,
+    # and training still ends at the exact step while tfdist-launch restarts that worker alone.
+    sync = tmp_path / "sync"
+    sync.mkdir()
+    proc = _launch(tmp_path, 60, 2, sync)
+    _wait_for(sync / "first_done", proc)
+    os.kill(int((sync / "worker-1.pid").read_text()), signal.SIGKILL)
+    (sync / "killed").touch()
+    resumed, output = _finish(proc)
     assert resumed["restored_from"] == str(tmp_path / "ckpt-40")
     assert resumed["start"] == 40 and resumed["global_step"] == 60
     assert sum(resumed["steps_by_worker"].values()) == 20
     assert resumed["first_loss"] < 0.5 * first["first_loss"]  # the trained weights came back
     assert resumed["latest_checkpoint"] == str(tmp_path / "ckpt-60")
+    assert ("worker:1 failed (killed by SIGKILL, exit status 137); restarting it alone (restart 1 of 3)"
+            in output), output[-4000:]
 
 
 # --- in-process: the strategy's own checks -----------------------------------------------------

@@ -1,15 +1,21 @@
 """Parameter-server training with route 1, the same program on every task (issue 16).
 
-`python ps_train.py MODEL_DIR STEPS` under `tfdist-launch --chief --workers N --ps M`: worker
+`python ps_train.py MODEL_DIR STEPS [SYNC_DIR]` under `tfdist-launch --chief --workers N --ps M`: worker
 and ps tasks serve inside `tfdist.get_strategy` until the launcher stops them; the chief trains
 a model whose embedding table (1000 x 16 float32, 64 KB) is larger than the 16 KB per-shard
 size, so with 2 ps tasks it is split in two. The chief prints one JSON line: the step it
 resumed from, the final global step, the steps each worker ran, the loss of the first and the
 last loop call, the embedding's shard shapes and devices, and the newest checkpoint.
+
+With SYNC_DIR, each worker writes its pid to SYNC_DIR/worker-N.pid, and the chief, after its
+first loop call, writes SYNC_DIR/first_done and waits for SYNC_DIR/killed (the test kills a
+worker in between, while nothing is scheduled) before it trains on.
 """
 
 import json
+import os
 import sys
+import time
 
 import keras
 import numpy as np
@@ -30,8 +36,19 @@ def build_model() -> keras.Model:
     ])
 
 
-def main(model_dir: str, steps: int) -> None:
+def _wait_for(path: str, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no {path} after {timeout:g} s")
+        time.sleep(0.1)
+
+
+def main(model_dir: str, steps: int, sync_dir: str | None = None) -> None:
     cluster = tfdist.cluster.resolve()
+    if sync_dir and cluster.task_type == "worker":
+        with open(os.path.join(sync_dir, f"worker-{cluster.task_id}.pid"), "w") as f:
+            f.write(str(os.getpid()))
     partitioner = tf.distribute.experimental.partitioners.MinSizePartitioner(
         min_shard_bytes=16 * 1024, max_shards=max(1, cluster.num_ps))
     strategy = tfdist.get_strategy("parameter_server", variable_partitioner=partitioner)
@@ -55,6 +72,9 @@ def main(model_dir: str, steps: int) -> None:
         summaries=False, export=False)
     start = controller.global_step
     first = controller.train(start + 10)  # one loop call
+    if sync_dir:
+        open(os.path.join(sync_dir, "first_done"), "w").close()
+        _wait_for(os.path.join(sync_dir, "killed"))
     last = controller.train(steps)
     evaluation = controller.evaluate()
     embedding = trainer.model.get_layer("embedding").embeddings
@@ -73,4 +93,4 @@ def main(model_dir: str, steps: int) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], int(sys.argv[2]))
+    main(sys.argv[1], int(sys.argv[2]), *sys.argv[3:])
