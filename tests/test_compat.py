@@ -261,26 +261,74 @@ PS_FIT = str(Path(__file__).parent / "workers" / "ps_fit.py")
 
 
 @pytest.fixture(scope="module")
-def ps_fit_outcomes():
+def ps_fit_outcomes(tmp_path_factory):
     """The same `fit` calls under a real ParameterServerStrategy, upstream and with tfdist's
-    patches. In a subprocess: its in-process gRPC servers cannot be stopped."""
-    result = subprocess.run([sys.executable, PS_FIT], capture_output=True, text=True, timeout=120,
+    patches, and a sharded embedding probed there. In a subprocess: its in-process gRPC servers
+    cannot be stopped."""
+    result = subprocess.run([sys.executable, PS_FIT, str(tmp_path_factory.mktemp("ps_fit"))],
+                            capture_output=True, text=True, timeout=120,
                             env=multiworker.subprocess_env(), cwd=multiworker.REPO_ROOT)
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def test_fit_under_parameter_server_strategy_gets_upstream_behaviour(ps_fit_outcomes):
-    """Issue 13: the patches turned upstream's error into AttributeError
-    '_enable_get_next_as_optional' (symbolic build) or a FitConfigError (multi-worker check)."""
-    assert ps_fit_outcomes["tfdist"] == ps_fit_outcomes["upstream"]
+def test_fit_under_parameter_server_strategy_says_to_use_the_custom_loop(ps_fit_outcomes):
+    """Issue 16: tfdist's clear error, not upstream's crash inside Keras."""
+    for outcome in ps_fit_outcomes["tfdist"].values():
+        assert outcome[0] == "FitConfigError", outcome
+        assert outcome[1].startswith(
+            "Keras 3 `fit`/`evaluate` cannot train under ParameterServerStrategy"), outcome
+        assert "Use the custom-loop route: tfdist.loop.Trainer" in outcome[1]
+        assert "\n" not in outcome[1]
 
 
 def test_canary_keras_fit_still_rejects_parameter_server_strategy(ps_fit_outcomes):
     """Fails when Keras 3 `fit` runs under ParameterServerStrategy (keras-team/keras#18624,
-    FINDINGS §9): then decide whether tfdist's fit workarounds should cover it."""
+    FINDINGS §9): then let it through in compat.keras_fit_checks."""
     for outcome in ps_fit_outcomes["upstream"].values():
         assert outcome is not None and "ClusterCoordinator.create_per_worker_dataset" in outcome[1]
+
+
+def test_canary_keras_cannot_differentiate_or_save_sharded_variables(ps_fit_outcomes):
+    """Fails once Keras 3 differentiates or checkpoints a variable split across ps tasks
+    (see tfdist.compat.keras_sharded_variables): then drop that workaround."""
+    probe = ps_fit_outcomes["sharded"]
+    assert probe["shards"] == [[2048, 16], [2048, 16]]
+    assert probe["upstream_gradient"] == [
+        "AttributeError", "'ShardedVariable' object has no attribute 'handle'"]
+    assert probe["upstream_checkpoint"] == [
+        "AttributeError", "'ShardedVariable' object has no attribute 'device'"]
+
+
+def test_sharded_variables_differentiate_and_save_through_tfdist(ps_fit_outcomes):
+    probe = ps_fit_outcomes["sharded"]
+    assert probe["tfdist_gradient_shapes"] == [[2048, 16], [2048, 16], [16, 1], [1]]
+    saved = {k: v for k, v in probe["tfdist_checkpoint"].items() if "embedding" in k}
+    assert list(saved.values()) == [[4096, 16]], probe["tfdist_checkpoint"]  # one full table
+
+
+def test_canary_keras_assign_add_is_still_read_then_write():
+    """Fails once Keras 3's `Variable.assign_add` is atomic (tfdist.compat.keras_atomic_updates):
+    then drop that workaround."""
+    from keras.src.backend.common import variables as keras_variables
+
+    assert "self.assign(self + value)" in inspect.getsource(keras_variables.Variable.assign_add)
+    assert "self.assign(self - value)" in inspect.getsource(keras_variables.Variable.assign_sub)
+
+
+def test_atomic_updates_are_scoped_to_the_block():
+    import keras
+
+    from tfdist.compat import keras_atomic_updates
+
+    patched = keras_atomic_updates._Variable.__dict__
+    variable = keras.Variable(1.0)
+    with keras_atomic_updates.atomic():
+        assert "assign_add" in patched and "assign_sub" in patched
+        variable.assign_add(2.0)
+    variable.assign_sub(0.5)
+    assert "assign_add" not in patched and "assign_sub" not in patched
+    assert float(variable.numpy()) == 2.5
 
 
 def test_canary_keras_compile_utils():

@@ -6,6 +6,7 @@ command line, so the autouse `no_leftovers` fixture can check the process table 
 process that mentions it -- launcher, worker or grandchild -- may survive a test.
 """
 
+import io
 import json
 import os
 import random
@@ -714,3 +715,48 @@ def test_chief_layout_trains(tmp_path):
     reports = [_report(out, name) for name in ("chief-0", "worker-0")]
     assert [r["end"] for r in reports] == [40, 40] and reports[0]["weights"] == reports[1]["weights"]
     assert (model / "ckpt-40.index").exists()
+
+
+# --- parameter-server jobs: a dead worker is restarted alone (issue 16) --------------------------
+
+# The worker fails on its first start (it leaves a marker) and serves until SIGTERM after that;
+# the chief finishes once the restarted worker says it is up.
+_FLAKY_WORKER = textwrap.dedent("""
+    import os, signal, sys, time
+    marker = os.path.join(sys.argv[1], "started-" + os.environ["WORKER_RUN"])
+    if not os.path.exists(marker):
+        open(marker, "w").close()
+        sys.exit(3)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    open(os.path.join(sys.argv[1], "up"), "w").close()
+    time.sleep(60)
+""")
+_WAITING_CHIEF = textwrap.dedent("""
+    import os, sys, time
+    while not os.path.exists(os.path.join(sys.argv[1], "up")):
+        time.sleep(0.05)
+""")
+
+
+def _ps_group(tmp_path, restart_limit):
+    env = dict(subprocess_env(), WORKER_RUN="a")
+    specs = [launch.ProcessSpec("chief", 0, [PY, "-c", _WAITING_CHIEF, str(tmp_path)], env),
+             launch.ProcessSpec("worker", 0, [PY, "-c", _FLAKY_WORKER, str(tmp_path)], env)]
+    messages = io.StringIO()
+    group = launch.ProcessGroup(specs, launch.Output(capture=True, messages=messages), primary=[0],
+                                restartable=[1], restart_limit=restart_limit)
+    return group.run(deadline=time.monotonic() + 30, failure_grace=0.5, grace=2), messages.getvalue()
+
+
+def test_a_dead_worker_of_a_parameter_server_job_is_restarted_alone(tmp_path):
+    outcome, messages = _ps_group(tmp_path, restart_limit=1)
+    assert outcome.succeeded, messages
+    assert ("worker:0 failed (exit code 3); restarting it alone (restart 1 of 1); the others "
+            "carry on") in messages
+    assert [r.returncode for r in outcome.results] == [0, 0]  # the worker was then stopped: exit 0
+
+
+def test_a_worker_out_of_restarts_fails_the_group(tmp_path):
+    outcome, messages = _ps_group(tmp_path, restart_limit=0)
+    assert not outcome.succeeded and outcome.first_failure.name == "worker:0", messages
+    assert "restarting it alone" not in messages

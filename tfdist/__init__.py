@@ -19,6 +19,7 @@ _LAZY = {
     "launch": ("tfdist.launch", None),
     "loop": ("tfdist.loop", None),
     "outer_loop": ("tfdist.outer_loop", None),
+    "parameter_server": ("tfdist.parameter_server", None),
     "predict": ("tfdist.predict", None),
     "peer_failure": ("tfdist.peer_failure", None),
     "PeerUnavailableError": ("tfdist.peer_failure", "PeerUnavailableError"),

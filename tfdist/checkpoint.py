@@ -290,7 +290,9 @@ def any_worker(strategy: tf.distribute.Strategy, flag: bool) -> bool:
         strategy: The training strategy. With one worker no communication happens.
         flag: This worker's vote.
     """
-    if strategy_lib.num_workers(strategy) == 1:
+    # Under ParameterServerStrategy only the chief (the coordinator) runs the loop and decides.
+    if strategy_lib.num_workers(strategy) == 1 or isinstance(
+            strategy, tf.distribute.ParameterServerStrategy):
         return bool(flag)
     fn = _AGREE_FNS.get(id(strategy))
     if fn is None:

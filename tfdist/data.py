@@ -6,7 +6,9 @@ out in the form each route needs:
 
 - `distribute(strategy, spec)`: a distributed dataset for `strategy.run` loops;
 - `for_fit(strategy, spec)`: what Keras `Model.fit` takes;
-- `input_fn(spec)`: an Estimator-style `input_fn(input_context=None)`.
+- `input_fn(spec)`: an Estimator-style `input_fn(input_context=None)`;
+- `per_worker(strategy, spec)`: under `ParameterServerStrategy`, a per-worker dataset whose
+  pipeline on worker `i` of `n` reads every `n`-th example from the `i`-th.
 
 Sharding (see `plan_sharding`): by file when there are at least as many files as input pipelines
 (every worker shuffles the file list with the same seed, then takes its slice), otherwise by
@@ -300,13 +302,16 @@ def _log_once(info: ShardingInfo) -> None:
 
 
 def make_dataset(
-    spec: DataSpec, input_context: tf.distribute.InputContext | None = None
+    spec: DataSpec, input_context: tf.distribute.InputContext | None = None, *,
+    worker_shard: tuple[int, Any] | None = None,
 ) -> tf.data.Dataset:
     """Builds one input pipeline: shard, shuffle, map, repeat, batch per replica, map, prefetch.
 
     Args:
         spec: The data.
         input_context: The pipeline's context; `None` means one pipeline and one replica.
+        worker_shard: `(num_workers, worker_index)` with the index a tensor known only on the
+            worker (parameter-server training): shard by example before anything else.
 
     Returns:
         A dataset of per-replica batches for this pipeline, with TensorFlow's auto-sharding off.
@@ -337,6 +342,8 @@ def make_dataset(
         raise DataConfigError(f"Unsupported source: {type(spec.source).__name__}.")
     if info.policy == "data":
         ds = ds.shard(n, i)
+    if worker_shard is not None:
+        ds = ds.shard(*worker_shard)
 
     buffer = spec.effective_shuffle_buffer
     if buffer:
@@ -384,6 +391,42 @@ def distribute(
     """
     spec.per_replica_batch_size(strategy.num_replicas_in_sync)  # fail before TF does
     return strategy.distribute_datasets_from_function(lambda ctx: make_dataset(spec, ctx))
+
+
+def per_worker(strategy: tf.distribute.Strategy, spec: DataSpec) -> Any:
+    """Parameter-server training: the per-worker dataset the coordinator's functions iterate.
+
+    Each worker builds its own pipeline (TensorFlow's `create_per_worker_dataset`), sharded by
+    example with the worker index only that worker knows, then shuffled, repeated and batched
+    as `make_dataset` does. A worker that returns after a failure rebuilds its pipeline.
+
+    Args:
+        strategy: A `tf.distribute.ParameterServerStrategy` (with its coordinator).
+        spec: The training data: a `dataset_fn` or files (each worker builds its pipeline), and
+            it must repeat (the coordinator schedules steps, not epochs).
+
+    Raises:
+        DataConfigError: The source is a dataset, or the data does not repeat.
+    """
+    if not spec.effective_repeat:
+        raise DataConfigError(
+            "Invalid value for argument `repeat`. Received: repeat=False, but parameter-server "
+            "training schedules steps, not epochs, so its training data must repeat. Pass "
+            "repeat=True (the default for training data).")
+    if isinstance(spec.source, tf.data.Dataset):
+        raise DataConfigError(
+            "Invalid value for argument `source`. Received: a tf.data.Dataset, but under "
+            "ParameterServerStrategy each worker builds its own pipeline and a dataset made on the "
+            "chief cannot be sent to them. Pass a dataset_fn(input_context) that builds it, or "
+            "TFRecord file patterns.")
+    num = strategy_workers.num_workers(strategy)
+    coordinator = tf.distribute.coordinator.ClusterCoordinator(strategy)
+
+    def dataset_fn() -> tf.data.Dataset:
+        index = tf.distribute.coordinator.experimental_get_current_worker_index()
+        return make_dataset(spec, worker_shard=(num, index))
+
+    return coordinator.create_per_worker_dataset(dataset_fn)
 
 
 def for_fit(

@@ -72,8 +72,8 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
                       "Training route: ctl (tfdist.loop custom loop), fit (Keras Model.fit) or "
                       "estimator (tfdist.estimator).", flag_values=fv)
     flags.DEFINE_enum("strategy", d["strategy"], options_lib.STRATEGIES,
-                      "Distribution strategy; auto picks multi_worker_mirrored under a multi-worker "
-                      "TF_CONFIG, else mirrored over all GPUs or --virtual_cpus logical CPUs.",
+                      "Distribution strategy; auto picks parameter_server when TF_CONFIG has ps "
+                      "tasks, multi_worker_mirrored under a multi-worker TF_CONFIG, else mirrored over all GPUs or --virtual_cpus logical CPUs.",
                       flag_values=fv)
     flags.DEFINE_integer("virtual_cpus", d["virtual_cpus"],
                          "On a machine without GPUs, split the CPU into this many logical devices "

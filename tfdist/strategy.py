@@ -16,12 +16,14 @@ import tensorflow as tf
 from tfdist import checks
 from tfdist import cluster as cluster_lib
 from tfdist import compat
+from tfdist import parameter_server
 from tfdist import peer_failure
 from tfdist.compat import coordination_startup
 from tfdist.compat import mirrored_strategy_reuse
 from tfdist.compat import strategy_workers
 
-STRATEGY_NAMES = ("auto", "default", "one_device", "mirrored", "multi_worker_mirrored")
+STRATEGY_NAMES = (
+    "auto", "default", "one_device", "mirrored", "multi_worker_mirrored", "parameter_server")
 COMMUNICATIONS = ("auto", "ring", "nccl")
 STARTUP_TIMEOUT_ENV = "TFDIST_STARTUP_TIMEOUT"
 DEFAULT_STARTUP_TIMEOUT = 300.0  # seconds: pods of a job may be scheduled minutes apart
@@ -97,13 +99,16 @@ def get_strategy(
     cluster: cluster_lib.ClusterInfo | None = None,
     communication: str = "auto",
     startup_timeout: float | None = None,
+    variable_partitioner: parameter_server.Partitioner | None = None,
 ) -> tf.distribute.Strategy:
     """Creates a distribution strategy by name, with tfdist's upstream fixes applied.
 
     Args:
         name: One of `STRATEGY_NAMES`. `"auto"` picks `multi_worker_mirrored` when the cluster has
             more than one training worker, `mirrored` over all GPUs when there are several, or over
-            `virtual_cpus` logical CPUs when that is set above 1, and the default strategy otherwise.
+            `virtual_cpus` logical CPUs when that is set above 1, and the default strategy otherwise;
+            with `ps` tasks in TF_CONFIG it is `parameter_server`. Under `parameter_server` a
+            worker or ps task serves (`tfdist.parameter_server.serve`) and never returns.
             Defaults to `"auto"`.
         devices: Explicit device names for `mirrored` (e.g. `["/gpu:0", "/gpu:1"]`) or the single
             device of `one_device`. Defaults to all GPUs, else the logical CPUs, else `/cpu:0`.
@@ -117,6 +122,9 @@ def get_strategy(
         startup_timeout: Seconds a `multi_worker_mirrored` task waits for every chief and
             worker task to join; then it raises `tfdist.peer_failure.PeerUnavailableError`
             naming the missing ones. Defaults to `$TFDIST_STARTUP_TIMEOUT`, else 300.
+        variable_partitioner: For `parameter_server`: splits large variables across the ps
+            tasks, e.g. `tf.distribute.experimental.partitioners.MinSizePartitioner(...)`.
+            Defaults to no splitting.
 
     Returns:
         A `tf.distribute.Strategy`. The default strategy is a real strategy object, never `None`.
@@ -150,6 +158,15 @@ def get_strategy(
     if name == "auto":
         name = _auto_name(cluster, devices, virtual_cpus)
 
+    if variable_partitioner is not None and name != "parameter_server":
+        raise StrategyError(
+            f"Invalid value for argument `variable_partitioner`. Received a partitioner with "
+            f"name={name!r}; only strategy 'parameter_server' splits variables across ps tasks.")
+    if name == "parameter_server":
+        try:
+            return parameter_server.make_strategy(cluster, variable_partitioner)
+        except parameter_server.ParameterServerError as e:
+            raise StrategyError(str(e)) from None
     if name == "multi_worker_mirrored":
         strategy = _multi_worker(cluster, communication, startup_timeout)
     elif cluster.is_multi_worker and not cluster.is_evaluator and not cluster.is_ps:
@@ -177,6 +194,8 @@ def get_strategy(
 def _auto_name(
     cluster: cluster_lib.ClusterInfo, devices: Sequence[str] | None, virtual_cpus: int | None
 ) -> str:
+    if cluster.num_ps and not cluster.is_evaluator:
+        return "parameter_server"
     if cluster.is_multi_worker and not cluster.is_evaluator and not cluster.is_ps:
         return "multi_worker_mirrored"
     if devices is not None and len(devices) > 1:
@@ -247,6 +266,7 @@ _NAMES = {
     "OneDeviceStrategy": "one_device",
     "MirroredStrategy": "mirrored",
     "MultiWorkerMirroredStrategy": "multi_worker_mirrored",
+    "ParameterServerStrategy": "parameter_server",
 }
 
 

@@ -5,8 +5,10 @@ Upstream, a model compiled outside its strategy's scope fails deep in `_symbolic
 and a multi-worker `fit` on a dataset whose last batch may be short fails or hangs in a collective
 (FINDINGS §6). A peer that dies during `fit`/`evaluate` ends it with `tfdist.peer_failure`'s
 one-line `PeerUnavailableError` (issue 15). These checks run first, at the top of `fit`/`evaluate`, and say what to change.
-Under strategies the `keras_fit` workarounds do not cover (`ParameterServerStrategy`, ...) they
-stay silent, so upstream's own errors come through.
+Under `ParameterServerStrategy`, which Keras 3 `fit` does not support (keras-team/keras#18624,
+FINDINGS §9), they raise at once and name the route that trains under it (issue 16). Under the
+other strategies the `keras_fit` workarounds do not cover (TPU, central storage) they stay
+silent, so upstream's own errors come through.
 """
 
 from __future__ import annotations
@@ -37,6 +39,13 @@ def _strategy_name(strategy) -> str:
 def check_model_and_data(model, x) -> None:
     """Raises `FitConfigError` for a compile/scope mismatch or an unsafe multi-worker dataset."""
     model_strategy = model._distribute_strategy
+    if isinstance(model_strategy, tf.distribute.ParameterServerStrategy):
+        raise FitConfigError(
+            "Keras 3 `fit`/`evaluate` cannot train under ParameterServerStrategy (Keras 3 dropped "
+            "parameter-server training: keras-team/keras#18624). Use the custom-loop route: "
+            "tfdist.loop.Trainer(strategy=strategy, ...) run by tfdist.loop.Controller, or "
+            "`tfdist-train --route=ctl --strategy=parameter_server`."
+        )
     if not keras_fit.handles_strategy(model_strategy):
         return
     optimizer = getattr(model, "optimizer", None)

@@ -144,11 +144,19 @@ class ProcessGroup:
             (parameter servers, which serve forever) are then stopped. Defaults to all.
         header: A line recorded (not streamed) at the top of each process's captured output
             and log for this attempt, e.g. a restart marker.
+        restartable: Indices of processes restarted alone when they fail, up to
+            `restart_limit` times each, while the others carry on (the workers of a
+            parameter-server job: the chief reschedules their functions). Defaults to none.
+        restart_limit: Restarts allowed per restartable process. Defaults to 3.
     """
 
     def __init__(self, specs: Sequence[ProcessSpec], output: Output, *,
-                 primary: Collection[int] | None = None, header: str | None = None) -> None:
+                 primary: Collection[int] | None = None, header: str | None = None,
+                 restartable: Collection[int] = (), restart_limit: int = 3) -> None:
         self._specs = list(specs)
+        self._restartable = set(restartable)
+        self._restart_limit = restart_limit
+        self._restarts: dict[int, int] = {}
         self._output = output
         self._primary = set(range(len(self._specs)) if primary is None else primary)
         self._header = header
@@ -196,24 +204,53 @@ class ProcessGroup:
     # --- start -----------------------------------------------------------------------------------
 
     def _start_all(self) -> None:
-        preexec = _parent_death_signal()
         for i, spec in enumerate(self._specs):
             sink = self._output.open(spec.name, self._header)
             try:
-                proc = subprocess.Popen(
-                    spec.argv, env=dict(spec.env), cwd=spec.cwd, stdin=subprocess.DEVNULL,
-                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                    start_new_session=True, preexec_fn=preexec)
-            except OSError as err:
+                proc = self._popen(spec)
+            except LaunchError:
                 sink.close()
-                raise LaunchError(f"cannot run {spec.argv[0]!r}: {err.strerror or err}") from None
+                raise
             self._procs.append(proc)
             self._sinks.append(sink)
-            for target in (self._read, self._await_exit):
-                thread = threading.Thread(target=target, args=(i,), daemon=True,
-                                          name=f"tfdist-launch-{target.__name__}-{spec.name}")
-                thread.start()
-                self._threads.append(thread)
+            self._watch(i)
+
+    def _popen(self, spec: ProcessSpec) -> subprocess.Popen:
+        try:
+            return subprocess.Popen(
+                spec.argv, env=dict(spec.env), cwd=spec.cwd, stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                start_new_session=True, preexec_fn=_parent_death_signal())
+        except OSError as err:
+            raise LaunchError(f"cannot run {spec.argv[0]!r}: {err.strerror or err}") from None
+
+    def _watch(self, i: int) -> None:
+        for target in (self._read, self._await_exit):
+            thread = threading.Thread(target=target, args=(i,), daemon=True,
+                                      name=f"tfdist-launch-{target.__name__}-{self._specs[i].name}")
+            thread.start()
+            self._threads.append(thread)
+
+    def _restart_alone(self, i: int, code: int) -> bool:
+        """Restarts failed process `i` by itself if it may be; True if it was restarted."""
+        done = self._restarts.get(i, 0)
+        if i not in self._restartable or done >= self._restart_limit:
+            return False
+        old = self._procs[i]
+        _killpg(old.pid, signal.SIGKILL)  # what it left behind in its group
+        old.wait()  # reap the zombie _await_exit left
+        name = self._specs[i].name
+        self._output.message(f"{name} failed ({describe_status(code)}); restarting it alone "
+                             f"(restart {done + 1} of {self._restart_limit}); the others carry on")
+        try:
+            self._procs[i] = self._popen(self._specs[i])
+        except LaunchError as err:
+            self._output.message(f"{name} could not be restarted: {err}")
+            return False
+        self._restarts[i] = done + 1
+        del self._exited[i]
+        self._watch(i)
+        return True
 
     def _read(self, i: int) -> None:
         stdout = self._procs[i].stdout
@@ -255,6 +292,8 @@ class ProcessGroup:
             _, i, code = event
             self._exited[i] = code
             if first_failure is not None or self._signal is not None or i in self._signalled:
+                continue
+            if code != 0 and self._restart_alone(i, code):
                 continue
             if code != 0:
                 first_failure = i

@@ -158,7 +158,7 @@ class Launcher:
                  deadline: float | None) -> GroupOutcome | None:
         """Runs one attempt; None if a signal came first, so nothing was started."""
         group = ProcessGroup(self.specs(plan, restart), self.output, header=header,
-                             primary=self._primary(plan))
+                             primary=self._primary(plan), restartable=self._restartable(plan))
         self._group = group
         try:
             if self._signals:
@@ -178,6 +178,13 @@ class Launcher:
         primary = [i for i, task in enumerate(plan.local_tasks)
                    if task.task_type in ("chief", "evaluator")]
         return primary or None  # a host with only servers runs until stopped
+
+    def _restartable(self, plan: layout.Plan) -> list[int]:
+        """With parameter servers, the workers: one that dies is restarted alone (the chief
+        reschedules its functions on the others meanwhile)."""
+        if not any(task.task_type == "ps" for task in plan.tasks):
+            return []
+        return [i for i, task in enumerate(plan.local_tasks) if task.task_type == "worker"]
 
     def _finish(self, results: tuple[ProcessResult, ...], restarts: int, *,
                 failed: ProcessResult | None = None, timed_out: bool = False,

@@ -9,10 +9,19 @@ so the shared outer loop (checkpoints, summaries, evaluation cadence; `tfdist.lo
 drives it without reaching into it.
 
 Subclass and override `train_step` / `eval_step` for full control; both run in replica context.
+
+Under `ParameterServerStrategy` (issue 16) the same `Trainer` runs on the chief, the
+coordinator: `train(num_steps)` schedules functions of `steps_per_function` steps each on the
+workers (`ClusterCoordinator.schedule`, per-worker datasets from `tfdist.data.per_worker`) and
+joins them before it returns, so the outer loop's boundaries (checkpoints, evaluation) see a
+quiet cluster. The global step is counted on the coordinator, one per step of each function
+that finished (Keras' `optimizer.iterations` loses increments under concurrent workers, and a
+function retried after a worker failure must count once). Evaluation runs on the coordinator.
 """
 
 from __future__ import annotations
 
+import collections
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeAlias
@@ -22,8 +31,11 @@ import tensorflow as tf
 
 from tfdist import checks
 from tfdist import data as data_lib
+from tfdist import parameter_server
 from tfdist.compat import default_strategy
+from tfdist.compat import keras_atomic_updates
 from tfdist.compat import keras_optimizer_build
+from tfdist.compat import keras_sharded_variables
 from tfdist.outer_loop import interface
 
 # Evaluation "to the end of the data" runs the loop with this many steps at most.
@@ -73,6 +85,9 @@ class Trainer(interface.TrainTarget, interface.EvalTarget):
             evaluation. Defaults to none.
         train_data: Training data (`tfdist.data.DataSpec`). Defaults to `None`.
         eval_data: Evaluation data (`tfdist.data.DataSpec`). Defaults to `None`.
+        steps_per_function: Under `ParameterServerStrategy`: training steps per scheduled
+            function (a loop call of `num_steps` schedules `ceil(num_steps / this)` of them).
+            Defaults to 10.
 
     Raises:
         TrainerError: A model built outside the scope or that cannot be built from the data, an
@@ -100,8 +115,15 @@ class Trainer(interface.TrainTarget, interface.EvalTarget):
         metrics: Sequence[keras.metrics.Metric | str] = (),
         train_data: data_lib.DataSpec | None = None,
         eval_data: data_lib.DataSpec | None = None,
+        steps_per_function: int = 10,
     ) -> None:
+        checks.positive_int("steps_per_function", steps_per_function, error=TrainerError)
         self.strategy = strategy
+        self.steps_per_function = steps_per_function
+        self._coordinator = (parameter_server.coordinator(strategy)
+                             if parameter_server.is_parameter_server(strategy) else None)
+        # Steps each worker ran under ParameterServerStrategy, by worker index.
+        self.steps_by_worker: collections.Counter[int] = collections.Counter()
         self.train_data = train_data
         self.eval_data = eval_data
         for spec in (train_data, eval_data):
@@ -132,7 +154,7 @@ class Trainer(interface.TrainTarget, interface.EvalTarget):
             self._check_model_in_scope()
             self.optimizer = self._resolve_optimizer(optimizer)
             # Built here, under the scope and before any tracing (FINDINGS §3).
-            self.optimizer.build(self.model.trainable_variables)
+            self.optimizer.build(self._differentiable_variables())
             self.global_step = tf.Variable(
                 0,
                 dtype=tf.int64,
@@ -154,6 +176,7 @@ class Trainer(interface.TrainTarget, interface.EvalTarget):
             self.train_metrics = [_copy_metric(m) for m in metrics]
             self.eval_metrics = [_copy_metric(m) for m in metrics]
         self._train_loop_fn = tf.function(self._train_loop)
+        self._scheduled_train_fn = tf.function(self._scheduled_train_loop)
         self._eval_loop_fn = tf.function(self._eval_loop)
         self._train_iterator: Any = None
 
@@ -196,11 +219,12 @@ class Trainer(interface.TrainTarget, interface.EvalTarget):
             default_strategy.is_default(self.strategy)
         ):
             return
-        outside = [
-            v.path
-            for v in self.model.weights
-            if not self.strategy.extended.variable_created_in_scope(_tf_variable(v))
-        ]
+        def created_in_scope(variable: Any) -> bool:
+            if keras_sharded_variables.is_sharded(variable):
+                variable = keras_sharded_variables.shards(variable)[0]
+            return self.strategy.extended.variable_created_in_scope(_tf_variable(variable))
+
+        outside = [v.path for v in self.model.weights if not created_in_scope(v)]
         if outside:
             raise TrainerError(
                 f"The model's variables were created outside this strategy's scope (e.g. "
@@ -284,12 +308,16 @@ class Trainer(interface.TrainTarget, interface.EvalTarget):
             # A LossScaleOptimizer (mixed_float16) multiplies here and divides in
             # apply_gradients; other optimizers return the loss unchanged.
             scaled_loss = self.optimizer.scale_loss(loss)
-        variables = self.model.trainable_variables
+        variables = self._differentiable_variables()
         self.optimizer.apply_gradients(zip(tape.gradient(scaled_loss, variables), variables))
         self.train_loss.update_state(loss * self.strategy.num_replicas_in_sync)
         for metric in self.train_metrics:
             metric.update_state(y, y_pred, sample_weight)
         return loss
+
+    def _differentiable_variables(self) -> list[Any]:
+        """The trainable variables, each split across ps tasks replaced by its shards."""
+        return keras_sharded_variables.differentiable(self.model.trainable_variables)
 
     def eval_step(self, inputs: Any) -> None:
         """Updates the evaluation loss and metrics on this replica's batch; override if needed."""
@@ -301,6 +329,8 @@ class Trainer(interface.TrainTarget, interface.EvalTarget):
 
     def _replica_train_step(self, inputs: Any) -> None:
         loss = self.train_step(inputs)
+        if self._coordinator is not None:
+            return  # the coordinator counts the steps of the functions that finished
         step = self.global_step.assign_add(1)
         first_bad = tf.logical_and(
             tf.logical_not(tf.reduce_all(tf.math.is_finite(loss))), self.nonfinite_step < 0
@@ -319,6 +349,11 @@ class Trainer(interface.TrainTarget, interface.EvalTarget):
             if not optional.has_value():
                 break
             self.strategy.run(self.eval_step, args=(optional.get_value(),))
+
+    def _scheduled_train_loop(self, iterator: Any, num_steps: tf.Tensor) -> tf.Tensor:
+        """One function scheduled on a worker: `num_steps` steps; returns the worker's index."""
+        self._train_loop(iterator, num_steps)
+        return tf.distribute.coordinator.experimental_get_current_worker_index()
 
     def train_loop(self, iterator: Any, num_steps: int) -> None:
         """Runs `num_steps` training steps in one `tf.function` call (no retracing per count)."""
@@ -362,7 +397,10 @@ class Trainer(interface.TrainTarget, interface.EvalTarget):
             raise TrainerError("This trainer has no train_data.")
         if self._train_iterator is None:
             # One iterator for the whole run: re-creating it would pay the teardown stall.
-            self._train_iterator = iter(data_lib.distribute(self.strategy, self.train_data))
+            if self._coordinator is not None:
+                self._train_iterator = iter(data_lib.per_worker(self.strategy, self.train_data))
+            else:
+                self._train_iterator = iter(data_lib.distribute(self.strategy, self.train_data))
         return self._train_iterator
 
     def checkpoint_items(self, input_position: bool = True) -> dict[str, Any]:
@@ -371,7 +409,8 @@ class Trainer(interface.TrainTarget, interface.EvalTarget):
         The input position (with its shuffle buffer) is included where TensorFlow can
         checkpoint it: plain `tf.data` iterators (one replica, one worker).
         """
-        items = dict(model=self.model, optimizer=self.optimizer, global_step=self.global_step)
+        items = dict(model=keras_sharded_variables.checkpointable(self.model),
+                     optimizer=self.optimizer, global_step=self.global_step)
         if self.train_data is not None and input_position:
             iterator = self._train_input()
             if isinstance(iterator, tf.data.Iterator):
@@ -382,14 +421,35 @@ class Trainer(interface.TrainTarget, interface.EvalTarget):
         """Runs `num_steps` training steps; returns loss, metrics, steps/s and examples/s."""
         iterator = self._train_input()
         started = time.perf_counter()
-        self.train_loop(iterator, num_steps)
+        if self._coordinator is not None:
+            self._schedule_and_join(iterator, num_steps)
+        else:
+            self.train_loop(iterator, num_steps)
         results = self.train_results()  # reading synchronises: the loop has finished
         elapsed = time.perf_counter() - started
         results["steps_per_sec"] = num_steps / elapsed
         results["examples_per_sec"] = num_steps * self.global_batch_size / elapsed
         return results
 
+    def _schedule_and_join(self, iterator: Any, num_steps: int) -> None:
+        """Schedules `num_steps` steps in functions of `steps_per_function`, joins, counts them."""
+        assert self._coordinator is not None
+        sizes = [self.steps_per_function] * (num_steps // self.steps_per_function)
+        if num_steps % self.steps_per_function:
+            sizes.append(num_steps % self.steps_per_function)
+        # Traced (on the first call) with atomic metric and step updates: workers run at once.
+        with keras_atomic_updates.atomic():
+            scheduled = [(size, self._coordinator.schedule(
+                self._scheduled_train_fn, args=(iterator, tf.constant(size, tf.int64))))
+                for size in sizes]
+        self._coordinator.join()  # raises if a function failed (e.g. a ps task is gone)
+        for size, worker in scheduled:
+            self.steps_by_worker[int(worker.fetch())] += size
+        self.global_step.assign_add(num_steps)
+
     def first_nonfinite_step(self) -> int | None:
+        if self._coordinator is not None:
+            return None  # the outer loop checks the loop call's mean loss
         step = int(self.nonfinite_step.numpy())
         return step if step >= 0 else None
 
@@ -401,6 +461,8 @@ class Trainer(interface.TrainTarget, interface.EvalTarget):
         """Evaluates on `eval_data` (to its end, or `num_steps` batches); returns loss and metrics."""
         if self.eval_data is None:
             raise TrainerError("This trainer has no eval_data.")
+        if self._coordinator is not None:  # inline evaluation on the coordinator
+            return self._evaluate_on_coordinator(num_steps)
         iterator = iter(data_lib.distribute(self.strategy, self.eval_data))
         self.eval_loop(iterator, num_steps)
         results = self.eval_results()
@@ -408,8 +470,27 @@ class Trainer(interface.TrainTarget, interface.EvalTarget):
         del iterator
         return results
 
+    def _evaluate_on_coordinator(self, num_steps: int | None) -> dict[str, float]:
+        assert self.eval_data is not None
+        if self._loss_fn is None and type(self).eval_step is Trainer.eval_step:
+            raise TrainerError(
+                "This Trainer has no `loss`, which the default `eval_step` needs. Pass "
+                "`loss=...`, or override `eval_step` too."
+            )
+        dataset = data_lib.make_dataset(self.eval_data)
+        if num_steps is not None:
+            dataset = dataset.take(num_steps)
+        if not hasattr(self, "_coordinator_eval_fn"):
+            self._coordinator_eval_fn = tf.function(self.eval_step)
+        for batch in dataset:
+            self._coordinator_eval_fn(batch)
+        return self.eval_results()
+
     def release_input(self) -> None:
         """Releases the training iterator (a later `train` makes a new one)."""
+        if self._coordinator is not None:
+            self._train_iterator = None  # a per-worker iterator: its workers own the pipelines
+            return
         if self._train_iterator is not None:
             data_lib.release_iterator(self._train_iterator)
             self._train_iterator = None

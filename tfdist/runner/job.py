@@ -18,6 +18,7 @@ import input_pipelines
 import models
 from tfdist import cluster as cluster_lib
 from tfdist import data as data_lib
+from tfdist import parameter_server
 from tfdist import strategy as strategy_lib
 from tfdist.runner import report as report_lib
 from tfdist.runner import route_ctl
@@ -152,6 +153,13 @@ def run(options: TrainOptions, *, strategy: tf.distribute.Strategy | None = None
     config = _model_config(family, data, options.model_options)
     train_steps = _train_steps(options, data.train_examples)
     train_spec = data.train_spec(options.global_batch_size, seed=options.seed)
+    if parameter_server.is_parameter_server(strategy) and isinstance(train_spec.source, tf.data.Dataset):
+        # Each worker builds its own pipeline: a dataset made here could not be sent there.
+        @tf.autograph.experimental.do_not_convert  # plain Python loading, traced once
+        def worker_source(_: Any) -> tf.data.Dataset:
+            return input_pipelines.load(options.dataset, seed=options.seed).train
+
+        train_spec = dataclasses.replace(train_spec, source=worker_source)
     eval_spec = data.eval_spec(options.global_batch_size, seed=options.seed)
     try:
         train_spec.per_replica_batch_size(strategy.num_replicas_in_sync)  # fail before building

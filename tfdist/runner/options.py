@@ -8,7 +8,7 @@ from tfdist import cluster as cluster_lib
 
 ROUTES = ("ctl", "fit", "estimator")
 # Kept free of TensorFlow imports (flags use it); tests check it equals tfdist.strategy's list.
-STRATEGIES = ("auto", "default", "one_device", "mirrored", "multi_worker_mirrored")
+STRATEGIES = ("auto", "default", "one_device", "mirrored", "multi_worker_mirrored", "parameter_server")
 DEFAULT_TRAIN_STEPS = 600
 
 
@@ -73,8 +73,23 @@ def check_cluster(route: str, strategy: str, cluster: cluster_lib.ClusterInfo) -
     if route == "fit" and cluster.is_evaluator:
         raise RunError("--route=fit has no evaluator task (fit evaluates on the training "
                        "workers): drop the evaluator, or use --route=ctl or --route=estimator")
-    cluster.refuse_ps("tfdist-train", error=RunError)
+    if cluster.num_ps or strategy == "parameter_server":
+        _check_parameter_server(route, strategy, cluster)
+        return
     if cluster.is_multi_worker and not cluster.is_evaluator and strategy not in (
             "auto", "multi_worker_mirrored"):
         raise RunError(f"--strategy={strategy} cannot train the {cluster.num_workers} workers "
                        "TF_CONFIG lists: use --strategy=auto or --strategy=multi_worker_mirrored")
+
+
+def _check_parameter_server(route: str, strategy: str, cluster: cluster_lib.ClusterInfo) -> None:
+    """Parameter-server jobs: route 1 only, with --strategy=auto or parameter_server."""
+    if route != "ctl":
+        raise RunError(f"--route={route} has no parameter-server training (Keras 3 `fit` dropped "
+                       "it: keras-team/keras#18624): use --route=ctl with --strategy=parameter_server")
+    if strategy not in ("auto", "parameter_server"):
+        raise RunError(f"--strategy={strategy} cannot train the ps tasks TF_CONFIG lists: use "
+                       "--strategy=auto or --strategy=parameter_server")
+    if not cluster.num_ps:
+        raise RunError("--strategy=parameter_server needs TF_CONFIG with chief, worker and ps "
+                       "tasks: start the job with e.g. `tfdist-launch --chief --workers 2 --ps 1`")
