@@ -293,10 +293,10 @@ class Estimator:
 
     def _restore(self, checkpoint_path: str | None = None) -> str | None:
         assert self._manager is not None, "_get_strategy() creates the manager"
-        path = checkpoint_path or self._manager.latest()
-        if path is not None:
-            self._manager.restore(path)
-        return path
+        if checkpoint_path is None:  # the newest readable one (unreadable ones are skipped)
+            return self._manager.restore_latest()
+        self._manager.restore(checkpoint_path)
+        return checkpoint_path
 
     def _global_step_value(self) -> int:
         assert self._global_step is not None, "_get_strategy() creates the global step"

@@ -22,6 +22,8 @@ from tfdist.compat import keras_checkpoint_paths
 from tfdist.compat import keras_initial_epoch
 
 
+# Backups `BackupAndRestore` keeps: the newest, and one to fall back to.
+BACKUPS_KEPT = 2
 # Files being written by `ModelCheckpoint` carry this prefix until they are complete.
 TEMPORARY_PREFIX = ".tmp-"
 
@@ -36,7 +38,9 @@ class BackupAndRestore(keras.callbacks.Callback):
     Every worker takes part in each backup; only the chief writes to `backup_dir`. On start, the
     newest backup is restored (model, optimizer, epoch and step in the epoch): `fit` continues at
     that epoch, and the batches of the interrupted epoch that were already trained are read and
-    skipped, so the run ends with the same total number of optimizer steps. No backup is written
+    skipped, so the run ends with the same total number of optimizer steps. The two newest
+    backups are kept: an unreadable newest one is moved aside (one log line) and the one
+    before is restored. No backup is written
     until a step has trained again: a fresh model's lazily built variables (optimizer slots, and
     layers under the default strategy) are restored only then. After a successful `fit` the
     backup is deleted, as Keras does.
@@ -97,8 +101,10 @@ class BackupAndRestore(keras.callbacks.Callback):
         checkpoint = tf.train.Checkpoint(
             model=model, optimizer=model.optimizer, epoch=self._epoch, step=self._step_in_epoch
         )
+        # Two backups: when the newest is unreadable (a crash mid-copy, a full disk), restoring
+        # falls back to the one before (`CheckpointManager.restore_latest`).
         self._manager = checkpoint_lib.CheckpointManager(
-            checkpoint, self.backup_dir, cluster=self._cluster, max_to_keep=1
+            checkpoint, self.backup_dir, cluster=self._cluster, max_to_keep=BACKUPS_KEPT
         )
         if self._manager.restore_latest() is None:
             return
@@ -126,7 +132,7 @@ class BackupAndRestore(keras.callbacks.Callback):
 
         # Variables a fresh model creates at its first traced step (the optimizer's slots, and
         # the layers' under the default strategy) are restored then, from the backup just read:
-        # it must not be replaced (and deleted, max_to_keep=1) before a step has trained.
+        # it must not be replaced (and rotated out) before a step has trained.
         self._restore_pending = True
         model.train_function = skipping_train_function
 
