@@ -24,7 +24,7 @@ import pytest
 import tensorflow as tf
 
 from tests.multiworker import REPO_ROOT, subprocess_env
-from tfdist import checkpoint, checkpoint_recovery, cluster, runner
+from tfdist import checkpoint, checkpoint_recovery, cluster, export, runner
 from tfdist.keras import callbacks
 
 _CHIEF = cluster.ClusterInfo()
@@ -147,10 +147,10 @@ def test_a_non_chief_skips_an_unreadable_checkpoint_and_leaves_it_to_the_chief(t
 
 @pytest.fixture
 def small_disk(tmp_path):
-    """A 256 KB tmpfs mounted for the test (the tests run as root), unmounted afterwards."""
+    """A 1 MB tmpfs mounted for the test (the tests run as root), unmounted afterwards."""
     mount = tmp_path / "small"
     mount.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)], check=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], check=True)
     try:
         yield mount
     finally:
@@ -174,6 +174,23 @@ def test_a_save_on_a_full_disk_is_one_line_and_the_previous_checkpoint_stays(sma
     assert not list(run.glob("ckpt-2*"))  # the partial save is gone, its space given back
     manager, var = _manager(run, -1)
     assert manager.restore_latest() == str(run / "ckpt-1") and float(var[0]) == 1.0
+
+
+def test_an_export_that_fails_on_a_full_disk_leaves_the_previous_export(small_disk):
+    run = small_disk / "run"
+    model = keras.Sequential([keras.Input((100,)), keras.layers.Dense(400)])  # 160 KB of weights
+    x = np.ones((2, 100), "float32")
+    expected = model.predict(x, verbose=0)
+    paths = export.export_model(model, str(run), cluster=_CHIEF)
+    model.layers[0].kernel.assign(tf.zeros([100, 400]))
+    free = shutil.disk_usage(run).free
+    (small_disk / "filler").write_bytes(b"x" * (free - 64 * 1024))  # less than one export
+    with pytest.raises((OSError, tf.errors.OpError)):
+        export.export_model(model, str(run), cluster=_CHIEF)
+    assert sorted(os.listdir(run)) == ["model.keras", "saved_model"]  # no partial file visible
+    np.testing.assert_allclose(keras.saving.load_model(paths["keras"]).predict(x, verbose=0), expected)
+    served = tf.saved_model.load(paths["saved_model"])
+    np.testing.assert_allclose(served.serve(tf.constant(x)).numpy(), expected, rtol=1e-6)
 
 
 # --- the routes ----------------------------------------------------------------------------------
