@@ -177,7 +177,7 @@ class BackupAndRestore(keras.callbacks.Callback):
         model = self.model
         step = int(model.optimizer.iterations.numpy())
         message = f"Training loss is not finite by step {step} (loss: {loss})."
-        details = dict(step=step, loss=loss, last_saved=self._last_saved)
+        details: dict[str, Any] = dict(step=step, loss=loss, last_saved=self._last_saved)
         if self.on_nonfinite == "stop":
             raise outer_loop.NonFiniteLossError(
                 f"{message} Lower the learning rate, check the data, or pass "
