@@ -16,7 +16,7 @@ import tensorflow as tf
 
 import tfdist.estimator as est
 from tests import estimator_helpers
-from tfdist import cluster, outer_loop
+from tfdist import cluster, outer_loop, runner
 from tfdist.keras import callbacks
 
 BATCH = 16
@@ -118,3 +118,28 @@ def test_estimator_restore_gives_up_after_the_bounded_restores(tmp_path):
         estimator.train(_input_fn, max_steps=12)
     with pytest.raises(ValueError, match=r"Received: on_nonfinite='skip'"):
         est.RunConfig(on_nonfinite="skip")
+
+
+# --- tfdist-train: --on_nonfinite reaches every route ----------------------------------------------
+
+
+@pytest.mark.parametrize("route, error", [
+    ("ctl", outer_loop.NonFiniteLossError),
+    ("fit", outer_loop.NonFiniteLossError),
+    ("estimator", est.NanLossDuringTrainingError),
+])
+def test_tfdist_train_stops_on_a_diverging_loss_in_every_route(tmp_path, route, error):
+    # A learning rate of 1e30 makes the loss infinite within a few steps.
+    options = runner.TrainOptions(
+        model_dir=str(tmp_path), route=route, strategy="default", model="mlp",
+        model_options="hidden=16", train_steps=20, eval_every=10, steps_per_loop=1,
+        learning_rate=1e30, progress=False, on_nonfinite="stop")
+    with pytest.raises(error, match=r"(not finite (at|before|by) (global )?step|at global step) \d+"):
+        runner.run(options)
+
+
+def test_tfdist_train_checks_the_policy_options(tmp_path):
+    for bad, message in [(dict(on_nonfinite="skip"), "Received: on_nonfinite='skip'"),
+                         (dict(max_nonfinite_restores=-1), "max_nonfinite_restores")]:
+        with pytest.raises(runner.RunError, match=message):
+            runner.run(runner.TrainOptions(model_dir=str(tmp_path), strategy="default", **bad))

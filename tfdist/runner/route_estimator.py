@@ -87,7 +87,8 @@ def run(
         save_checkpoints_steps=settings.eval_every, save_summary_steps=settings.steps_per_loop,
         log_step_count_steps=settings.eval_every if settings.progress else None,
         train_distribute=None if cluster.is_evaluator else strategy,
-        steps_per_loop=settings.steps_per_loop,
+        steps_per_loop=settings.steps_per_loop, on_nonfinite=settings.on_nonfinite,
+        max_nonfinite_restores=settings.max_nonfinite_restores,
     )
     estimator = estimator_lib.Estimator(
         model_fn=make_model_fn(build_model, settings.learning_rate), config=config)
