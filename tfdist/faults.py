@@ -35,6 +35,7 @@ from collections.abc import Sequence
 ROUTES = ("ctl", "fit", "estimator")
 LAYOUTS = {"1x2": 1, "2w": 2}  # 1 process mirrored over 2 logical CPUs; 2 worker processes
 SIGNALS = {"kill": signal.SIGKILL, "term": signal.SIGTERM}
+RESTART_HEADER = "--- tfdist-launch: restart 1 ---"  # what tfdist-launch prints before a restart
 _RESUMED = re.compile(r"resumed from \S*ckpt-(\d+) at step (\d+)|tfdist\.checkpoint: restored \S*ckpt-(\d+)")
 
 
@@ -167,9 +168,13 @@ def _check(trial: Trial, args: argparse.Namespace, returncode: int, output: str,
     if left_files:
         problems.append(f"scratch left: {left_files}")
     if trial.victim is not None:
-        resumes = list(_RESUMED.finditer(output))
+        # The first restore after the first restart (later ones are evaluations).
+        _, restarted, after = output.partition(RESTART_HEADER)
+        resume = _RESUMED.search(after)
+        if not restarted:
+            problems.append("the launcher did not restart the group")
         # No resume line: the restart started from scratch.
-        trial.resumed_at = int(resumes[-1].group(2) or resumes[-1].group(3)) if resumes else 0
+        trial.resumed_at = int(resume.group(2) or resume.group(3)) if resume else 0
         if trial.signal == "term" and trial.route != "fit":
             trial.steps_lost = 0.0  # saved at the step it stopped; resumed exactly there
             if not any("Preempted" in line or "preempted by SIGTERM" in line
@@ -185,8 +190,8 @@ def _check(trial: Trial, args: argparse.Namespace, returncode: int, output: str,
 
 def table(trials: Sequence[Trial]) -> str:
     """The per route x layout x signal table (Markdown)."""
-    rows = ["| route | layout | signal | trials | faults injected | survived | resumed from the "
-            "newest checkpoint | steps lost mean | max |", "|---|---|---|---|---|---|---|---|---|"]
+    rows = ["| route | layout | signal | trials | faults injected | survived | resumed at or after "
+            "the newest checkpoint | steps lost mean | max |", "|---|---|---|---|---|---|---|---|---|"]
     keys = sorted({(t.route, t.layout, t.signal) for t in trials},
                   key=lambda k: (ROUTES.index(k[0]), k[1], k[2]))
     for key in keys:
@@ -195,7 +200,7 @@ def table(trials: Sequence[Trial]) -> str:
         mean, most = (f"{sum(lost) / len(lost):.1f}", f"{max(lost):.1f}") if lost else ("-", "-")
         rows.append(f"| {key[0]} | {key[1]} | {key[2]} | {len(group)} | "
                     f"{sum(t.victim is not None for t in group)} | {sum(t.survived for t in group)} | "
-                    f"{sum(t.victim is not None and t.resumed_at == (t.checkpoint_at_kill or 0) for t in group)} | "
+                    f"{sum(t.victim is not None and (t.resumed_at or 0) >= (t.checkpoint_at_kill or 0) for t in group)} | "
                     f"{mean} | {most} |")
     return "\n".join(rows)
 
