@@ -35,7 +35,7 @@ from collections.abc import Sequence
 ROUTES = ("ctl", "fit", "estimator")
 LAYOUTS = {"1x2": 1, "2w": 2}  # 1 process mirrored over 2 logical CPUs; 2 worker processes
 SIGNALS = {"kill": signal.SIGKILL, "term": signal.SIGTERM}
-RESTART_HEADER = "--- tfdist-launch: restart 1 ---"  # what tfdist-launch prints before a restart
+RESTART_LINE = "restarting the group (restart 1 of"  # what tfdist-launch prints on a restart
 _RESUMED = re.compile(r"resumed from \S*ckpt-(\d+) at step (\d+)|tfdist\.checkpoint: restored \S*ckpt-(\d+)")
 
 
@@ -97,7 +97,9 @@ def run_trial(trial: Trial, args: argparse.Namespace) -> Trial:
              f"--train_steps={args.train_steps}", f"--eval_every={args.interval}",
              f"--steps_per_loop={args.steps_per_loop}", f"--model={args.model}"]
     if workers == 1:
-        train += ["--strategy=mirrored", "--virtual_cpus=2"]
+        # One local process mirrored over 2 logical CPUs: without the launcher's 1-task
+        # TF_CONFIG (tfdist-train splits the CPU only for a local process).
+        train = ["env", "-u", "TF_CONFIG", *train, "--strategy=mirrored", "--virtual_cpus=2"]
     command = [sys.executable, "-m", "tfdist.launch", "--workers", str(workers), "--max-restarts",
                str(args.max_restarts), "--timeout", str(args.timeout), "--", *train]
     log_path = os.path.join(scratch, "output.log")
@@ -128,7 +130,8 @@ def _inject(trial: Trial, launcher: subprocess.Popen, ckpt_dir: str, workers: in
             return
         time.sleep(0.05)
     time.sleep(trial.delay)
-    tasks = sorted(p for p in _children(launcher.pid) if "tfdist.train" in _cmdline(p))
+    tasks = sorted(p for p in _children(launcher.pid)
+                   if "tfdist.train" in _cmdline(p) and not _cmdline(p).startswith("env "))
     if launcher.poll() is not None or len(tasks) < workers:
         return  # the run ended (or is restarting) first: nothing injected
     trial.checkpoint_at_kill, trial.recorded_time = _state_step(ckpt_dir)
@@ -169,7 +172,7 @@ def _check(trial: Trial, args: argparse.Namespace, returncode: int, output: str,
         problems.append(f"scratch left: {left_files}")
     if trial.victim is not None:
         # The first restore after the first restart (later ones are evaluations).
-        _, restarted, after = output.partition(RESTART_HEADER)
+        _, restarted, after = output.partition(RESTART_LINE)
         resume = _RESUMED.search(after)
         if not restarted:
             problems.append("the launcher did not restart the group")
