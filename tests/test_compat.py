@@ -1,5 +1,6 @@
 """Each upstream workaround: a test that fails without it, and a canary for upstream's fix."""
 
+import gc
 import inspect
 import json
 import math
@@ -8,6 +9,7 @@ import re
 import subprocess
 import sys
 import time
+import weakref
 
 import keras
 import numpy as np
@@ -148,15 +150,59 @@ def test_canary_steps_per_execution_still_broken_upstream(cpus, without_fit_fix)
         model.fit(_xy_dataset(), steps_per_epoch=10, verbose=0)
 
 
-def test_without_teardown_fix_iterators_die_on_the_training_thread(cpus, without_fit_fix):
+def _autotuned_iterator_consumed_in_a_function():
+    dataset = (tf.data.Dataset.range(10**6).map(lambda v: v * 2, num_parallel_calls=tf.data.AUTOTUNE)
+               .batch(4).prefetch(tf.data.AUTOTUNE))
+    iterator = iter(dataset)
+    tf.function(lambda it: next(it))(iterator)
+    return iterator
+
+
+def test_an_iterator_collected_by_the_garbage_collector_dies_on_the_reaper():
+    """A cycle keeps an iterator until the collector runs, which paid the stall on its thread."""
+
+    class Holder:
+        pass
+
+    gc.disable()
+    try:
+        gc.collect()  # earlier tests' garbage, so that only ours is collected below
+        holder = Holder()
+        holder.me = holder
+        holder.iterator = _autotuned_iterator_consumed_in_a_function()
+        resource = weakref.ref(holder.iterator._iterator_resource)
+        before = iterator_teardown.finalized_count()
+        del holder
+        assert resource() is not None  # only the collector can free the cycle
+        gc.collect()
+    finally:
+        gc.enable()
+    assert iterator_teardown.finalized_count() == before + 1
+    deadline = time.monotonic() + 120  # the reaper may itself wait out a stall
+    while resource() is not None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert resource() is None, "the reaper never destroyed the iterator's resource"
+
+
+def test_distributed_iterators_hand_over_every_resource(cpus):
     strategy = tfdist.get_strategy("mirrored", devices=cpus(2))
-    with strategy.scope():
-        model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
-        model.compile("sgd", "sparse_categorical_crossentropy")
-    without_fit_fix("iterator_teardown")
-    before = iterator_teardown.released_count()
-    model.fit(_xy_dataset().take(10), epochs=2, verbose=0)
-    assert iterator_teardown.released_count() == before
+    dist = strategy.experimental_distribute_dataset(tf.data.Dataset.range(64).batch(8))
+    iterator = iter(dist)
+    next(iterator)
+    before = iterator_teardown.finalized_count()
+    del iterator
+    # the multi-device resource plus one per device
+    assert iterator_teardown.finalized_count() - before == 3
+
+
+def test_with_finalizers_disabled_iterators_die_where_dropped():
+    iterator = _autotuned_iterator_consumed_in_a_function()
+    resource = weakref.ref(iterator._iterator_resource)
+    before = iterator_teardown.finalized_count()
+    with iterator_teardown.finalizers_disabled():
+        del iterator
+        assert resource() is None  # destroyed right here, on this thread
+    assert iterator_teardown.finalized_count() == before
 
 
 def test_canary_iterator_teardown_stall_still_present_upstream(cpus):
@@ -186,7 +232,8 @@ def test_canary_iterator_teardown_stall_still_present_upstream(cpus):
         while time.perf_counter() - born < 0.7:
             consume(iterator)
         started = time.perf_counter()
-        del iterator  # on this thread, as upstream Keras and hand loops do
+        with iterator_teardown.finalizers_disabled():
+            del iterator  # on this thread, as upstream Keras and hand loops do
         worst = max(worst, time.perf_counter() - started)
         if worst > 0.3:
             break

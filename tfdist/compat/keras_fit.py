@@ -1,6 +1,6 @@
 """Workarounds that make Keras 3 `Model.fit` work, and work fast, under tf.distribute.
 
-Four narrow patches to `keras.src.backend.tensorflow.trainer` and Keras's epoch iterator, each
+Three narrow patches to `keras.src.backend.tensorflow.trainer`, each
 with its upstream issue (FINDINGS §1, §2). `install()` applies them all; `uninstall()` restores
 upstream (for the canary tests in tests/test_compat.py).
 
@@ -16,8 +16,9 @@ upstream (for the canary tests in tests/test_compat.py).
    `tf.function`-wrapped step inside a `tf.cond`; the all-reduce's deferred instance-key capture
    lands on the cond branch graph and leaves unfed placeholders. With SPE > 1 and several
    replicas, the per-step function is left unwrapped, so it is traced into the multi-step loop.
-4. The tf.data iterator-teardown stall (FINDINGS §2, cause 1; TF 2.21). Iterators that Keras drops
-   at epoch ends and at the end of each call are destroyed on a background thread.
+The tf.data iterator-teardown stall (FINDINGS §2, cause 1), which Keras pays at every epoch end and
+at the end of every call, needs no Keras patch: `tfdist.compat.iterator_teardown` moves the
+destruction of every tf.data iterator off the thread that drops it.
 
 Each patch acts only under the strategies it was written for (`handles_strategy`: the ones
 `tfdist.get_strategy` builds). Under any other (`ParameterServerStrategy`, TPU, central storage)
@@ -33,13 +34,11 @@ import tensorflow as tf
 from keras.src.backend.tensorflow import trainer as keras_tf_trainer
 from keras.src.trainers import epoch_iterator as keras_epoch_iterator
 
-from tfdist.compat import iterator_teardown
 
 UPSTREAM = {
     "symbolic_build": "https://github.com/keras-team/keras/issues/20585",
     "scalar_logs": "https://github.com/keras-team/keras/issues/20585",
     "steps_per_execution": "https://github.com/keras-team/keras/issues/19246",
-    "iterator_teardown": "FINDINGS §2 cause 1 (tf.data autotune wake-up on iterator destruction)",
 }
 
 _Trainer = keras_tf_trainer.TensorFlowTrainer
@@ -146,44 +145,14 @@ def _make_function(self, step_function):
         keras_tf_trainer.tf = tf
 
 
-# --- 4. iterator teardown off the training thread -----------------------------------------------
-
-
-def _get_current_iterator(self):
-    return self.__dict__.get("_current_iterator")
-
-
-def _reaps(epoch_iterator) -> bool:
-    return handles_strategy(epoch_iterator.__dict__.get("_distribute_strategy"))
-
-
-def _set_current_iterator(self, value):
-    old = self.__dict__.get("_current_iterator")
-    self.__dict__["_current_iterator"] = value
-    if (old is not None and old is not value and not isinstance(old, (list, tuple))
-            and _reaps(self)):
-        iterator_teardown.release_iterator(old)
-
-
-def _epoch_iterator_del(self):
-    old = self.__dict__.pop("_current_iterator", None)
-    if old is not None and _reaps(self):
-        iterator_teardown.release_iterator(old)
-
-
-_TEARDOWN_TARGET = keras_tf_trainer.TFEpochIterator
-
-
 # --- install / uninstall -----------------------------------------------------------------------
 
 
 def install() -> None:
-    """Applies the four patches (idempotent)."""
+    """Applies the three patches (idempotent)."""
     _Trainer._maybe_symbolic_build = _maybe_symbolic_build
     _Trainer._make_function = _make_function
     keras_tf_trainer.reduce_per_replica = _reduce_per_replica
-    _TEARDOWN_TARGET._current_iterator = property(_get_current_iterator, _set_current_iterator)
-    _TEARDOWN_TARGET.__del__ = _epoch_iterator_del
 
 
 def uninstall(*names: str) -> None:
@@ -199,8 +168,3 @@ def uninstall(*names: str) -> None:
         keras_tf_trainer.reduce_per_replica = _ORIGINALS["reduce_per_replica"]
     if "steps_per_execution" in names:
         _Trainer._make_function = _ORIGINALS["make_function"]
-    if "iterator_teardown" in names:
-        if "_current_iterator" in vars(_TEARDOWN_TARGET):
-            del _TEARDOWN_TARGET._current_iterator
-        if "__del__" in vars(_TEARDOWN_TARGET):
-            del _TEARDOWN_TARGET.__del__
