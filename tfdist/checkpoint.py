@@ -14,12 +14,14 @@ loop calls; the workers agree on it (one tiny all-reduce), save at the same step
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
 import signal
 import tempfile
 import threading
+import time
 import warnings
 from collections.abc import Iterator
 from typing import Any
@@ -27,6 +29,7 @@ from typing import Any
 import tensorflow as tf
 from absl import logging
 
+from tfdist import checkpoint_recovery
 from tfdist import checks
 from tfdist import cluster as cluster_lib
 from tfdist import export as export_lib
@@ -34,6 +37,10 @@ from tfdist import strategy as strategy_lib
 
 # 128 + SIGTERM, what a shell reports for a process ended by SIGTERM: launchers restart on it.
 PREEMPTED_EXIT_CODE = 143
+# For fault-injection tests only: a directory; each save, once its files are written and before
+# the `checkpoint` state file records it, creates `saving-<step>` there and waits for
+# `release-<step>` (a test kills the process meanwhile).
+HOLD_SAVE_ENV = "TFDIST_TEST_HOLD_SAVE"
 
 
 class CheckpointError(ValueError):
@@ -194,29 +201,56 @@ class CheckpointManager:
     def save(self, step: int) -> str | None:
         """Saves on every worker; returns the chief's checkpoint path (`None` on other workers).
 
+        A checkpoint becomes the latest only once all its files are written (the `checkpoint`
+        state file is updated last, atomically), so a kill during a save leaves the previous
+        one as the latest.
+
         Args:
             step: The global step, used as the checkpoint number.
+
+        Raises:
+            CheckpointError: The disk is full (the message names the directory and the space
+                needed; the partial checkpoint is removed, the previous one stays).
         """
+        options = _hold_save_options(step)
         if self._chief_manager is not None:
-            path = self._chief_manager.save(checkpoint_number=step)
+            try:
+                path = self._chief_manager.save(checkpoint_number=step, options=options)
+            except (tf.errors.OpError, OSError) as err:
+                _raise_if_no_space(err, self.model_dir, step, self.latest())
+                raise
             logging.info("tfdist.checkpoint: saved %s", path)
             return path
         # Same save on a private directory, so collectives inside the save match the chief's.
         with self._target as scratch:
-            tf.train.CheckpointManager(self._checkpoint, scratch, max_to_keep=1).save(
-                checkpoint_number=step
-            )
+            try:
+                tf.train.CheckpointManager(self._checkpoint, scratch, max_to_keep=1).save(
+                    checkpoint_number=step, options=options)
+            except (tf.errors.OpError, OSError) as err:
+                _raise_if_no_space(err, scratch, step, self.latest())
+                raise
         return None
 
     def restore_latest(self) -> str | None:
-        """Restores the newest checkpoint in `model_dir`, if any.
+        """Restores the newest readable checkpoint in `model_dir`, if any.
+
+        A newer checkpoint that cannot be read (truncated, no index, an unfinished save) is
+        skipped with one log line; the chief moves it into ``model_dir/unreadable/``
+        (`tfdist.checkpoint_recovery`).
 
         Returns:
             The restored path, or `None` when there is no checkpoint yet.
+
+        Raises:
+            CheckpointError: There are checkpoints and none can be read (nothing is moved).
         """
-        path = self.latest()
+        path, skipped = _find_restorable(self.model_dir, self._cluster)
         if path is None:
             return None
+        if skipped and self._chief_manager is not None:
+            # The state file was rewritten: the manager must not list the moved ones again.
+            self._chief_manager = tf.train.CheckpointManager(
+                self._checkpoint, self.model_dir, max_to_keep=self._max_to_keep)
         self._checkpoint.restore(path).expect_partial()
         logging.info("tfdist.checkpoint: restored %s", path)
         return path
@@ -224,6 +258,93 @@ class CheckpointManager:
     def restore(self, path: str) -> None:
         """Restores a given checkpoint (e.g. one that the evaluator found)."""
         self._checkpoint.restore(path).expect_partial()
+
+
+def newest_restorable(directory: str, cluster: cluster_lib.ClusterInfo | None = None) -> str | None:
+    """The newest checkpoint of `directory` that can be read; the one every route restores.
+
+    Newer unreadable ones (truncated, no index, an unfinished save) are skipped with one log
+    line each; on the chief they are moved into ``directory/unreadable/``.
+
+    Args:
+        directory: A checkpoint directory.
+        cluster: This task's place in the cluster. Defaults to `tfdist.cluster.resolve()`.
+
+    Returns:
+        The checkpoint's path prefix, or `None` when there is none.
+
+    Raises:
+        CheckpointError: There are checkpoints and none can be read (nothing is moved).
+    """
+    return _find_restorable(directory, cluster or cluster_lib.resolve())[0]
+
+
+def _find_restorable(directory: str, cluster: cluster_lib.ClusterInfo) -> tuple[str | None, list]:
+    try:
+        return checkpoint_recovery.find_restorable(directory, move_aside=cluster.is_chief)
+    except checkpoint_recovery.UnreadableCheckpointsError as err:
+        raise CheckpointError(str(err)) from None
+
+
+def _hold_save_options(step: int) -> tf.train.CheckpointOptions | None:
+    """With `HOLD_SAVE_ENV` set (tests): a write callback that waits before the save is recorded."""
+    hold_dir = os.environ.get(HOLD_SAVE_ENV)
+    if not hold_dir:
+        return None
+
+    def hold(path: str) -> None:
+        del path
+        with open(os.path.join(hold_dir, f"saving-{step}"), "w"):
+            pass
+        while not os.path.exists(os.path.join(hold_dir, f"release-{step}")):
+            time.sleep(0.05)
+
+    return tf.train.CheckpointOptions(experimental_write_callbacks=[hold])
+
+
+def _is_no_space(err: BaseException) -> bool:
+    if isinstance(err, OSError) and err.errno == errno.ENOSPC:
+        return True
+    return "No space left on device" in str(err)
+
+
+def _files_size(prefix: str) -> int:
+    paths = tf.io.gfile.glob(prefix + ".*")
+    for temp in tf.io.gfile.glob(prefix + "_temp"):
+        paths += [os.path.join(temp, name) for name in tf.io.gfile.listdir(temp)]
+    return sum(tf.io.gfile.stat(p).length for p in paths if not tf.io.gfile.isdir(p))
+
+
+def _megabytes(size: int) -> str:
+    return f"{size / 2**20:.1f} MB" if size >= 2**20 else f"{size / 2**10:.0f} KB"
+
+
+def _raise_if_no_space(err: BaseException, directory: str, step: int, previous: str | None) -> None:
+    """Turns a full disk into one line naming `directory` and the space a checkpoint needs.
+
+    The failed save's partial files are removed (they are this save's own, never a good
+    checkpoint), which also gives the space back.
+    """
+    if not _is_no_space(err):
+        return
+    prefix = os.path.join(directory, f"{checkpoint_recovery.CHECKPOINT_NAME}-{step}")
+    written = _files_size(prefix)
+    for path in tf.io.gfile.glob(prefix + ".*") + tf.io.gfile.glob(prefix + "_temp"):
+        if tf.io.gfile.isdir(path):
+            tf.io.gfile.rmtree(path)
+        else:
+            tf.io.gfile.remove(path)
+    if previous is not None:
+        needed = f"about {_megabytes(_files_size(previous))} (the size of {os.path.basename(previous)})"
+        kept = f"; {os.path.basename(previous)} is intact"
+    else:
+        needed, kept = f"more than the {_megabytes(written)} written before the disk filled", ""
+    free = (f", {_megabytes(shutil.disk_usage(directory).free)} free"
+            if "://" not in directory and os.path.isdir(directory) else "")
+    raise CheckpointError(
+        f"No space left on device saving checkpoint {os.path.basename(prefix)} in {directory!r}: "
+        f"it needs {needed}{free}{kept}. Free space there or pass a model_dir on a larger disk."
+    ) from None
 
 
 def export_model(model: Any, model_dir: str) -> dict[str, str]:

@@ -114,6 +114,12 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
     flags.DEFINE_boolean("mixed_precision", d["mixed_precision"],
                          "Compute in 16-bit floats: mixed_float16 on GPUs, mixed_bfloat16 on CPUs.",
                          flag_values=fv)
+    flags.DEFINE_enum("on_nonfinite", d["on_nonfinite"], ["stop", "restore"],
+                      "A NaN/inf training loss: stop with an error naming the step, or restore "
+                      "the newest checkpoint (fit: backup) and train on.", flag_values=fv)
+    flags.DEFINE_integer("max_nonfinite_restores", d["max_nonfinite_restores"],
+                         "Restores allowed with --on_nonfinite=restore before giving up.",
+                         lower_bound=0, flag_values=fv)
     flags.mark_flag_as_required("model_dir", flag_values=fv)
     flags.register_validator("dataset", _check_dataset, flag_values=fv)
     flags.register_validator("model_options", _check_model_options, flag_values=fv)

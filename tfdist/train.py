@@ -40,7 +40,8 @@ def main(argv: Sequence[str]) -> int:
     # Before TensorFlow loads: its C++ start-up noise stays out unless --verbosity=1 (-v 1) or
     # the user set TF_CPP_MIN_LOG_LEVEL.
     quiet.importing_tensorflow(quiet.tf_log_level_env(verbose=FLAGS.verbosity >= 1))
-    from tfdist import cluster, data, peer_failure, runner, strategy
+    from tfdist import checkpoint, cluster, data, outer_loop, peer_failure, runner, strategy
+    from tfdist.estimator import NanLossDuringTrainingError
 
     # First, before TensorFlow initialises: logical CPUs, seeds, determinism, precision policy.
     runner.configure_process(options)
@@ -50,6 +51,10 @@ def main(argv: Sequence[str]) -> int:
             cluster.ClusterConfigError) as e:
         print(f"tfdist-train: error: {e}", file=sys.stderr)
         return USAGE_ERROR
+    except (checkpoint.CheckpointError,  # no readable checkpoint, a full disk
+            outer_loop.NonFiniteLossError, NanLossDuringTrainingError) as e:
+        print(f"tfdist-train: error: {e}", file=sys.stderr)
+        return 1
     except peer_failure.PeerUnavailableError as e:
         exit_after_peer_failure(e)
     return 0

@@ -243,6 +243,7 @@ class Estimator:
             # tf.estimator wrote training scalars into model_dir itself, from the chief.
             summary_dirs={"train": self.model_dir} if config.is_chief and config.save_summary_steps else {},
             summary_every=config.save_summary_steps, train_actions=step_log,
+            on_nonfinite=config.on_nonfinite, max_nonfinite_restores=config.max_nonfinite_restores,
         )
         return strategy
 
@@ -293,10 +294,10 @@ class Estimator:
 
     def _restore(self, checkpoint_path: str | None = None) -> str | None:
         assert self._manager is not None, "_get_strategy() creates the manager"
-        path = checkpoint_path or self._manager.latest()
-        if path is not None:
-            self._manager.restore(path)
-        return path
+        if checkpoint_path is None:  # the newest readable one (unreadable ones are skipped)
+            return self._manager.restore_latest()
+        self._manager.restore(checkpoint_path)
+        return checkpoint_path
 
     def _global_step_value(self) -> int:
         assert self._global_step is not None, "_get_strategy() creates the global step"
@@ -379,10 +380,12 @@ class Estimator:
                 try:
                     self._outer_loop.train(target, train_actions=[hooks_action])
                 except outer_loop.NonFiniteLossError as error:
+                    gave_up = (f" Gave up after {self._config.max_nonfinite_restores} restores."
+                               if self._config.on_nonfinite == "restore" else "")
                     raise hooks_lib.NanLossDuringTrainingError(
                         f"NaN loss during training: the loss is {error.loss} at global step "
-                        f"{self._global_step_value()}. Lower the learning rate or check the "
-                        f"data; the last checkpoint is step {error.last_saved}."
+                        f"{error.step}.{gave_up} Lower the learning rate or check the data; the "
+                        f"last checkpoint is step {error.last_saved}."
                     ) from None
             finally:
                 data_lib.release_iterator(iterator)  # destroyed off this thread: no teardown stall

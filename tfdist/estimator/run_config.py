@@ -15,6 +15,7 @@ import tensorflow as tf
 
 from tfdist import checks
 from tfdist import cluster as cluster_lib
+from tfdist import outer_loop
 
 _DEFAULT = object()  # "not passed", so save_checkpoints_secs can default to 600 as in tf.estimator
 _DEFAULT_CHECKPOINT_SECS = 600
@@ -44,6 +45,8 @@ _REPLACEABLE = (
     "train_distribute",
     "eval_distribute",
     "steps_per_loop",
+    "on_nonfinite",
+    "max_nonfinite_restores",
 )
 
 
@@ -90,6 +93,11 @@ class RunConfig:
         steps_per_loop: Training steps per `tf.function` call (tfdist addition). Hooks'
             `before_run`/`after_run` wrap each call, so the default of 1 runs them every step
             as tf.estimator did; raise it for speed. Defaults to 1.
+        on_nonfinite: A NaN or infinite loss: `"stop"` raises `NanLossDuringTrainingError`
+            naming the step; `"restore"` goes back to the newest checkpoint and trains on (the
+            batches since are skipped), at most `max_nonfinite_restores` times (tfdist
+            addition, the policy of every route). Defaults to `"stop"`.
+        max_nonfinite_restores: Restores allowed with `"restore"`. Defaults to 3.
 
     Raises:
         ValueError: Both checkpoint cadences set, a non-positive count, or TF1-only arguments.
@@ -117,6 +125,8 @@ class RunConfig:
         eval_distribute: tf.distribute.Strategy | None = None,
         *,
         steps_per_loop: int = 1,
+        on_nonfinite: str = "stop",
+        max_nonfinite_restores: int = 3,
         **obsolete: Any,
     ) -> None:
         for name, value in obsolete.items():
@@ -148,6 +158,8 @@ class RunConfig:
         _check("log_step_count_steps", log_step_count_steps)
         _check("keep_checkpoint_max", keep_checkpoint_max, allow_none=False)
         _check("steps_per_loop", steps_per_loop, allow_none=False)
+        checks.one_of("on_nonfinite", on_nonfinite, outer_loop.NONFINITE_ACTIONS)
+        checks.non_negative_int("max_nonfinite_restores", max_nonfinite_restores)
         if tf_random_seed is not None and not checks.is_integer(tf_random_seed):
             raise ValueError(
                 "Invalid value for argument `tf_random_seed`. Received: "
@@ -167,6 +179,8 @@ class RunConfig:
         self._train_distribute = train_distribute
         self._eval_distribute = eval_distribute
         self._steps_per_loop = steps_per_loop
+        self._on_nonfinite = on_nonfinite
+        self._max_nonfinite_restores = max_nonfinite_restores
         self._cluster = cluster_lib.resolve()
 
     # --- the arguments ---------------------------------------------------------------------------
@@ -181,6 +195,8 @@ class RunConfig:
     train_distribute = property(lambda self: self._train_distribute)
     eval_distribute = property(lambda self: self._eval_distribute)
     steps_per_loop = property(lambda self: self._steps_per_loop)
+    on_nonfinite = property(lambda self: self._on_nonfinite)
+    max_nonfinite_restores = property(lambda self: self._max_nonfinite_restores)
     session_config = property(lambda self: None)
 
     # --- the role, from TF_CONFIG ----------------------------------------------------------------

@@ -8,20 +8,25 @@ Keras 3's own `BackupAndRestore` has every worker write one file and corrupts it
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 from typing import Any
 
 import keras
 import tensorflow as tf
+from absl import logging
 
 from tfdist import checkpoint as checkpoint_lib
 from tfdist import checks
 from tfdist import cluster as cluster_lib
+from tfdist import outer_loop
 from tfdist.compat import keras_checkpoint_paths
 from tfdist.compat import keras_initial_epoch
 
 
+# Backups `BackupAndRestore` keeps: the newest, and one to fall back to.
+BACKUPS_KEPT = 2
 # Files being written by `ModelCheckpoint` carry this prefix until they are complete.
 TEMPORARY_PREFIX = ".tmp-"
 
@@ -36,7 +41,9 @@ class BackupAndRestore(keras.callbacks.Callback):
     Every worker takes part in each backup; only the chief writes to `backup_dir`. On start, the
     newest backup is restored (model, optimizer, epoch and step in the epoch): `fit` continues at
     that epoch, and the batches of the interrupted epoch that were already trained are read and
-    skipped, so the run ends with the same total number of optimizer steps. No backup is written
+    skipped, so the run ends with the same total number of optimizer steps. The two newest
+    backups are kept: an unreadable newest one is moved aside (one log line) and the one
+    before is restored. No backup is written
     until a step has trained again: a fresh model's lazily built variables (optimizer slots, and
     layers under the default strategy) are restored only then. After a successful `fit` the
     backup is deleted, as Keras does.
@@ -47,10 +54,16 @@ class BackupAndRestore(keras.callbacks.Callback):
             `steps_per_execution`). Defaults to `"epoch"`.
         delete_checkpoint: Delete the backup when `fit` finishes. Defaults to `True`.
         cluster: This task's place in the cluster. Defaults to `tfdist.cluster.resolve()`.
+        on_nonfinite: A NaN or infinite training loss, the policy of every route: `"stop"`
+            raises `tfdist.outer_loop.NonFiniteLossError` naming the step; `"restore"` goes
+            back to the newest backup and trains on (the batches since are skipped, so the run
+            ends with fewer optimizer steps), at most `max_nonfinite_restores` times.
+            Defaults to `None`: the loss is not checked, as in Keras.
+        max_nonfinite_restores: Restores allowed with `"restore"`. Defaults to 3.
 
     Raises:
         tfdist.checkpoint.CheckpointError: `backup_dir` is a file or not writable.
-        ValueError: Invalid `save_freq`.
+        ValueError: Invalid `save_freq`, `on_nonfinite` or `max_nonfinite_restores`.
 
     Example:
 
@@ -67,8 +80,17 @@ class BackupAndRestore(keras.callbacks.Callback):
         delete_checkpoint: bool = True,
         *,
         cluster: cluster_lib.ClusterInfo | None = None,
+        on_nonfinite: str | None = None,
+        max_nonfinite_restores: int = 3,
     ) -> None:
         super().__init__()
+        if on_nonfinite is not None:
+            checks.one_of("on_nonfinite", on_nonfinite, outer_loop.NONFINITE_ACTIONS)
+        checks.non_negative_int("max_nonfinite_restores", max_nonfinite_restores)
+        self.on_nonfinite = on_nonfinite
+        self.max_nonfinite_restores = max_nonfinite_restores
+        self._nonfinite_restores = 0
+        self._last_saved = 0
         if save_freq != "epoch" and not (checks.is_integer(save_freq) and int(save_freq) >= 1):
             raise ValueError(
                 f"Invalid value for argument `save_freq`. Received: save_freq={save_freq!r}. "
@@ -91,17 +113,21 @@ class BackupAndRestore(keras.callbacks.Callback):
 
     def on_train_begin(self, logs: dict | None = None) -> None:
         model = self.model
-        self._steps_since_save = 0
+        self._steps_since_save = self._nonfinite_restores = 0
         self._skipped_call = self._restore_pending = False
         self.restored_epoch = self.restored_step = None
         checkpoint = tf.train.Checkpoint(
             model=model, optimizer=model.optimizer, epoch=self._epoch, step=self._step_in_epoch
         )
+        # Two backups: when the newest is unreadable (a crash mid-copy, a full disk), restoring
+        # falls back to the one before (`CheckpointManager.restore_latest`).
         self._manager = checkpoint_lib.CheckpointManager(
-            checkpoint, self.backup_dir, cluster=self._cluster, max_to_keep=1
+            checkpoint, self.backup_dir, cluster=self._cluster, max_to_keep=BACKUPS_KEPT
         )
+        self._last_saved = int(model.optimizer.iterations.numpy())
         if self._manager.restore_latest() is None:
             return
+        self._last_saved = int(model.optimizer.iterations.numpy())
         self.restored_epoch = int(self._epoch.numpy())
         self.restored_step = int(self._step_in_epoch.numpy())
         keras_initial_epoch.set_initial_epoch(model, self.restored_epoch)
@@ -126,7 +152,7 @@ class BackupAndRestore(keras.callbacks.Callback):
 
         # Variables a fresh model creates at its first traced step (the optimizer's slots, and
         # the layers' under the default strategy) are restored then, from the backup just read:
-        # it must not be replaced (and deleted, max_to_keep=1) before a step has trained.
+        # it must not be replaced (and rotated out) before a step has trained.
         self._restore_pending = True
         model.train_function = skipping_train_function
 
@@ -138,11 +164,38 @@ class BackupAndRestore(keras.callbacks.Callback):
             self._skipped_call = False
             return
         self._restore_pending = False
+        if self.on_nonfinite is not None and not math.isfinite(float((logs or {}).get("loss", 0.0))):
+            self._handle_nonfinite(float(logs["loss"]))  # type: ignore[index]
+            return
         if isinstance(self.save_freq, str):  # "epoch", the only string __init__ accepts
             return
         self._steps_since_save += self.model.steps_per_execution
         if self._steps_since_save >= self.save_freq:
             self._save(self._current_epoch, batch + 1)
+
+    def _handle_nonfinite(self, loss: float) -> None:
+        model = self.model
+        step = int(model.optimizer.iterations.numpy())
+        message = f"Training loss is not finite by step {step} (loss: {loss})."
+        details: dict[str, Any] = dict(step=step, loss=loss, last_saved=self._last_saved)
+        if self.on_nonfinite == "stop":
+            raise outer_loop.NonFiniteLossError(
+                f"{message} Lower the learning rate, check the data, or pass "
+                "on_nonfinite='restore' to go back to the last backup.", **details)
+        self._nonfinite_restores += 1
+        assert self._manager is not None, "on_train_begin creates the manager"
+        path = self._manager.restore_latest()
+        if path is None:
+            raise outer_loop.NonFiniteLossError(
+                f"{message} Giving up: there is no backup to restore.", **details)
+        if self._nonfinite_restores > self.max_nonfinite_restores:
+            raise outer_loop.NonFiniteLossError(
+                f"{message} Giving up: {self.max_nonfinite_restores} restores did not help; "
+                f"the model is back at {path}.", **details)
+        # The epoch's running mean of the loss holds the NaN: start it afresh.
+        model.reset_metrics()
+        logging.warning("tfdist: %s Restored %s (restore %d of %d).", message, path,
+                        self._nonfinite_restores, self.max_nonfinite_restores)
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         if self._restore_pending:  # the whole epoch was skipped: the backup still holds
@@ -153,7 +206,8 @@ class BackupAndRestore(keras.callbacks.Callback):
         self._epoch.assign(epoch)
         self._step_in_epoch.assign(step_in_epoch)
         assert self._manager is not None, "on_train_begin creates the manager"
-        self._manager.save(int(self.model.optimizer.iterations.numpy()))
+        self._last_saved = int(self.model.optimizer.iterations.numpy())
+        self._manager.save(self._last_saved)
         self._steps_since_save = 0
 
     def on_train_end(self, logs: dict | None = None) -> None:

@@ -1,5 +1,6 @@
 """The one outer training loop (shared layer): cadence, checkpoints, preemption, evaluation."""
 
+from tfdist.outer_loop.controller import NONFINITE_ACTIONS
 from tfdist.outer_loop.controller import NonFiniteLossError
 from tfdist.outer_loop.controller import OuterLoop
 from tfdist.outer_loop.evaluator import EvaluationRun

@@ -384,8 +384,10 @@ class OuterLoop:
             del number
             try:
                 self.checkpoints.restore(path)
-            except (tf.errors.NotFoundError, tf.errors.DataLossError):
-                return None  # deleted by max_to_keep while we looked; the next one will do
+            except (tf.errors.NotFoundError, tf.errors.DataLossError, IndexError):
+                # Deleted by max_to_keep while we looked, or truncated ("Read less bytes than
+                # requested" is an IndexError): the next one will do.
+                return None
             return dict(evaluate(eval_steps))
 
         with self._preemption.watching(self._handle_preemption):

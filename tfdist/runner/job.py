@@ -16,10 +16,12 @@ from absl import logging
 
 import input_pipelines
 import models
+from tfdist import checks
 from tfdist import cluster as cluster_lib
 from tfdist import data as data_lib
 from tfdist import parameter_server
 from tfdist import strategy as strategy_lib
+from tfdist.outer_loop import NONFINITE_ACTIONS
 from tfdist.runner import report as report_lib
 from tfdist.runner import route_ctl
 from tfdist.runner import route_estimator
@@ -86,6 +88,8 @@ def check(options: TrainOptions, cluster: cluster_lib.ClusterInfo) -> None:
     if options.route not in ROUTE_FUNCTIONS:
         raise RunError(f"unknown route {options.route!r}; valid: {', '.join(ROUTE_FUNCTIONS)}")
     check_cluster(options.route, options.strategy, cluster)
+    checks.one_of("on_nonfinite", options.on_nonfinite, NONFINITE_ACTIONS, error=RunError)
+    checks.non_negative_int("max_nonfinite_restores", options.max_nonfinite_restores, error=RunError)
 
 
 def _train_steps(options: TrainOptions, train_examples: int | None) -> int:
@@ -176,7 +180,8 @@ def run(options: TrainOptions, *, strategy: tf.distribute.Strategy | None = None
         model_dir=options.model_dir, train_steps=train_steps,
         learning_rate=options.learning_rate, steps_per_loop=options.steps_per_loop,
         eval_every=options.eval_every or train_steps, seed=options.seed, cluster=cluster,
-        progress=options.progress,
+        progress=options.progress, on_nonfinite=options.on_nonfinite,
+        max_nonfinite_restores=options.max_nonfinite_restores,
     )
     result = ROUTE_FUNCTIONS[options.route](
         strategy, lambda: family.build(config), train_spec, eval_spec, settings)

@@ -43,6 +43,9 @@ class TrainOptions:
         mixed_precision: Compute in 16-bit floats (`mixed_float16` on GPUs, `mixed_bfloat16`
             on CPUs). Defaults to `False`.
         progress: Print progress (chief only). Defaults to `True`.
+        on_nonfinite: A NaN/inf training loss: `"stop"` with an error naming the step, or
+            `"restore"` the newest checkpoint (fit: backup) and train on. Defaults to `"stop"`.
+        max_nonfinite_restores: Restores allowed with `"restore"`. Defaults to 3.
     """
 
     model_dir: str
@@ -62,6 +65,8 @@ class TrainOptions:
     deterministic: bool = False
     mixed_precision: bool = False
     progress: bool = True
+    on_nonfinite: str = "stop"
+    max_nonfinite_restores: int = 3
 
 
 def check_cluster(route: str, strategy: str, cluster: cluster_lib.ClusterInfo) -> None:

@@ -37,7 +37,8 @@ def run(
     with loop.Controller(
         trainer, model_dir=settings.model_dir, steps_per_loop=settings.steps_per_loop,
         checkpoint_every=settings.eval_every, cluster=settings.cluster,
-        progress=settings.progress, export=False,
+        progress=settings.progress, export=False, on_nonfinite=settings.on_nonfinite,
+        max_nonfinite_restores=settings.max_nonfinite_restores,
     ) as controller:
         start = controller.global_step
         if settings.cluster.is_evaluator:

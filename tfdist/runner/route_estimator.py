@@ -10,6 +10,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 
+from tfdist import checkpoint as checkpoint_lib
 from tfdist import data as data_lib
 from tfdist import estimator as estimator_lib
 from tfdist.runner import settings as settings_lib
@@ -86,13 +87,17 @@ def run(
         save_checkpoints_steps=settings.eval_every, save_summary_steps=settings.steps_per_loop,
         log_step_count_steps=settings.eval_every if settings.progress else None,
         train_distribute=None if cluster.is_evaluator else strategy,
-        steps_per_loop=settings.steps_per_loop,
+        steps_per_loop=settings.steps_per_loop, on_nonfinite=settings.on_nonfinite,
+        max_nonfinite_restores=settings.max_nonfinite_restores,
     )
     estimator = estimator_lib.Estimator(
         model_fn=make_model_fn(build_model, settings.learning_rate), config=config)
     train_input_fn, eval_input_fn = data_lib.input_fn(train_spec), data_lib.input_fn(eval_spec)
     last = _LastLoss()
-    start = _global_step(estimator)
+    # The step training starts from: the newest readable checkpoint's (on the chief, unreadable
+    # newer ones are moved aside now, with one log line each). An evaluator trains nothing.
+    start = (_global_step(estimator) if cluster.is_evaluator
+             else _checkpoint_step(checkpoint_lib.newest_restorable(settings.model_dir, cluster)))
     started = time.perf_counter()
     final, _ = estimator_lib.train_and_evaluate(
         estimator,
@@ -112,6 +117,11 @@ def run(
         final=settings_lib.floats(final), train=train, start_step=start,
         steps=_global_step(estimator), train_seconds=0.0 if cluster.is_evaluator else seconds,
         exports=exports)
+
+
+def _checkpoint_step(path: str | None) -> int:
+    """The global step of checkpoint `path` (the estimator names them ``ckpt-<step>``)."""
+    return int(os.path.basename(path).rsplit("-", 1)[1]) if path else 0
 
 
 def _global_step(estimator: estimator_lib.Estimator) -> int:

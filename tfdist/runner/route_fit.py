@@ -70,8 +70,9 @@ def run(
     eval_data = data_lib.for_fit(strategy, eval_spec)
     chief = settings.cluster.is_chief
     verbose = (1 if sys.stdout.isatty() else 2) if settings.progress and chief else 0
-    backup = callbacks_lib.BackupAndRestore(os.path.join(settings.model_dir, "backup"),
-                                            cluster=settings.cluster)
+    backup = callbacks_lib.BackupAndRestore(
+        os.path.join(settings.model_dir, "backup"), cluster=settings.cluster,
+        on_nonfinite=settings.on_nonfinite, max_nonfinite_restores=settings.max_nonfinite_restores)
     started = time.perf_counter()
     # One `fit` call, so the backup covers every step (a second call for the remainder would start
     # without it: the first call deletes the backup when it ends).

@@ -25,6 +25,8 @@ class RouteSettings:
         seed: Initialisation seed (route 3's `tf_random_seed`).
         cluster: This task's place in the cluster.
         progress: Show progress (chief only). Defaults to `True`.
+        on_nonfinite: The non-finite-loss policy, `"stop"` or `"restore"`. Defaults to `"stop"`.
+        max_nonfinite_restores: Restores allowed with `"restore"`. Defaults to 3.
     """
 
     model_dir: str
@@ -35,6 +37,8 @@ class RouteSettings:
     seed: int
     cluster: cluster_lib.ClusterInfo
     progress: bool = True
+    on_nonfinite: str = "stop"
+    max_nonfinite_restores: int = 3
 
 
 @dataclasses.dataclass(frozen=True)
