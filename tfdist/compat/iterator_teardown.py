@@ -128,11 +128,6 @@ def release_iterator(iterator: Any) -> None:
     _reaper.release(iterator)
 
 
-def released_count() -> int:
-    """How many iterators were handed over by `release_iterator` so far (for tests)."""
-    return _reaper.counts["released"]
-
-
 def finalized_count() -> int:
     """How many iterator resources their finalizers handed over so far (for tests)."""
     return _reaper.counts["finalized"]
