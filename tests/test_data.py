@@ -269,3 +269,15 @@ def test_two_real_workers_receive_disjoint_complete_shards(tmp_path):
     assert seen[0]["file/4"]["policy"] == "file"
     assert seen[0]["data/4"]["policy"] == "data"
     assert seen[0]["forced_data_on_files/4"]["policy"] == "data"
+
+
+@pytest.mark.parametrize("spec, message", [
+    (lambda: data.DataSpec(source=lambda ctx: tf.data.Dataset.range(8), global_batch_size=4,
+                           repeat=False), "its training data must repeat"),
+    (lambda: data.DataSpec(source=tf.data.Dataset.range(8), global_batch_size=4),
+     "a dataset made on the chief cannot be sent"),
+])
+def test_per_worker_data_is_checked_before_any_worker_is_asked(spec, message):
+    # The checks come before the strategy is touched, so the default strategy stands in here.
+    with pytest.raises(data.DataConfigError, match=message):
+        data.per_worker(tf.distribute.get_strategy(), spec())
