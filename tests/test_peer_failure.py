@@ -321,3 +321,23 @@ def test_a_worker_that_never_starts_ends_the_wait(lone_workers, present, missing
     assert _last_line(err_file).startswith(
         f"tfdist: worker:{missing} ({cluster['worker'][missing]}) did not join the cluster within "
         "the start-up wait (20 s)")
+
+
+def test_a_lost_ps_is_named_alone_not_the_workers_that_relayed_it():
+    # What the chief of a chief + 2 workers + 1 ps job got after `kill -9` of the ps (abridged).
+    text = (
+        "Graph execution error:\n2 root error(s) found.\n  (0) UNAVAILABLE:  failed to connect to "
+        "all addresses; last error: UNKNOWN: ipv4:127.0.0.1:39221: Failed to connect to remote "
+        "host: Connection refused\nAdditional GRPC error information from remote target "
+        "/job:ps/replica:0/task:0/device:CPU:0 while calling /tensorflow.eager.EagerService/"
+        "RunComponentFunction:\n  (1) CANCELLED:  Function was cancelled before it was started\n"
+        "Additional GRPC error information from remote target /job:worker/replica:0/task:0 while "
+        "calling /tensorflow.eager.EagerService/Enqueue:")
+    cluster = cluster_lib.resolve(json.dumps({
+        "cluster": {"chief": ["localhost:41855"], "worker": ["localhost:39929", "localhost:39930"],
+                    "ps": ["localhost:39221"]},
+        "task": {"type": "chief", "index": 0}}))
+    translated = peer_failure.from_error(_unavailable(text), cluster)
+    assert translated is not None and translated.tasks == (("ps", 0),)
+    assert str(translated).startswith(
+        "tfdist: ps:0 (localhost:39221) stopped responding (this is chief:0 (localhost:41855))")

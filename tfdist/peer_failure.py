@@ -123,6 +123,10 @@ def from_error(error: BaseException, cluster: cluster_lib.ClusterInfo | None = N
     text = str(error)
     me = (cluster.task_type, cluster.task_id) if cluster is not None and cluster.jobs else None
     tasks = _failed_tasks(text, me)
+    if any(job == "ps" for job, _ in tasks):
+        # Parameter-server training: the coordinator tolerates a lost worker, so a ps named in
+        # the error is the culprit; the workers named beside it only relayed its failure.
+        tasks = tuple(task for task in tasks if task[0] == "ps")
     startup = any(marker in text for marker in _STARTUP_MARKERS)
     who = ", ".join(_name(t, cluster) for t in tasks) if tasks else "a peer task"
     if startup:
