@@ -760,3 +760,32 @@ def test_a_worker_out_of_restarts_fails_the_group(tmp_path):
     outcome, messages = _ps_group(tmp_path, restart_limit=0)
     assert not outcome.succeeded and outcome.first_failure.name == "worker:0", messages
     assert "restarting it alone" not in messages
+
+
+def test_servers_are_stopped_at_once_when_the_chief_fails_after_a_ps(tmp_path):
+    # A ps dies; the chief notices (once it has exited) and fails. The worker would
+    # serve forever: it is stopped as soon as the chief has exited, not after the failure grace.
+    code = textwrap.dedent("""
+        import os, sys, time
+        pid_file = os.path.join(sys.argv[1], "ps.pid")
+        if os.environ["TFDIST_TASK_TYPE"] == "ps":
+            with open(pid_file + ".tmp", "w") as f:
+                f.write(str(os.getpid()))
+            os.rename(pid_file + ".tmp", pid_file)
+            sys.exit(9)
+        if os.environ["TFDIST_TASK_TYPE"] == "chief":
+            while not os.path.exists(pid_file):
+                time.sleep(0.05)
+            stat = f"/proc/{open(pid_file).read()}/stat"
+            while os.path.exists(stat) and open(stat).read().split()[2] != "Z":  # until it exited
+                time.sleep(0.05)
+            sys.exit(250)
+        time.sleep(300)
+    """)
+    started = time.monotonic()
+    result = cli("--chief", "--workers", 1, "--ps", 1, "--grace", 60, "--", PY, "-c", code, tmp_path)
+    assert result.returncode == 9, result.stderr
+    assert "ps:0 failed (exit code 9); stopping the others unless they exit within 60s" in result.stderr
+    assert "chief:0 failed (exit code 250)" in result.stderr
+    assert time.monotonic() - started < 30, result.stderr  # not the 60 s failure grace
+    assert_no_processes(tmp_path)

@@ -291,18 +291,20 @@ class ProcessGroup:
                 continue
             _, i, code = event
             self._exited[i] = code
-            if first_failure is not None or self._signal is not None or i in self._signalled:
+            if self._signal is not None or i in self._signalled:
                 continue
-            if code != 0 and self._restart_alone(i, code):
-                continue
-            if code != 0:
+            if first_failure is None and code != 0:
+                if self._restart_alone(i, code):
+                    continue
                 first_failure = i
                 stop_at = _earliest(stop_at, time.monotonic() + failure_grace)
-                if len(self._exited) < len(self._procs):
+                if len(self._exited) < len(self._procs) and not self._primary <= self._exited.keys():
                     self._output.message(f"{self._specs[i].name} failed ({describe_status(code)}); "
                                          f"stopping the others unless they exit within {failure_grace:g}s")
-            elif self._primary <= self._exited.keys():
-                break  # the job is done; parameter servers are stopped below
+            if self._primary <= self._exited.keys():
+                # Done (or failed): parameter servers, which serve until stopped, are stopped
+                # below at once rather than after the failure grace.
+                break
         return first_failure, False
 
     def _on_signal(self, signum: int) -> bool:
