@@ -18,7 +18,9 @@ How a TF1 Estimator maps onto TF2 here:
   directory). `train` resumes from the newest checkpoint; SIGTERM saves and exits (code 143).
 - **Roles.** A process runs under one strategy: `train_distribute` (default
   `tfdist.get_strategy()`) on chief, workers and local runs; `eval_distribute` (default: none)
-  on an `evaluator` task.
+  on an `evaluator` task. With ps tasks in TF_CONFIG that is `ParameterServerStrategy`: worker
+  and ps tasks serve inside `get_strategy`, and the chief schedules the loop's steps on the
+  workers (`ps_training`), under the same outer loop.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from tfdist import checks
 from tfdist import compat
 from tfdist import data as data_lib
 from tfdist import outer_loop
+from tfdist import parameter_server
 from tfdist import peer_failure
 from tfdist import strategy as strategy_lib
 from tfdist.estimator import build as build_lib
@@ -46,6 +49,7 @@ from tfdist.estimator import hooks as hooks_lib
 from tfdist.estimator import inputs as inputs_lib
 from tfdist.estimator import loops
 from tfdist.estimator import predictions as predictions_lib
+from tfdist.estimator import ps_training
 from tfdist.estimator import saved_model as saved_model_lib
 from tfdist.estimator import train_target as train_target_lib
 from tfdist.estimator import warm_start as warm_start_lib
@@ -189,6 +193,12 @@ class Estimator:
     def model_fn(self) -> Callable[..., Any]:
         return self._model_fn
 
+    @property
+    def steps_by_worker(self) -> dict[int, int]:
+        """Under ParameterServerStrategy: training steps each worker ran in this process, by
+        worker index (empty under other strategies, and before training)."""
+        return dict(getattr(self._train_target, "steps_by_worker", {}))
+
     def eval_dir(self, name: str | None = None) -> str:
         """Where `evaluate(name=...)` writes summaries: `model_dir/eval` or `model_dir/eval_<name>`."""
         return os.path.join(self.model_dir, "eval" if not name else f"eval_{name}")
@@ -203,7 +213,6 @@ class Estimator:
         if self._strategy is not None:
             return self._strategy
         cluster = self._config.cluster
-        cluster.refuse_ps("tfdist.estimator")
         if cluster.is_evaluator:
             strategy = self._config.eval_distribute or strategy_lib.get_strategy(
                 "auto", cluster=cluster)
@@ -232,7 +241,9 @@ class Estimator:
             max_to_keep=self._config.keep_checkpoint_max,
         )
         config = self._config
-        self._train_target = train_target_lib.EstimatorTrainTarget(self._global_step)
+        self._train_target = (
+            ps_training.ScheduledTrainTarget(self._global_step, strategy, config.steps_per_function)
+            if self._scheduled else train_target_lib.EstimatorTrainTarget(self._global_step))
         step_log = ([train_target_lib.StepCountLog(config.log_step_count_steps, config.is_chief)]
                     if config.log_step_count_steps else [])
         self._outer_loop = outer_loop.OuterLoop(
@@ -246,6 +257,11 @@ class Estimator:
             on_nonfinite=config.on_nonfinite, max_nonfinite_restores=config.max_nonfinite_restores,
         )
         return strategy
+
+    @property
+    def _scheduled(self) -> bool:
+        """Training runs as functions scheduled on workers (ParameterServerStrategy)."""
+        return self._strategy is not None and parameter_server.is_parameter_server(self._strategy)
 
     def _sync_checkpoint(self) -> None:
         tracked = getattr(self._checkpoint, CHECKPOINT_ATTRIBUTE)
@@ -356,7 +372,11 @@ class Estimator:
         with peer_failure.translate(self._config.cluster):
             strategy = self._get_strategy()
             source = inputs_lib.InputFn(input_fn, params=self._params, config=self._config)
-            distributed, info = source.distribute(strategy, ModeKeys.TRAIN)
+            if self._scheduled:
+                ps_training.check_steps(steps, max_steps)
+                distributed, info = ps_training.per_worker_input(source, strategy, ModeKeys.TRAIN)
+            else:
+                distributed, info = source.distribute(strategy, ModeKeys.TRAIN)
             iterator = iter(distributed)
             try:
                 self._build(ModeKeys.TRAIN, info)
@@ -388,13 +408,14 @@ class Estimator:
                         f"last checkpoint is step {error.last_saved}."
                     ) from None
             finally:
-                data_lib.release_iterator(iterator)  # destroyed off this thread: no teardown stall
+                if not self._scheduled:  # a per-worker iterator: its workers own the pipelines
+                    data_lib.release_iterator(iterator)  # destroyed off this thread: no stall
                 del iterator
         return self
 
     def _train_loop(self, finite: bool) -> Callable[..., Any]:
         if finite not in self._train_loops:
-            self._train_loops[finite] = loops.make_train_loop(
+            loop = loops.make_train_loop(
                 strategy=self._strategy,
                 call_model_fn=self._call_model_fn(),
                 optimizers=self._optimizers,
@@ -403,7 +424,9 @@ class Estimator:
                 fetch_keys=list(self._fetch_dtypes),
                 is_chief=self._is_chief,
                 finite=finite,
+                count_steps=not self._scheduled,  # the coordinator counts them
             )
+            self._train_loops[finite] = ps_training.scheduled_loop(loop) if self._scheduled else loop
         return self._train_loops[finite]
 
     # --- evaluation ------------------------------------------------------------------------------

@@ -105,6 +105,16 @@ class InputFn:
             TypeError: It returned neither a dataset nor a (features, labels) tuple.
             ValueError: Its dataset's elements are tuples of another length than 2.
         """
+        dataset = self.call(mode, input_context)
+        return dataset, self._describe(dataset, f"input_fn ({_fn_name(self.fn)})")
+
+    def call(self, mode: str, input_context: tf.distribute.InputContext | None = None
+             ) -> tf.data.Dataset:
+        """Calls the function and returns its data as a dataset (also inside a `tf.function`).
+
+        Raises:
+            TypeError: It returned neither a dataset nor a (features, labels) tuple.
+        """
         kwargs: dict[str, Any] = {}
         if "mode" in self.args:
             kwargs["mode"] = mode
@@ -132,7 +142,7 @@ class InputFn:
                 f"{where} returned {type(result).__name__}; return a tf.data.Dataset of "
                 "(features, labels) pairs, or a (features, labels) tuple of tensors."
             )
-        return dataset, self._describe(dataset, where)
+        return dataset
 
     @staticmethod
     def _from_tensors(value: Any, mode: str, where: str) -> tf.data.Dataset:

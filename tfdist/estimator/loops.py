@@ -69,13 +69,16 @@ def make_train_loop(
     fetch_keys: list[str],
     is_chief: bool,
     finite: bool,
+    count_steps: bool = True,
 ) -> Callable[..., Any]:
     """`loop(iterator, num_steps, initial_outputs) -> (steps_run, outputs)` as a `tf.function`.
 
     Each step calls `model_fn` in TRAIN mode on every replica, differentiates `loss / replicas`
     (so the all-reduced sum of gradients is that of the global mean), applies the gradients with
-    the optimizer and increments the global step. With `finite` data the loop stops early when
-    the input ends (all workers agree), and `steps_run` says how far it got.
+    the optimizer and increments the global step (unless `count_steps` is false: under
+    ParameterServerStrategy the coordinator counts the steps of the functions that finished).
+    With `finite` data the loop stops early when the input ends (all workers agree), and
+    `steps_run` says how far it got.
     """
     replicas = strategy.num_replicas_in_sync
     optimizer = optimizers[0][0]  # the one that scales the loss (several never do)
@@ -95,7 +98,8 @@ def make_train_loop(
             pairs = zip(grads[start:start + len(variables)], variables)
             part.apply_gradients([(g, v) for g, v in pairs if g is not None])
             start += len(variables)
-        global_step.assign_add(1)
+        if count_steps:
+            global_step.assign_add(1)
         fetches = hook_fetches(spec, is_chief)
         if sorted(fetches) != sorted(fetch_keys):
             raise ValueError(

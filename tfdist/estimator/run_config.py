@@ -45,6 +45,7 @@ _REPLACEABLE = (
     "train_distribute",
     "eval_distribute",
     "steps_per_loop",
+    "steps_per_function",
     "on_nonfinite",
     "max_nonfinite_restores",
 )
@@ -59,12 +60,6 @@ def _check_strategy(name: str, value: Any) -> None:
         return
     checks.instance(name, value, tf.distribute.Strategy,
                     what="a tf.distribute.Strategy (e.g. tfdist.get_strategy())", allow_none=True)
-    if "ParameterServer" in type(value).__name__:
-        raise ValueError(
-            f"{name}={type(value).__name__} is not supported: tfdist.estimator trains with "
-            "mirrored strategies. Use tfdist.get_strategy() (MultiWorkerMirroredStrategy when "
-            "TF_CONFIG lists several workers) and drop the ps tasks."
-        )
 
 
 class RunConfig:
@@ -87,12 +82,17 @@ class RunConfig:
         log_step_count_steps: Log loss and steps/sec (chief) every this many steps; `None`
             disables it. Defaults to 100.
         train_distribute: The strategy to train under. Defaults to `None`:
-            `tfdist.get_strategy()` (multi-worker when TF_CONFIG lists several workers).
+            `tfdist.get_strategy()` (multi-worker when TF_CONFIG lists several workers,
+            parameter-server when it has ps tasks).
         eval_distribute: The strategy an `evaluator` task evaluates under. Defaults to `None`
             (the default strategy). Training processes evaluate under their training strategy.
         steps_per_loop: Training steps per `tf.function` call (tfdist addition). Hooks'
             `before_run`/`after_run` wrap each call, so the default of 1 runs them every step
             as tf.estimator did; raise it for speed. Defaults to 1.
+        steps_per_function: Under `ParameterServerStrategy` (TF_CONFIG with ps tasks): most
+            training steps per function the chief schedules on a worker; a loop call of
+            `steps_per_loop` steps is split into such functions (tfdist addition). Defaults
+            to 10.
         on_nonfinite: A NaN or infinite loss: `"stop"` raises `NanLossDuringTrainingError`
             naming the step; `"restore"` goes back to the newest checkpoint and trains on (the
             batches since are skipped), at most `max_nonfinite_restores` times (tfdist
@@ -125,6 +125,7 @@ class RunConfig:
         eval_distribute: tf.distribute.Strategy | None = None,
         *,
         steps_per_loop: int = 1,
+        steps_per_function: int = 10,
         on_nonfinite: str = "stop",
         max_nonfinite_restores: int = 3,
         **obsolete: Any,
@@ -158,6 +159,7 @@ class RunConfig:
         _check("log_step_count_steps", log_step_count_steps)
         _check("keep_checkpoint_max", keep_checkpoint_max, allow_none=False)
         _check("steps_per_loop", steps_per_loop, allow_none=False)
+        _check("steps_per_function", steps_per_function, allow_none=False)
         checks.one_of("on_nonfinite", on_nonfinite, outer_loop.NONFINITE_ACTIONS)
         checks.non_negative_int("max_nonfinite_restores", max_nonfinite_restores)
         if tf_random_seed is not None and not checks.is_integer(tf_random_seed):
@@ -179,6 +181,7 @@ class RunConfig:
         self._train_distribute = train_distribute
         self._eval_distribute = eval_distribute
         self._steps_per_loop = steps_per_loop
+        self._steps_per_function = steps_per_function
         self._on_nonfinite = on_nonfinite
         self._max_nonfinite_restores = max_nonfinite_restores
         self._cluster = cluster_lib.resolve()
@@ -195,6 +198,7 @@ class RunConfig:
     train_distribute = property(lambda self: self._train_distribute)
     eval_distribute = property(lambda self: self._eval_distribute)
     steps_per_loop = property(lambda self: self._steps_per_loop)
+    steps_per_function = property(lambda self: self._steps_per_function)
     on_nonfinite = property(lambda self: self._on_nonfinite)
     max_nonfinite_restores = property(lambda self: self._max_nonfinite_restores)
     session_config = property(lambda self: None)

@@ -10,7 +10,10 @@
   the exporters, until training has ended by the one protocol of every tfdist evaluator
   (`tfdist.outer_loop.evaluate_continuously`): a checkpoint at `max_steps` was evaluated, or
   the chief has written `training_done` and its newest checkpoint was evaluated.
-- **ps**: not supported.
+- **chief / worker / ps** (TF_CONFIG with ps tasks): `ParameterServerStrategy`. Worker and ps
+  tasks serve inside `tfdist.get_strategy` until the launcher stops them (the call never
+  returns there); the chief schedules the steps on the workers (`ps_training`), checkpoints,
+  and writes `training_done`. Evaluation is the evaluator task's, as above.
 """
 
 from __future__ import annotations
@@ -50,7 +53,7 @@ def train_and_evaluate(estimator: Estimator, train_spec: TrainSpec,
     Raises:
         RuntimeError: TensorFlow is in graph mode (`disable_eager_execution()`).
         TypeError: Arguments of the wrong types.
-        ValueError: This task is a parameter server.
+        ValueError: TF_CONFIG with ps tasks but no chief or no workers.
     """
     require_eager("tfdist.estimator.train_and_evaluate")
     if not isinstance(estimator, Estimator):
@@ -63,7 +66,6 @@ def train_and_evaluate(estimator: Estimator, train_spec: TrainSpec,
     if not isinstance(eval_spec, EvalSpec):
         raise TypeError(f"eval_spec must be an EvalSpec; received {type(eval_spec).__name__}.")
     cluster = estimator.config.cluster
-    cluster.refuse_ps("tfdist.estimator")
     if cluster.is_evaluator:
         return _run_evaluator(estimator, train_spec, eval_spec)
     if cluster.is_local:
