@@ -281,3 +281,13 @@ def test_per_worker_data_is_checked_before_any_worker_is_asked(spec, message):
     # The checks come before the strategy is touched, so the default strategy stands in here.
     with pytest.raises(data.DataConfigError, match=message):
         data.per_worker(tf.distribute.get_strategy(), spec())
+
+
+def test_a_worker_index_tensor_as_input_pipeline_id_shards_by_example():
+    # The Estimator's per-worker input_fn under ParameterServerStrategy passes the worker's
+    # index as a tensor (known only on the worker): tfdist.data.input_fn must shard with it.
+    spec = data.DataSpec(source=lambda ctx: tf.data.Dataset.range(8), global_batch_size=2,
+                         shuffle_buffer=0, repeat=False)
+    ctx = tf.distribute.InputContext(num_input_pipelines=2, input_pipeline_id=tf.constant(1, tf.int64))
+    batches = [b.numpy().tolist() for b in data.input_fn(spec)(ctx)]
+    assert batches == [[1, 3], [5, 7]]

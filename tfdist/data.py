@@ -233,7 +233,9 @@ def plan_sharding(
 
     Args:
         spec: The data.
-        input_context: The pipeline's context; `None` means one pipeline and one replica.
+        input_context: The pipeline's context; `None` means one pipeline and one replica. An
+            `input_pipeline_id` that is a tensor (a worker's index under parameter-server
+            training) shards by example, as `worker_shard` does.
 
     Returns:
         The `ShardingInfo` that `make_dataset` applies.
@@ -309,7 +311,9 @@ def make_dataset(
 
     Args:
         spec: The data.
-        input_context: The pipeline's context; `None` means one pipeline and one replica.
+        input_context: The pipeline's context; `None` means one pipeline and one replica. An
+            `input_pipeline_id` that is a tensor (a worker's index under parameter-server
+            training) shards by example, as `worker_shard` does.
         worker_shard: `(num_workers, worker_index)` with the index a tensor known only on the
             worker (parameter-server training): shard by example before anything else.
 
@@ -317,6 +321,11 @@ def make_dataset(
         A dataset of per-replica batches for this pipeline, with TensorFlow's auto-sharding off.
     """
     ctx = input_context or tf.distribute.InputContext()
+    if tf.is_tensor(ctx.input_pipeline_id) and worker_shard is None:
+        # Parameter-server training (the Estimator's per-worker input_fn): the pipeline's index
+        # is the worker's, a tensor known only on the worker. Shard by example with it.
+        worker_shard = (ctx.num_input_pipelines, ctx.input_pipeline_id)
+        ctx = tf.distribute.InputContext(num_replicas_in_sync=ctx.num_replicas_in_sync)
     info = plan_sharding(spec, ctx)
     _log_once(info)
     n, i = info.num_input_pipelines, info.input_pipeline_id
