@@ -99,6 +99,10 @@ def build_parser() -> argparse.ArgumentParser:
                       help="measure the predict route (tfdist-predict vs Keras predict, mirrored, "
                            "1 worker x N cores, N workers x 1 core, input pipeline) instead of "
                            "the training routes")
+    what.add_argument("--parameter-server", action="store_true",
+                      help="measure parameter-server training (1 chief + --workers workers + 1 ps; "
+                           "routes ctl and estimator) against the same workers under "
+                           "MultiWorkerMirroredStrategy, instead of the training routes")
     sizes.add_argument("--predict-rows", type=cli_args.int_at_least(1, 32768), default=32768,
                        help="examples each predict row scores; default 32768")
     parser.add_argument("--_worker", metavar="SPEC", help=argparse.SUPPRESS)
@@ -168,6 +172,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if args.predict:
         return _predict(args, options)
+    if args.parameter_server:
+        return _parameter_server(options)
     try:
         report = benchmark.run(options)
     except (multiworker.BenchError, StrategyError) as err:
@@ -181,6 +187,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         reason = plot.write(report, options.plot_path)
         if reason:
             print(f"{PROG}: {reason}", file=sys.stderr, flush=True)
+    return 0
+
+
+def _parameter_server(options: options_lib.BenchOptions) -> int:
+    import tempfile
+
+    from tfdist.bench import multiworker
+    from tfdist.bench import parameter_server
+
+    try:
+        with tempfile.TemporaryDirectory(prefix="tfdist-bench-ps-") as work_dir:
+            report = parameter_server.run(
+                options, work_dir, say=lambda line: print(line, file=sys.stderr, flush=True))
+    except multiworker.BenchError as err:
+        print(f"{PROG}: error: {err}", file=sys.stderr, flush=True)
+        return FAILURE
+    print(parameter_server.render(report), flush=True)
+    if options.json_path:
+        with open(options.json_path, "w") as f:
+            json.dump({"parameter_server": report}, f, indent=1)
     return 0
 
 

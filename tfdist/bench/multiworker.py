@@ -142,6 +142,10 @@ def worker_main(spec_path: str) -> int:
     fields: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v  # JSON lists -> tuples
                               for k, v in spec["options"].items()}
     options = BenchOptions(**fields)
+    if spec["row"] == "parameter_server":  # chief + workers + ps: its own worker mode
+        from tfdist.bench import parameter_server
+
+        return parameter_server.worker_main(spec, options)
     rank = int(os.environ.get("TFDIST_RANK", "0"))
     _inject_fault(spec["row"], rank)
     # Before TensorFlow starts: it sizes its thread pools from the affinity mask.

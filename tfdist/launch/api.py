@@ -36,6 +36,7 @@ def run(
     *,
     chief: bool = False,
     evaluator: bool = False,
+    num_ps: int = 0,
     args: Sequence[str] = (),
     timeout: float | None = None,
     max_restarts: int = 0,
@@ -58,6 +59,8 @@ def run(
         num_workers: Worker processes. Defaults to 2.
         chief: Add a chief process. Defaults to False.
         evaluator: Add an evaluator process. Defaults to False.
+        num_ps: Parameter-server processes (needs `chief`); they serve until the chief (and
+            evaluator) have finished, then are stopped. Defaults to 0.
         args: String arguments for the script or function. Defaults to none.
         timeout: Seconds for the whole run; None waits as long as it takes.
         max_restarts: Relaunch the group up to this many times after a failure. Defaults to 0.
@@ -88,7 +91,8 @@ def run(
     log_env, drop_noise = quiet.child_log_settings(verbose, os.environ, extra_env)
     output = Output(stream=sys.stdout if stream else None, capture=True, log_dir=log_dir,
                     messages=sys.stderr if stream else None, drop_startup_noise=drop_noise)
-    topology = layout.Topology(num_workers=num_workers, chief=chief, evaluator=evaluator)
+    topology = layout.Topology(num_workers=num_workers, chief=chief, evaluator=evaluator,
+                               num_ps=num_ps)
     launcher = Launcher(command, topology, max_restarts=max_restarts, timeout=timeout, grace=grace,
                         env={**log_env, **extra_env}, output=output)
     return list(launcher.run().results)
