@@ -789,3 +789,16 @@ def test_servers_are_stopped_at_once_when_the_chief_fails_after_a_ps(tmp_path):
     assert "chief:0 failed (exit code 250)" in result.stderr
     assert time.monotonic() - started < 30, result.stderr  # not the 60 s failure grace
     assert_no_processes(tmp_path)
+
+
+def test_run_starts_parameter_servers_and_stops_them_when_the_chief_is_done(tmp_path):
+    code = textwrap.dedent("""
+        import json, os, sys, time
+        print(json.loads(os.environ["TF_CONFIG"])["task"]["type"], flush=True)
+        if os.environ["TFDIST_TASK_TYPE"] != "chief":
+            time.sleep(300)
+    """)
+    results = launch.run([PY, "-c", code, str(tmp_path)], num_workers=1, chief=True, num_ps=2,
+                         stream=False, grace=1, timeout=60)
+    assert [r.name for r in results] == ["chief:0", "worker:0", "ps:0", "ps:1"]
+    assert results[0].returncode == 0 and results[2].output.strip() == "ps"
