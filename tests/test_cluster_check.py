@@ -42,7 +42,7 @@ def config(own_port, *peers, task=("worker", 0)):
 def run_check(tf_config, *args):
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "TF_CONFIG": tf_config}
     return subprocess.run([sys.executable, "-m", "tfdist.cluster", "--check", "--linger", "0", *args],
-                          env=env, capture_output=True, text=True, timeout=120, cwd=REPO_ROOT)
+                          env=env, capture_output=True, text=True, timeout=300, cwd=REPO_ROOT)
 
 
 def test_check_peers_finds_the_listener_and_names_the_closed_port(listening, closed_port):

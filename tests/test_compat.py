@@ -266,7 +266,7 @@ def ps_fit_outcomes(tmp_path_factory):
     patches, and a sharded embedding probed there. In a subprocess: its in-process gRPC servers
     cannot be stopped."""
     result = subprocess.run([sys.executable, PS_FIT, str(tmp_path_factory.mktemp("ps_fit"))],
-                            capture_output=True, text=True, timeout=120,
+                            capture_output=True, text=True, timeout=300,
                             env=multiworker.subprocess_env(), cwd=multiworker.REPO_ROOT)
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
@@ -392,7 +392,7 @@ print(json.dumps({"first": first, "again": again, "timeout": config.cluster_regi
 
 def test_coordination_startup_configures_a_bounded_barrier_once():
     out = subprocess.run([sys.executable, "-c", _CONFIGURE], env=subprocess_env(), cwd=str(REPO_ROOT),
-                         capture_output=True, text=True, timeout=120)
+                         capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     config = json.loads(out.stdout.strip().splitlines()[-1])
     assert config == {"first": True, "again": False, "timeout": 20000, "barrier": True,
@@ -601,7 +601,7 @@ print(json.dumps({"keras_src": sorted(m for m in sys.modules if m.startswith("ke
 
 def test_import_tfdist_data_loads_no_keras_patches():
     out = subprocess.run([sys.executable, "-c", _IMPORT_DATA], env=subprocess_env(),
-                         cwd=str(REPO_ROOT), capture_output=True, text=True, timeout=120)
+                         cwd=str(REPO_ROOT), capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     loaded = json.loads(out.stdout.strip().splitlines()[-1])
     assert loaded["keras_src"] == []  # beyond what `import tensorflow` itself loads

@@ -605,6 +605,6 @@ def test_constructing_canned_estimators_and_heads_does_not_start_tensorflow():
     import sys
 
     done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True,
-                          env=multiworker.subprocess_env(), timeout=120)
+                          env=multiworker.subprocess_env(), timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "runtime not started" in done.stdout

@@ -172,7 +172,7 @@ print(json.dumps(errors))
 def test_graph_mode_is_one_clear_error(tmp_path):
     # disable_eager_execution is process-global: run it in a child, not in pytest's process.
     result = subprocess.run([sys.executable, "-c", _GRAPH_MODE_PROGRAM, str(tmp_path)],
-                            capture_output=True, text=True, timeout=120,
+                            capture_output=True, text=True, timeout=300,
                             env=multiworker.subprocess_env(), cwd=multiworker.REPO_ROOT)
     assert result.returncode == 0, result.stderr[-3000:]
     errors = json.loads(result.stdout.strip().splitlines()[-1])

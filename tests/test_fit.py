@@ -224,7 +224,7 @@ def test_uncaught_error_around_fit_exits_the_process(mode):
     """Issue 13: a NameError escaping `fit` hung the process at exit (a thread started during
     interpreter finalization never runs). It exits with the traceback's status, as without tfdist."""
     result = subprocess.run([sys.executable, UNCAUGHT_ERROR, mode], capture_output=True, text=True,
-                            timeout=120, env=multiworker.subprocess_env(), cwd=multiworker.REPO_ROOT)
+                            timeout=300, env=multiworker.subprocess_env(), cwd=multiworker.REPO_ROOT)
     assert result.returncode == 1, result.stderr[-3000:]
     assert result.stderr.rstrip().endswith("NameError: name 'undefined_name' is not defined")
 

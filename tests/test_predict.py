@@ -431,7 +431,7 @@ def test_the_binary_prints_one_error_line_and_exits_2(files, tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "tfdist.predict_main", f"--model={tmp_path / 'nope.keras'}",
          f"--input={files['npy']}", f"--output_dir={tmp_path / 'out'}"],
-        capture_output=True, text=True, timeout=120, env=env,
+        capture_output=True, text=True, timeout=300, env=env,
         cwd=multiworker.REPO_ROOT)
     assert result.returncode == 2, result.stderr
     lines = [line for line in result.stderr.splitlines() if line.strip()]

@@ -77,7 +77,7 @@ def test_importing_tensorflow_quietly_keeps_other_stderr_lines():
             "quiet.importing_tensorflow(True)\n"
             "print('after', file=sys.stderr)\n")
     result = subprocess.run([PY, "-c", code], cwd=REPO_ROOT, env=_env_without_level(),
-                            capture_output=True, text=True, timeout=120)
+                            capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert _noise_in(result.stderr) == [], result.stderr
     assert result.stderr.strip().splitlines()[-1] == "after"

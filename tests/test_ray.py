@@ -45,7 +45,7 @@ def test_init_loopback_refuses_after_ray_import_in_cluster_mode():
     code = "import ray\nfrom tfdist.launch import ray as r\nr.init_loopback()"
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
     result = subprocess.run([sys.executable, "-c", code], env={**env, "PYTHONPATH": str(REPO_ROOT)},
-                            capture_output=True, text=True, timeout=120, cwd=REPO_ROOT)
+                            capture_output=True, text=True, timeout=300, cwd=REPO_ROOT)
     assert result.returncode == 1 and "init_loopback() must run before `import ray`" in result.stderr
 
 

@@ -122,7 +122,7 @@ def test_virtual_cpus_in_a_fresh_process():
         "print(tfdist.describe(s))"
     )
     out = subprocess.run(
-        [sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120
+        [sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300
     )
     assert out.returncode == 0, out.stderr
     assert "MirroredStrategy: 3 replica(s), 1 worker(s), devices=[CPU:0, CPU:1, CPU:2]" in out.stdout

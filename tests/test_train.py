@@ -231,7 +231,7 @@ def test_invalid_flags_fail_fast_with_one_line(tmp_path, args, env, names):
 
 def test_runtime_checks_name_the_flag_before_training(tmp_path):
     result = _run([*TRAIN, f"--model_dir={tmp_path}", "--strategy=mirrored", "--virtual_cpus=2",
-                   "--global_batch_size=63"], timeout=120)
+                   "--global_batch_size=63"], timeout=300)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith(
         "tfdist-train: error: --global_batch_size: global_batch_size=63 does not divide evenly "
