@@ -139,7 +139,7 @@ def plot_available() -> bool:
     (["--call-lengths", "60,100", "--steps-per-call", "50"],
      ["--call-lengths=60,100", "e.g. --call-lengths=50,100"]),
     (["--levers", "--remat-modes", "none,blocks"],
-     ["--remat-modes", "'blocks'", "none,full,activations,larger_than"]),
+     ["--remat-modes", "'blocks'", "none,full,activations"]),
     (["--levers", "--remat-batch", "0"], ["--remat-batch", "'0'", ">= 1"]),
 ])
 def test_usage_errors_are_one_line_and_exit_2_before_tensorflow(args, expected):

@@ -66,10 +66,9 @@ def test_recompute_builder_marks_the_layers_and_checks_its_arguments():
     assert all(layer._remat_mode is not None and layer._remat_mode.mode == "full"
                for layer in marked.layers if layer.weights)
     assert all(layer._remat_mode is None for layer in build().layers)
-    with pytest.raises(ValueError, match=r"Received: remat='blocks'\. Valid values: none, full"):
-        recompute.builder(build, "blocks")
-    with pytest.raises(ValueError, match=r"Received: output_size_threshold=0"):
-        recompute.builder(build, "larger_than", output_size_threshold=0)
+    with pytest.raises(ValueError, match=r"Received: remat='larger_than'\. Valid values: none, "
+                                         r"full, activations"):
+        recompute.builder(build, "larger_than")  # fails inside tf.function upstream
 
 
 def test_recomputed_gradients_equal_stored_ones():

@@ -25,9 +25,10 @@ from typing import Any, TypeVar
 
 from tfdist import checks
 
-# "none", then Keras's RematScope modes that need no more arguments than a threshold.
-MODES = ("none", "full", "activations", "larger_than")
-DEFAULT_OUTPUT_SIZE_THRESHOLD = 1024  # Keras's: elements of one example's output
+# "none", then the Keras RematScope modes that work inside tf.function (with compat.keras_remat).
+# Not "larger_than": it sizes each layer's output with `compute_output_spec` on the real graph
+# tensors, which fails in graph mode ("'SymbolicTensor' object has no attribute 'sparse'").
+MODES = ("none", "full", "activations")
 
 T = TypeVar("T")
 
@@ -38,20 +39,17 @@ def check_mode(mode: str, *, name: str = "remat", error: type[Exception] = Value
 
 
 @contextlib.contextmanager
-def scope(mode: str, *, output_size_threshold: int = DEFAULT_OUTPUT_SIZE_THRESHOLD) -> Iterator[None]:
+def scope(mode: str) -> Iterator[None]:
     """Layers created in the block recompute as `mode` says (`"none"`: a no-op block).
 
     Args:
         mode: One of `MODES`. `"full"`: every layer; `"activations"`: only the activation
-            functions of layers that have one; `"larger_than"`: layers whose output has more than
-            `output_size_threshold` elements per example.
-        output_size_threshold: For `"larger_than"`. Defaults to 1024.
+            functions of layers that have one.
 
     Raises:
-        ValueError: An unknown mode or a threshold that is not a positive integer.
+        ValueError: An unknown mode.
     """
     check_mode(mode)
-    checks.positive_int("output_size_threshold", output_size_threshold)
     if mode == "none":
         yield
         return
@@ -60,18 +58,16 @@ def scope(mode: str, *, output_size_threshold: int = DEFAULT_OUTPUT_SIZE_THRESHO
     from tfdist.compat import keras_remat
 
     keras_remat.install()  # keyword arguments inside tf.function (keras-team/keras#21207)
-    with keras.RematScope(mode=mode, output_size_threshold=output_size_threshold):
+    with keras.RematScope(mode=mode):
         yield
 
 
-def builder(build: Callable[[], T], mode: str, *,
-            output_size_threshold: int = DEFAULT_OUTPUT_SIZE_THRESHOLD) -> Callable[[], T]:
+def builder(build: Callable[[], T], mode: str) -> Callable[[], T]:
     """Wraps a zero-argument model builder so that it builds under `scope(mode)`.
 
     Args:
         build: Builds the model (e.g. `lambda: models.build("transformer", ...)`).
         mode: One of `MODES`; `"none"` returns `build` itself.
-        output_size_threshold: For `"larger_than"`. Defaults to 1024.
 
     Returns:
         A builder for any route: `tfdist.loop.Trainer(model=...)`, an Estimator `model_fn`, or
@@ -81,7 +77,6 @@ def builder(build: Callable[[], T], mode: str, *,
         ValueError: An unknown mode (checked now, not when the model is built).
     """
     check_mode(mode)
-    checks.positive_int("output_size_threshold", output_size_threshold)
     if mode == "none":
         return build
 
@@ -89,7 +84,7 @@ def builder(build: Callable[[], T], mode: str, *,
     def build_recomputing(*args: Any, **kwargs: Any) -> T:
         from tfdist.compat import keras_remat
 
-        with scope(mode, output_size_threshold=output_size_threshold):
+        with scope(mode):
             model = build(*args, **kwargs)
         # The model is a layer created in the scope too; recomputing it whole on top of its
         # layers would run the forward pass three times for no further saving.

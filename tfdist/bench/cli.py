@@ -108,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
                            "Transformer, one fresh process per mode); docs/performance.md")
     sizes.add_argument("--remat-modes", default="none,full",
                        help="with --levers: comma-separated tfdist.recompute modes to compare "
-                            "(none,full,activations,larger_than; none first is the baseline); "
+                            "(none,full,activations; none first is the baseline); "
                             "'' skips recomputation; default none,full")
     sizes.add_argument("--remat-batch", type=cli_args.int_at_least(1, 32), default=32,
                        help="with --levers: the recomputation model's batch; default 32")
