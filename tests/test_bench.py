@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 import os
 import subprocess
 import sys
@@ -136,6 +138,9 @@ def plot_available() -> bool:
     (["--call-lengths", "100,x"], ["--call-lengths", "'100,x'", "e.g. 100,200,300"]),
     (["--call-lengths", "60,100", "--steps-per-call", "50"],
      ["--call-lengths=60,100", "e.g. --call-lengths=50,100"]),
+    (["--levers", "--remat-modes", "none,blocks"],
+     ["--remat-modes", "'blocks'", "none,full,activations"]),
+    (["--levers", "--remat-batch", "0"], ["--remat-batch", "'0'", ">= 1"]),
 ])
 def test_usage_errors_are_one_line_and_exit_2_before_tensorflow(args, expected):
     code = ("import sys\nfrom tfdist.bench import cli\n"
@@ -279,3 +284,53 @@ def test_predict_targets_pair_rows_within_a_rep_and_render():
 def test_predict_rows_flag_is_checked_before_tensorflow():
     result = _bench("--predict", "--predict-rows", "0")
     assert result.returncode == 2 and "--predict-rows" in result.stderr, result.stderr
+
+
+# --- --levers: the device levers ----------------------------------------------------------------
+
+
+def test_remat_worker_trains_and_reports_its_memory(capsys):
+    from tfdist.bench import levers
+
+    workload = levers.RematWorkload(seq_len=8, features=4, embed_dim=8, num_heads=2, ff_dim=16,
+                                    num_layers=1, batch=4, steps=2)
+    spec = {"mode": "full", "workload": dataclasses.asdict(workload), "seed": 0}
+    assert levers.remat_worker_main(json.dumps(spec)) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["mode"] == "full" and len(result["step_seconds"]) == 2
+    assert result["peak_rss_mb"] >= result["base_rss_mb"] > 100  # TensorFlow alone is more
+    assert math.isfinite(result["first_loss"])
+
+
+def test_levers_targets_and_render():
+    from tfdist.bench import levers
+
+    def row(seconds, peak):
+        return {"examples_per_sec": timing.summary([512 / s for s in seconds]),
+                "seconds": seconds, "peak": peak,
+                "ratio_to_float32": timing.paired_ratio([1.0, 1.0], seconds)}
+
+    def mode(peak, base, step):
+        return {"peak_rss_mb": timing.summary([peak]), "base_rss_mb": timing.summary([base]),
+                "training_mb": timing.summary([peak - base]), "step_seconds": timing.summary([step]),
+                "first_loss": 2.3}
+
+    section = {
+        "precision": {"model": "dense", "description": "MLP", "batch": 512, "steps": 10,
+                      "fast_bfloat16": None,
+                      "policies": {"float32": row([1.0, 1.0], 3e10),
+                                   "mixed_bfloat16": row([0.5, 0.6], 6e10)}},
+        "remat": {"description": "Transformer", "workload": {},
+                  "modes": {"none": mode(2000, 700, 1.0), "full": mode(1300, 700, 1.3),
+                            "activations": mode(1300, 700, 1.5)}},
+    }
+    checks = {t["name"]: t for t in levers.targets(section)}
+    bf16 = checks["mixed_bfloat16 dense >= 1.6x float32 examples/s"]
+    assert bf16["met"] and bf16["value"] == pytest.approx(1.833, abs=1e-3)  # median of 2.0, 1.67
+    full = checks["remat=full: peak memory <= 0.7x at <= 1.35x step time"]
+    assert full["met"] and full["value"] == pytest.approx(0.65)
+    slow = checks["remat=activations: peak memory <= 0.7x at <= 1.35x step time"]
+    assert not slow["met"] and "step time 1.50x" in slow["detail"]  # memory alone is not enough
+    section["targets"] = levers.targets(section)
+    text = levers.render(section, markdown=True)
+    assert "| mixed_bfloat16 |" in text and "| full |" in text and "no (emulated)" in text

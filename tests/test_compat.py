@@ -607,3 +607,79 @@ def test_import_tfdist_data_loads_no_keras_patches():
     assert loaded["keras_src"] == []  # beyond what `import tensorflow` itself loads
     assert loaded["compat"] == ["tfdist.compat", "tfdist.compat.iterator_teardown",
                                 "tfdist.compat.strategy_workers"]
+
+
+# --- compat.keras_remat: RematScope inside tf.function (keras-team/keras#21207) ------------------
+
+
+class MatmulRelu(keras.layers.Layer):
+    """A user layer whose call takes only its inputs (so no keyword reaches remat)."""
+
+    def build(self, input_shape):
+        self.kernel = self.add_weight(shape=(input_shape[-1], 4), initializer="ones")
+
+    def call(self, x):
+        return keras.ops.relu(keras.ops.matmul(x, self.kernel))
+
+
+def _remat_step(make_layer, *, upstream, policy="float32"):
+    """One compiled gradient step through a layer made under RematScope('full')."""
+    from keras.src.backend.tensorflow import core as tf_backend_core
+
+    from tfdist.compat import keras_remat
+
+    tf_backend_core.remat = keras_remat._upstream_remat if upstream else keras_remat.remat
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        with keras.RematScope(mode="full"):
+            layer = make_layer()
+        x = tf.ones((2, 3))
+        layer(x)
+
+        @tf.function
+        def step():
+            with tf.GradientTape() as tape:
+                value = tf.reduce_sum(tf.cast(layer(x, training=True), tf.float32))
+            return tape.gradient(value, layer.trainable_variables)
+
+        return [g.numpy() for g in step()]
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+        keras_remat.install()
+
+
+def test_canary_keras_remat_still_fails_on_keywords_inside_tf_function():
+    """Fails when Keras's TensorFlow remat takes `training=` inside tf.function: then drop the
+    keyword handling of compat/keras_remat.py."""
+    with pytest.raises(ValueError, match="supports keywords arguments only when eager"):
+        _remat_step(lambda: keras.layers.Dense(4, activation="relu"), upstream=True)
+    grads = _remat_step(lambda: keras.layers.Dense(4, activation="relu"), upstream=False)
+    assert [g.shape for g in grads] == [(3, 4), (4,)]
+
+
+def test_canary_keras_remat_still_recomputes_outside_the_autocast_scope():
+    """Fails when Keras's remat replays the layer's autocast scope in the backward pass: then
+    drop the AutocastScope of compat/keras_remat.py."""
+    with pytest.raises(TypeError, match="ReluGrad"):
+        _remat_step(MatmulRelu, upstream=True, policy="mixed_bfloat16")
+    grads = _remat_step(MatmulRelu, upstream=False, policy="mixed_bfloat16")
+    np.testing.assert_allclose(grads[0], np.full((3, 4), 2.0))  # d/dk sum(relu(x @ k)), x = 1
+
+
+def test_canary_keras_remat_still_marks_the_model_itself():
+    """Fails when a functional model built in a RematScope is no longer marked itself: then
+    compat.keras_remat.unmark_model can go."""
+    from tfdist import recompute
+
+    def build():
+        inputs = keras.Input((3,))
+        hidden = keras.layers.Dense(4)(inputs)
+        return keras.Model(inputs, keras.layers.Dropout(0.5)(hidden))
+
+    with keras.RematScope(mode="full"):
+        upstream = build()
+    assert upstream._remat_mode is not None
+    model = recompute.builder(build, "full")()
+    assert model._remat_mode is None
+    dense, dropout = model.layers[1:]
+    assert dense._remat_mode is not None and dropout._remat_mode is None  # masks are kept

@@ -210,6 +210,9 @@ def test_ctl_resumes_a_finished_run_and_an_evaluator_task_evaluates_it(tmp_path,
     (["--steps_per_loop=0"], {}, "--steps_per_loop"),
     (["--eval_every=-1"], {}, "--eval_every"),
     (["--virtual_cpus=0"], {}, "--virtual_cpus"),
+    (["--precision=bf16"], {}, "--precision"),
+    (["--precision=mixed_bfloat16", "--mixed_precision"], {}, "not both"),
+    (["--remat=blocks"], {}, "--remat"),
     (["--strategy=mirrored"], {"TF_CONFIG": _TWO_WORKERS}, "--strategy=mirrored"),
     (["--route=fit"], {"TF_CONFIG": _EVALUATOR}, "--route=fit"),
     (["--route=fit"], {"TF_CONFIG": _PS}, "--route=fit has no parameter-server training"),
@@ -265,7 +268,7 @@ def test_console_script_and_help(tmp_path):
                  "--dataset", "--model_dir",
                  "--train_steps", "--epochs", "--global_batch_size", "--learning_rate",
                  "--steps_per_loop", "--eval_every", "--seed", "--deterministic",
-                 "--mixed_precision"):
+                 "--mixed_precision", "--precision", "--remat"):
         assert f"  {flag}:" in result.stdout or f"  --[no]{flag[2:]}:" in result.stdout, flag
 
 

@@ -18,6 +18,8 @@ from absl import flags
 from input_pipelines import registry as dataset_registry
 from models import registry as model_registry
 from tfdist import cluster as cluster_lib
+from tfdist import precision as precision_lib
+from tfdist import recompute as recompute_lib
 from tfdist.runner import options as options_lib
 
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(options_lib.TrainOptions)
@@ -58,6 +60,14 @@ def _check_cluster(values: dict) -> bool:
         options_lib.check_cluster(values["route"], values["strategy"], cluster)
     except ValueError as e:  # ClusterConfigError and RunError
         raise flags.ValidationError(str(e)) from None
+    return True
+
+
+def _check_precision(values: dict) -> bool:
+    if values["precision"] and values["mixed_precision"]:
+        raise flags.ValidationError(
+            f"set --precision or --mixed_precision, not both (received --precision="
+            f"{values['precision']} --mixed_precision); --precision names the policy itself")
     return True
 
 
@@ -114,6 +124,15 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
     flags.DEFINE_boolean("mixed_precision", d["mixed_precision"],
                          "Compute in 16-bit floats: mixed_float16 on GPUs, mixed_bfloat16 on CPUs.",
                          flag_values=fv)
+    flags.DEFINE_enum("precision", d["precision"] or None, list(precision_lib.POLICIES),
+                      "Keras dtype policy for every route: float32, mixed_bfloat16 (fast where the "
+                      "CPU has AMX/AVX512_BF16 or the GPU compute capability >= 8.0; tfdist says so "
+                      "in a log line) or mixed_float16 (loss-scaled). Default: float32, or what "
+                      "--mixed_precision picks.", flag_values=fv)
+    flags.DEFINE_enum("remat", d["remat"], list(recompute_lib.MODES),
+                      "Recompute activations in the backward pass instead of storing them "
+                      "(less memory, more compute): none, or a keras.RematScope mode applied to "
+                      "the model's layers (docs/performance.md#recomputation).", flag_values=fv)
     flags.DEFINE_enum("on_nonfinite", d["on_nonfinite"], ["stop", "restore"],
                       "A NaN/inf training loss: stop with an error naming the step, or restore "
                       "the newest checkpoint (fit: backup) and train on.", flag_values=fv)
@@ -127,6 +146,8 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
     flags.register_multi_flags_validator(["train_steps", "epochs"], _check_steps_or_epochs,
                                          flag_values=fv)
     flags.register_multi_flags_validator(["route", "strategy"], _check_cluster, flag_values=fv)
+    flags.register_multi_flags_validator(["precision", "mixed_precision"], _check_precision,
+                                         flag_values=fv)
 
 
 def to_options(flag_values: flags.FlagValues = flags.FLAGS) -> options_lib.TrainOptions:
@@ -134,4 +155,5 @@ def to_options(flag_values: flags.FlagValues = flags.FLAGS) -> options_lib.Train
     names = [f.name for f in dataclasses.fields(options_lib.TrainOptions) if f.name in flag_values]
     # Flag values are typed Optional; required flags and validators make them complete here.
     values: dict[str, Any] = {name: flag_values[name].value for name in names}
+    values["precision"] = values.get("precision") or ""
     return options_lib.TrainOptions(**values)

@@ -18,6 +18,7 @@ from tfdist import cluster as cluster_lib
 from tfdist import compat
 from tfdist import parameter_server
 from tfdist import peer_failure
+from tfdist import precision
 from tfdist.compat import coordination_startup
 from tfdist.compat import mirrored_strategy_reuse
 from tfdist.compat import strategy_workers
@@ -188,6 +189,7 @@ def get_strategy(
         chosen = list(devices) if devices else _local_devices(virtual_cpus, num_gpus)
         strategy = mirrored_strategy_reuse.mirrored_strategy(chosen)
     compat.apply(strategy)
+    precision.recommend()  # once per process, a log line where bfloat16 is fast; never a switch
     return strategy
 
 

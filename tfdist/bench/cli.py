@@ -105,7 +105,22 @@ def build_parser() -> argparse.ArgumentParser:
                            "MultiWorkerMirroredStrategy, instead of the training routes")
     sizes.add_argument("--predict-rows", type=cli_args.int_at_least(1, 32768), default=32768,
                        help="examples each predict row scores; default 32768")
+    what.add_argument("--levers", action="store_true",
+                      help="measure the device levers instead of the routes: float32 vs "
+                           "mixed_bfloat16 on --model (reference route, default strategy), and "
+                           "peak memory and step time with and without recomputation (a "
+                           "Transformer, one fresh process per mode); docs/performance.md")
+    sizes.add_argument("--remat-modes", default="none,full",
+                       help="with --levers: comma-separated tfdist.recompute modes to compare "
+                            "(none,full,activations; none first is the baseline); "
+                            "'' skips recomputation; default none,full")
+    sizes.add_argument("--remat-batch", type=cli_args.int_at_least(1, 32), default=32,
+                       help="with --levers: the recomputation model's batch; default 32")
+    sizes.add_argument("--remat-seq-len", type=cli_args.int_at_least(1, 256), default=256,
+                       help="with --levers: its sequence length (attention memory grows with "
+                            "its square); default 256")
     parser.add_argument("--_worker", metavar="SPEC", help=argparse.SUPPRESS)
+    parser.add_argument("--_remat_worker", metavar="SPEC", help=argparse.SUPPRESS)
     parser.add_argument("--_predict_worker", metavar="SPEC", help=argparse.SUPPRESS)
     return parser
 
@@ -151,11 +166,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             from tfdist.bench import multiworker
 
             return multiworker.worker_main(args._worker)
+        if args._remat_worker:
+            from tfdist.bench import levers
+
+            return levers.remat_worker_main(args._remat_worker)
         if args._predict_worker:
             from tfdist.bench import predict as predict_bench
 
             return predict_bench.worker_main(args._predict_worker)
         options = to_options(args)
+        args.remat_modes_parsed = remat_modes(args.remat_modes)
     except cli_args.ParserExit as exit_:
         return exit_.code
     except cli_args.UsageError as err:
@@ -174,6 +194,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _predict(args, options)
     if args.parameter_server:
         return _parameter_server(options)
+    if args.levers:
+        return _levers(args, options)
     try:
         report = benchmark.run(options)
     except (multiworker.BenchError, StrategyError) as err:
@@ -227,6 +249,44 @@ def _predict(args: argparse.Namespace, options: options_lib.BenchOptions) -> int
     if options.json_path:
         with open(options.json_path, "w") as f:
             json.dump({"predict": section}, f, indent=1)
+    return 0
+
+
+def remat_modes(text: str) -> tuple[str, ...]:
+    """`--remat-modes` as a tuple ('' for none), checked before TensorFlow loads."""
+    from tfdist import recompute
+
+    if not text.strip():
+        return ()
+    return options_lib.parse_list("--remat-modes", "mode", text, recompute.MODES)
+
+
+def _levers(args: argparse.Namespace, options: options_lib.BenchOptions) -> int:
+    import shutil
+    import tempfile
+
+    from tfdist.bench import levers
+    from tfdist.bench import multiworker
+
+    work_dir = tempfile.mkdtemp(prefix="tfdist-bench-levers-")
+    try:
+        section = levers.run(
+            model_name=options.model, batch=options.batch, steps=options.steps,
+            steps_per_call=options.steps_per_call, reps=options.reps,
+            peak_size=options.peak_size, seed=options.seed, remat_modes=args.remat_modes_parsed,
+            remat_workload=levers.RematWorkload(batch=args.remat_batch,
+                                                seq_len=args.remat_seq_len),
+            timeout=options.timeout, work_dir=work_dir,
+            say=lambda line: print(line, file=sys.stderr, flush=True))
+    except multiworker.BenchError as err:
+        print(f"{PROG}: error: {err}", file=sys.stderr, flush=True)
+        return FAILURE
+    finally:
+        shutil.rmtree(work_dir, ignore_errors=True)
+    print(levers.render(section, markdown=args.markdown), flush=True)
+    if options.json_path:
+        with open(options.json_path, "w") as f:
+            json.dump({"levers": section}, f, indent=1)
     return 0
 
 

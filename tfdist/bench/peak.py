@@ -18,21 +18,24 @@ from tfdist.bench import timing
 DEFAULT_SIZE = 2048
 
 
-def measure(*, size: int = DEFAULT_SIZE, products: int = 8, reps: int = 5) -> dict[str, Any]:
+def measure(*, size: int = DEFAULT_SIZE, products: int = 8, reps: int = 5,
+            dtype: str = "float32") -> dict[str, Any]:
     """Measures the matmul peak.
 
     Args:
         size: Matrix side. Defaults to 2048.
         products: Matmuls per timed call. Defaults to 8.
         reps: Timed calls. Defaults to 5.
+        dtype: `"float32"`, or `"bfloat16"` for the peak a `mixed_bfloat16` model runs
+            against. Defaults to `"float32"`.
 
     Returns:
         `{"flops_per_sec": summary, "peak": best, "size": size, "products": products}`: `peak`,
         the best timed call, is what the report divides by (a neighbour's load only slows calls
         down, so the fastest is the closest to what the machine can do).
     """
-    a = tf.random.stateless_normal([size, size], seed=[1, 2]) / size**0.5
-    c0 = tf.random.stateless_normal([size, size], seed=[3, 4])
+    a = tf.cast(tf.random.stateless_normal([size, size], seed=[1, 2]) / size**0.5, dtype)
+    c0 = tf.cast(tf.random.stateless_normal([size, size], seed=[3, 4]), dtype)
 
     @tf.function
     def chain(c: tf.Tensor, n: tf.Tensor) -> tf.Tensor:
@@ -49,4 +52,4 @@ def measure(*, size: int = DEFAULT_SIZE, products: int = 8, reps: int = 5) -> di
 
     samples = [once() for _ in range(reps)]
     return {"flops_per_sec": timing.summary(samples), "peak": max(samples), "size": size,
-            "products": products}
+            "products": products, "dtype": dtype}

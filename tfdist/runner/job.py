@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging as logging_std
 import os
@@ -20,6 +21,8 @@ from tfdist import checks
 from tfdist import cluster as cluster_lib
 from tfdist import data as data_lib
 from tfdist import parameter_server
+from tfdist import precision
+from tfdist import recompute
 from tfdist import strategy as strategy_lib
 from tfdist.outer_loop import NONFINITE_ACTIONS
 from tfdist.runner import report as report_lib
@@ -58,8 +61,9 @@ def configure_process(options: TrainOptions) -> None:
     keras.utils.set_random_seed(options.seed)
     if options.deterministic:
         tf.config.experimental.enable_op_determinism()
-    if options.mixed_precision:
-        keras.mixed_precision.set_global_policy(mixed_precision_policy())
+    policy = precision_policy(options)
+    if policy:
+        keras.mixed_precision.set_global_policy(policy)
 
 
 class _OwnInfoOnly(logging_std.Filter):
@@ -83,6 +87,13 @@ def mixed_precision_policy() -> str:
     return "mixed_float16" if tf.config.list_physical_devices("GPU") else "mixed_bfloat16"
 
 
+def precision_policy(options: TrainOptions) -> str | None:
+    """The dtype policy `options` ask for, or None to leave the one in force."""
+    if options.precision:
+        return options.precision
+    return mixed_precision_policy() if options.mixed_precision else None
+
+
 def check(options: TrainOptions, cluster: cluster_lib.ClusterInfo) -> None:
     """Option checks that need the cluster; raises `RunError` before anything is built."""
     if options.route not in ROUTE_FUNCTIONS:
@@ -90,6 +101,13 @@ def check(options: TrainOptions, cluster: cluster_lib.ClusterInfo) -> None:
     check_cluster(options.route, options.strategy, cluster)
     checks.one_of("on_nonfinite", options.on_nonfinite, NONFINITE_ACTIONS, error=RunError)
     checks.non_negative_int("max_nonfinite_restores", options.max_nonfinite_restores, error=RunError)
+    if options.precision:
+        precision.check_policy(options.precision, error=RunError)
+        if options.mixed_precision:
+            raise RunError(f"Invalid value for argument `mixed_precision`. Received: "
+                           f"mixed_precision=True with precision={options.precision!r}. Pass one "
+                           "of them: precision names the policy itself.")
+    recompute.check_mode(options.remat, error=RunError)
 
 
 def _train_steps(options: TrainOptions, train_examples: int | None) -> int:
@@ -176,6 +194,9 @@ def run(options: TrainOptions, *, strategy: tf.distribute.Strategy | None = None
     say(f"tfdist-train: model={options.model} ({model_info['params']:,} parameters, "
         f"{model_info['flops_per_example']:,} FLOPs/example), dataset={data.name}, "
         f"global batch {options.global_batch_size}, {train_steps} steps")
+    policy = precision_policy(options)
+    if policy or options.remat != "none":
+        say(f"tfdist-train: precision={policy or precision.current_policy()}, remat={options.remat}")
     settings = RouteSettings(
         model_dir=options.model_dir, train_steps=train_steps,
         learning_rate=options.learning_rate, steps_per_loop=options.steps_per_loop,
@@ -183,9 +204,11 @@ def run(options: TrainOptions, *, strategy: tf.distribute.Strategy | None = None
         progress=options.progress, on_nonfinite=options.on_nonfinite,
         max_nonfinite_restores=options.max_nonfinite_restores,
     )
-    result = ROUTE_FUNCTIONS[options.route](
-        strategy, lambda: family.build(config), train_spec, eval_spec, settings)
-    report = report_lib.build(options, strategy, cluster, data, model_info, result)
+    build = recompute.builder(lambda: family.build(config), options.remat)
+    # The policy in force while the route builds its model (the Estimator captures it when made).
+    with precision.policy_scope(policy) if policy else contextlib.nullcontext():
+        result = ROUTE_FUNCTIONS[options.route](strategy, build, train_spec, eval_spec, settings)
+        report = report_lib.build(options, strategy, cluster, data, model_info, result)
     if cluster.is_chief and not cluster.is_evaluator:
         path = report_lib.write(report, options.model_dir)
         logging.info("tfdist-train: wrote %s", path)

@@ -42,6 +42,11 @@ class TrainOptions:
             Defaults to `False`.
         mixed_precision: Compute in 16-bit floats (`mixed_float16` on GPUs, `mixed_bfloat16`
             on CPUs). Defaults to `False`.
+        precision: A `tfdist.precision.POLICIES` name, e.g. `"mixed_bfloat16"`; `""` leaves the
+            policy in force (float32 unless `mixed_precision`). Defaults to `""`.
+        remat: Recompute activations in the backward pass instead of storing them: a
+            `tfdist.recompute.MODES` name (`"none"`, `"blocks"`, `"full"`, ...). Defaults to
+            `"none"`.
         progress: Print progress (chief only). Defaults to `True`.
         on_nonfinite: A NaN/inf training loss: `"stop"` with an error naming the step, or
             `"restore"` the newest checkpoint (fit: backup) and train on. Defaults to `"stop"`.
@@ -64,6 +69,8 @@ class TrainOptions:
     seed: int = 0
     deterministic: bool = False
     mixed_precision: bool = False
+    precision: str = ""
+    remat: str = "none"
     progress: bool = True
     on_nonfinite: str = "stop"
     max_nonfinite_restores: int = 3

@@ -66,6 +66,7 @@ def build(
         "seed": options.seed,
         "deterministic": options.deterministic,
         "mixed_precision": policy if policy.startswith("mixed") else None,
+        "remat": options.remat,
         "exports": result.exports,
         "versions": {"tensorflow": tf.__version__, "keras": keras.__version__},
     }
