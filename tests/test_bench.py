@@ -95,7 +95,7 @@ def test_in_process_smoke_reports_every_route_under_default_and_mirrored(tmp_pat
 @pytest.mark.multiworker
 def test_multi_worker_smoke_merges_both_launches(tmp_path):
     out = tmp_path / "bench.json"
-    # Two launches, each stopped after 240 s: within the 560 s this run gets (and pytest's 600 s).
+    # Two launches, each stopped after 240 s: within the 560 s this run gets (and pytest's 900 s).
     # 61 s a launch seen with the machine loaded by a full test run.
     # --routes ctl: the reference is added (every ratio needs it).
     result = _bench("--strategies", "multi_worker", "--routes", "ctl", *SMOKE,

@@ -232,7 +232,7 @@ def test_uncaught_error_around_fit_exits_the_process(mode):
 def _run(tmp_path, num_workers, env=None, check=True, name="run"):
     out = tmp_path / name / "out"
     out.mkdir(parents=True)
-    # 270 s: a test of two runs stays below pytest's 600 s, so a stall fails with the output.
+    # 270 s: a test of two runs stays below pytest's 900 s, so a stall fails with the output.
     results = multiworker.run_workers(
         ["python", TUTORIAL, str(tmp_path / "backup"), str(out)], num_workers=num_workers,
         env=env or {}, check=check, timeout=270)

@@ -49,7 +49,7 @@ def _run_at_once(*argvs: list[str]) -> list[subprocess.CompletedProcess]:
     """Runs the independent commands side by side (each mostly waits on its own start-up)."""
     with concurrent.futures.ThreadPoolExecutor(len(argvs)) as pool:
         futures = [pool.submit(subprocess.run, argv, cwd=REPO_ROOT, env=_env_without_level(),
-                               capture_output=True, text=True, timeout=180) for argv in argvs]
+                               capture_output=True, text=True, timeout=400) for argv in argvs]
         return [f.result() for f in futures]
 
 

@@ -34,7 +34,7 @@ _PS = json.dumps({"cluster": {"chief": ["localhost:2221"], "worker": ["localhost
                               "ps": ["localhost:2224"]}, "task": {"type": "ps", "index": 0}})
 
 
-def _run(argv, *, timeout=180, **env):
+def _run(argv, *, timeout=400, **env):
     return subprocess.run(argv, cwd=REPO_ROOT, env=subprocess_env(**env), capture_output=True, text=True,
                           timeout=timeout)
 
@@ -74,8 +74,8 @@ def _binary(model_dir, route, strategy, *extra):
 
 def _launch(model_dir, route, *, evaluator=False):
     result = _run([PY, "-m", "tfdist.launch", "--workers", "2", *(["--evaluator"] if evaluator else []),
-                   "--timeout", "240", "--", *TRAIN, f"--route={route}", f"--model_dir={model_dir}",
-                   f"--train_steps={STEPS}", "--eval_every=150"], timeout=300)
+                   "--timeout", "400", "--", *TRAIN, f"--route={route}", f"--model_dir={model_dir}",
+                   f"--train_steps={STEPS}", "--eval_every=150"], timeout=450)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     assert "[worker:0] tfdist-train: test accuracy" in result.stdout
     assert "[worker:1] tfdist-train:" not in result.stdout  # only the chief reports
