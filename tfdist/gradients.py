@@ -149,15 +149,19 @@ def _flat_all_reduce(context: Any, grads: list[Any],
     buffers = [tf.concat([tf.reshape(grads[i], [-1]) for i in indices], axis=0)
                for indices in by_dtype.values()]
     others = [i for i in range(len(grads)) if i not in dense]
-    reduced = context.all_reduce(tf.distribute.ReduceOp.SUM,
-                                 buffers + [grads[i] for i in others], options=communication)
+    # One call per buffer: TensorFlow's batched reduction would concatenate mixed dtypes.
+    reduced = [context.all_reduce(tf.distribute.ReduceOp.SUM, b, options=communication)
+               for b in buffers]
     out: list[Any] = [None] * len(grads)
-    for buffer, indices in zip(reduced[:len(buffers)], by_dtype.values()):
+    for buffer, indices in zip(reduced, by_dtype.values()):
         sizes = [grads[i].shape.num_elements() for i in indices]
         for i, part in zip(indices, tf.split(buffer, sizes)):
             out[i] = tf.reshape(part, tf.shape(grads[i]))
-    for i, r in zip(others, reduced[len(buffers):]):
-        out[i] = r
+    if others:
+        sparse = context.all_reduce(tf.distribute.ReduceOp.SUM, [grads[i] for i in others],
+                                    options=communication)
+        for i, r in zip(others, sparse):
+            out[i] = r
     return out
 
 
@@ -176,13 +180,15 @@ def split_micro_batches(batch: Any, steps: int) -> Any:
 
     def cut(t: Any) -> Any:
         t = tf.convert_to_tensor(t)
+        if t.shape.rank is not None and t.shape[1:].is_fully_defined():
+            return tf.reshape(t, [steps, -1, *t.shape[1:]])  # static micro-batch shape
         return tf.reshape(t, tf.concat([[steps, -1], tf.shape(t)[1:]], axis=0))
 
     return tf.nest.map_structure(cut, batch)
 
 
 def accumulate(micro_step: Callable[[Any], tuple[Any, list[Any]]], batch: Any, steps: int,
-               *, combine: str = "sum") -> tuple[Any, list[Any]]:
+               *, combine: str | Callable[[Any, Any], Any] = "sum") -> tuple[Any, list[Any]]:
     """Runs `micro_step` on each of `steps` micro-batches and sums the gradients it returns.
 
     The micro-batches run one after another in a `tf.while_loop`, so one micro-batch's
@@ -194,8 +200,8 @@ def accumulate(micro_step: Callable[[Any], tuple[Any, list[Any]]], batch: Any, s
             loss), `grads` a list with `None` for a variable the loss does not reach.
         batch: This replica's batch, `steps` micro-batches long.
         steps: Number of micro-batches.
-        combine: What becomes of `aux`: `"sum"` over the micro-batches, or the `"last"` one.
-            Defaults to `"sum"`.
+        combine: What becomes of `aux`: `"sum"` over the micro-batches, the `"last"` one, or
+            `combine(previous, new) -> aux`. Defaults to `"sum"`.
 
     Returns:
         `(aux, grad_sums)`; `None` where the first micro-step's gradient was `None`.
@@ -216,6 +222,8 @@ def accumulate(micro_step: Callable[[Any], tuple[Any, list[Any]]], batch: Any, s
         new_aux = tf.nest.map_structure(tf.convert_to_tensor, new_aux)
         if combine == "sum":
             new_aux = tf.nest.map_structure(lambda a, b: a + b, aux, new_aux)
+        elif callable(combine):
+            new_aux = combine(aux, new_aux)
         return i + 1, new_aux, [s + tf.convert_to_tensor(grads[j]) for s, j in zip(sums, present)]
 
     _, aux, sums = tf.while_loop(lambda i, *_: i < steps, body, (tf.constant(1), aux, sums))

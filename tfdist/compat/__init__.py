@@ -20,7 +20,6 @@ _WORKAROUNDS = (
     "tfdist.compat.mirrored_lazy_variables",
     "tfdist.compat.keras_fit",
     "tfdist.compat.keras_fit_checks",
-    # After keras_optimizer_build: wraps the `apply_gradients` installed there.
     "tfdist.compat.keras_gradient_reduction",
     "tfdist.compat.keras_fit_accumulation",
 )

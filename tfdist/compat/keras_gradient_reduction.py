@@ -10,8 +10,8 @@ that reduced compressed gradients itself would have them reduced a second time b
 The fix: `_all_reduce_sum_gradients` is replaced by one that, for an optimizer registered with
 `configure`, reduces through `tfdist.gradients.all_reduce_sum` (compression, packing); every
 other optimizer reduces exactly as upstream. `collect` lets the `fit` route's accumulation run
-Keras's `train_step` on micro-batches with `apply_gradients` recording the gradients instead of
-applying them (tfdist.compat.keras_fit_accumulation).
+Keras's `train_step` on micro-batches with the optimizer's `apply` (which `apply_gradients`
+calls) recording the gradients instead of applying them (tfdist.compat.keras_fit_accumulation).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from tfdist import gradients as gradients_lib
 UPSTREAM = "https://github.com/keras-team/keras/blob/v3.15.0/keras/src/backend/tensorflow/optimizer.py"
 _TARGET = keras_tf_optimizer.TFOptimizer
 _original_all_reduce = _TARGET._all_reduce_sum_gradients
-_original_apply_gradients: Any = None  # whatever is installed when `install` runs
+_base_apply = keras_tf_optimizer.base_optimizer.BaseOptimizer.apply
 
 _options: weakref.WeakKeyDictionary[Any, gradients_lib.GradientOptions] = weakref.WeakKeyDictionary()
 _local = threading.local()  # per replica thread: optimizer -> list collecting grads_and_vars
@@ -68,10 +68,10 @@ def _all_reduce_sum_gradients(self, grads_and_vars):
 
 @contextlib.contextmanager
 def collect(optimizer: Any) -> Iterator[list[list[tuple[Any, Any]]]]:
-    """Within this block (on this thread) `optimizer.apply_gradients` records, not applies.
+    """Within this block (on this thread) `optimizer.apply(_gradients)` records, not applies.
 
     Yields:
-        A list that receives one `[(grad, var), ...]` per `apply_gradients` call.
+        A list that receives one `[(grad, var), ...]` per `apply` call.
     """
     collectors = getattr(_local, "collectors", None)
     if collectors is None:
@@ -84,27 +84,24 @@ def collect(optimizer: Any) -> Iterator[list[list[tuple[Any, Any]]]]:
         del collectors[id(optimizer)]
 
 
-def _apply_gradients(self, grads_and_vars, *args, **kwargs):
+def _apply(self, grads, trainable_variables=None):
     calls = getattr(_local, "collectors", {}).get(id(self))
-    if calls is not None:
-        calls.append(list(grads_and_vars))
-        return self.iterations
-    return _original_apply_gradients(self, grads_and_vars, *args, **kwargs)
+    if calls is None:
+        return _base_apply(self, grads, trainable_variables)
+    if trainable_variables is None:
+        trainable_variables = self._trainable_variables
+    calls.append(list(zip(grads, trainable_variables)))
+    return None
 
 
 def install() -> None:
-    """Patches `TFOptimizer._all_reduce_sum_gradients` and `apply_gradients` (idempotent)."""
-    global _original_apply_gradients
-    if _TARGET._all_reduce_sum_gradients is _all_reduce_sum_gradients:
-        return
-    _original_apply_gradients = _TARGET.apply_gradients
+    """Patches `TFOptimizer._all_reduce_sum_gradients` and adds `TFOptimizer.apply` (idempotent)."""
     _TARGET._all_reduce_sum_gradients = _all_reduce_sum_gradients
-    _TARGET.apply_gradients = _apply_gradients
+    _TARGET.apply = _apply
 
 
 def uninstall() -> None:
-    """Restores the methods found at `install` (for the canary test)."""
-    if _TARGET._all_reduce_sum_gradients is not _all_reduce_sum_gradients:
-        return
+    """Restores upstream (for the canary test)."""
     _TARGET._all_reduce_sum_gradients = _original_all_reduce
-    _TARGET.apply_gradients = _original_apply_gradients
+    if "apply" in vars(_TARGET):
+        del _TARGET.apply
