@@ -106,29 +106,46 @@ def test_loop_route_compression_and_accumulation(cpus):
     (accumulated, loss), seen = _micro_batches(_loop, strategy, accumulation_steps=4)
     assert seen == {BATCH // 8}  # 16 examples per replica, differentiated 4 at a time
     assert _max_diff(base, accumulated) < 1e-5 and loss == pytest.approx(base_loss, rel=1e-5)
-    for options, tolerance in ((BF16, 5e-3), (FP16, 5e-4)):
-        compressed, _ = _loop(strategy, options=options)
-        # Compressed on the wire: close to float32, but not bit-identical.
-        assert 0 < _max_diff(base, compressed) < tolerance, options
+    compressed, _ = _loop(strategy, options=BF16)
+    # Compressed on the wire: close to float32 (5e-4 observed), but not bit-identical.
+    assert 0 < _max_diff(base, compressed) < 5e-3
 
 
-def test_fit_route_compression_and_accumulation(cpus):
+def test_fit_route_accumulation(cpus):
+    # (fit with compression: tests/test_gradients_multiworker.py, under multi-worker.)
     strategy = tfdist.get_strategy("mirrored", devices=cpus(2))
     base, base_loss = _fit(strategy)
     (accumulated, loss), seen = _micro_batches(_fit, strategy, accumulation_steps=4)
     assert BATCH // 8 in seen  # (Keras also builds the model symbolically on a whole batch)
     assert _max_diff(base, accumulated) < 1e-5 and loss == pytest.approx(base_loss, rel=1e-5)
-    compressed, _ = _fit(strategy, options=BF16)
-    assert 0 < _max_diff(base, compressed) < 5e-3
 
 
 def test_estimator_route_compression_and_accumulation(cpus, tmp_path):
     strategy = tfdist.get_strategy("mirrored", devices=cpus(2))
     base = _estimator(strategy, tmp_path)
-    accumulated, seen = _micro_batches(_estimator, strategy, tmp_path, accumulation_steps=2)
+    both, seen = _micro_batches(_estimator, strategy, tmp_path, accumulation_steps=2, options=BF16)
     assert seen == {BATCH // 4}
-    assert _max_diff(base, accumulated) < 1e-5
-    assert 0 < _max_diff(base, _estimator(strategy, tmp_path, options=BF16)) < 5e-3
+    # bfloat16's drift only (5e-4 observed): a mis-scaled accumulated gradient would be far off.
+    assert 0 < _max_diff(base, both) < 5e-3
+
+
+def test_float16_loss_scale_keeps_small_gradients(cpus):
+    strategy = tfdist.get_strategy("mirrored", devices=cpus(2))
+    tiny = 1e-8  # below float16's smallest subnormal (6e-8): flushed to zero unscaled
+
+    @tf.function
+    def reduce(options):
+        return strategy.run(lambda: gradients.all_reduce_sum(
+            [tf.constant([tiny, 1.0]), tf.constant(0.5, tf.float64)], options))
+
+    def first_replica(options):
+        return [strategy.experimental_local_results(r)[0].numpy() for r in reduce(options)]
+
+    unscaled = first_replica(gradients.GradientOptions(compression="float16"))
+    scaled = first_replica(FP16)
+    assert unscaled[0][0] == 0 and unscaled[0][1] == 2.0
+    np.testing.assert_allclose(scaled[0], [2 * tiny, 2.0], rtol=1e-2)  # float16 subnormals
+    assert scaled[0].dtype == np.float32 and scaled[1] == 1.0 and scaled[1].dtype == np.float64
 
 
 def test_flat_buffer_reduces_mixed_dtypes_and_shapes(cpus):
@@ -201,3 +218,32 @@ def test_bad_fit_configuration(cpus):
         tfdist.keras.gradients.configure(model, gradients="x")
     with pytest.raises(data.DataConfigError, match=r"accumulation_steps=3"):
         tfdist.keras.gradients.configure(model, data=_spec(3))
+
+
+# --- tfdist-train ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--gradient_compression=int8"], "gradient_compression"),
+    (["--bytes_per_pack=-1"], "bytes_per_pack"),
+    (["--accumulation_steps=0"], "accumulation_steps"),
+    (["--gradient_loss_scale=64"], "--gradient_loss_scale=64 needs --gradient_compression=float16"),
+    (["--gradient_compression=float16", "--gradient_loss_scale=-2"], "positive number"),
+])
+def test_train_flags_reject_bad_wire_options(tmp_path, args, message):
+    from absl import flags
+
+    from tfdist import flags as flags_lib
+
+    values = flags.FlagValues()
+    flags_lib.define_flags(values)
+    with pytest.raises(flags.Error, match=message):
+        values(["tfdist-train", f"--model_dir={tmp_path}", *args])
+
+
+def test_train_checks_accumulation_against_the_batch(tmp_path):
+    from tfdist import runner
+
+    with pytest.raises(runner.RunError, match=r"--accumulation_steps: .*accumulation_steps=3"):
+        runner.run(runner.TrainOptions(model_dir=str(tmp_path), strategy="default", model="mlp",
+                                       progress=False, accumulation_steps=3))
