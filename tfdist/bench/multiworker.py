@@ -44,12 +44,12 @@ def _tail(text: str, lines: int = 25) -> str:
 
 
 def _launch(row: str, workers: int, cores_per_worker: int, options: BenchOptions,
-            work_dir: str) -> dict[str, Any]:
+            work_dir: str, wire: str = "") -> dict[str, Any]:
     from tfdist import launch  # no TensorFlow import
 
-    out_dir = tempfile.mkdtemp(prefix=f"{row}-", dir=work_dir)
+    out_dir = tempfile.mkdtemp(prefix=f"{row.replace('+', '_')}-", dir=work_dir)
     spec = {"row": row, "cores_per_worker": cores_per_worker, "out_dir": out_dir,
-            "options": dataclasses.asdict(options)}
+            "options": dataclasses.asdict(options), "wire": wire}
     spec_path = os.path.join(out_dir, "spec.json")
     with open(spec_path, "w") as f:
         json.dump(spec, f)
@@ -72,7 +72,10 @@ def _launch(row: str, workers: int, cores_per_worker: int, options: BenchOptions
     if len(reports) != workers:
         raise BenchError(f"{row}: expected {workers} worker report(s) in {out_dir}, found "
                          f"{len(reports)}")
-    return _merge(row, reports, workers, cores_per_worker)
+    merged = _merge(row, reports, workers, cores_per_worker)
+    if wire:
+        merged["wire"] = wire
+    return merged
 
 
 def _merge(row: str, reports: list[dict[str, Any]], workers: int,
@@ -90,7 +93,8 @@ def _merge(row: str, reports: list[dict[str, Any]], workers: int,
 
 
 def run(options: BenchOptions, work_dir: str, say: Any = print) -> dict[str, dict[str, Any]]:
-    """Runs the baseline and the multi-worker launch; returns rows `one_worker`, `multi_worker`.
+    """Runs the baseline and the multi-worker launches; returns rows `one_worker`, `multi_worker`
+    and one `multi_worker+VARIANT` per `options.wire` variant.
 
     Raises:
         BenchError: A worker failed or reported nothing.
@@ -103,6 +107,11 @@ def run(options: BenchOptions, work_dir: str, say: Any = print) -> dict[str, dic
         say(f"tfdist-bench: {row}: {workers} worker process(es) x {cores} core(s), routes "
             f"{', '.join(row_options.routes)}, {options.mw_reps} reps ...")
         rows[row] = _launch(row, workers, cores, row_options, work_dir)
+    for variant in options.wire:  # the gradient levers, one launch each (baseline routes)
+        row = f"multi_worker+{variant}"
+        say(f"tfdist-bench: {row}: {options.workers} worker processes x 1 core, routes "
+            f"{', '.join(baseline.routes)}, {options.mw_reps} reps ...")
+        rows[row] = _launch(row, options.workers, 1, baseline, work_dir, wire=variant)
     return rows
 
 
@@ -150,6 +159,7 @@ def worker_main(spec_path: str) -> int:
     import tensorflow as tf
 
     import tfdist
+    from tfdist.bench import options as options_lib
     from tfdist.bench import peak as peak_lib
     from tfdist.bench import suite
     from tfdist.bench import workloads
@@ -166,7 +176,8 @@ def worker_main(spec_path: str) -> int:
         {row: strategy}, workload, route_names=options.routes, batch=options.batch,
         steps=options.steps, steps_per_call=options.steps_per_call, reps=options.mw_reps,
         peak_flops=peak["peak"] * tfdist.strategy.num_workers(strategy),
-        work_dir=os.path.join(os.path.dirname(spec["out_dir"]), row))
+        work_dir=os.path.join(os.path.dirname(spec["out_dir"]), row.replace("+", "_")),
+        wire=options_lib.parse_wire(spec["wire"]) if spec.get("wire") else None)
     report = {"rank": rank, "cores": cores, "peak": peak, "results": results}
     path = os.path.join(spec["out_dir"], f"worker-{rank}.json")
     with open(path + ".tmp", "w") as f:

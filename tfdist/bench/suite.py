@@ -15,6 +15,7 @@ import tensorflow as tf
 from tfdist.bench import routes as routes_lib
 from tfdist.bench import teardown
 from tfdist.bench import timing
+from tfdist.bench.options import WireVariant
 from tfdist.bench.workloads import Workload
 
 
@@ -30,6 +31,7 @@ def measure(
     peak_flops: float,
     work_dir: str,
     call_lengths: tuple[int, ...] = (),
+    wire: WireVariant | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Times every route under every strategy, all interleaved in each repetition.
 
@@ -45,6 +47,7 @@ def measure(
         work_dir: Checkpoints go below it.
         call_lengths: Also time every route at each of these steps per call, interleaved
             (after the main timing, `reps` times). Defaults to none.
+        wire: Gradient levers every route trains with. Defaults to none.
 
     Returns:
         row -> `{"routes": {route: result}}` (see `route_result`), plus, with `call_lengths`,
@@ -55,7 +58,7 @@ def measure(
     for row, strategy in strategies.items():
         for name in route_names:
             built[row, name] = routes_lib.build(name, strategy, workload, batch, steps_per_call,
-                                                os.path.join(work_dir, row))
+                                                os.path.join(work_dir, row), wire=wire)
     runs = {key: functools.partial(route.run, steps) for key, route in built.items()}
     for route in built.values():  # warm-up, not counted: one more tf.function call each
         route.run(steps_per_call)
