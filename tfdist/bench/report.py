@@ -118,6 +118,12 @@ def targets(report: dict[str, Any]) -> list[dict[str, Any]]:
                         _median(result["routes"][route]["examples_per_sec"])
                         / _median(one[route]["examples_per_sec"]),
                         threshold, "examples/s medians, launches one after the other")
+    for row, result in results.items():
+        for route, r in result["routes"].items():
+            if "ratio_to_no_levers" in r:
+                add(f"{_row_label(row, result)} faster than without levers, {route}",
+                    _median(r["ratio_to_no_levers"]), 1.0,
+                    "same launch, median of per-repetition time ratios")
     return checks
 
 

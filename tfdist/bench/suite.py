@@ -31,7 +31,8 @@ def measure(
     peak_flops: float,
     work_dir: str,
     call_lengths: tuple[int, ...] = (),
-    wire: WireVariant | None = None,
+    wires: dict[str, WireVariant | None] | None = None,
+    routes_of: dict[str, tuple[str, ...]] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Times every route under every strategy, all interleaved in each repetition.
 
@@ -47,7 +48,9 @@ def measure(
         work_dir: Checkpoints go below it.
         call_lengths: Also time every route at each of these steps per call, interleaved
             (after the main timing, `reps` times). Defaults to none.
-        wire: Gradient levers every route trains with. Defaults to none.
+        wires: Row -> the gradient levers its routes train with. Defaults to none.
+        routes_of: Row -> the routes it runs, where not `route_names` (those in
+            `route_names` only; `"reference"` always). Defaults to `route_names` everywhere.
 
     Returns:
         row -> `{"routes": {route: result}}` (see `route_result`), plus, with `call_lengths`,
@@ -55,10 +58,15 @@ def measure(
     """
     built: dict[tuple[str, str], routes_lib.Route] = {}
     teardown.keep(built)  # their iterators must not be destroyed mid-run (see teardown)
+    wires = wires or {}
+    names = {row: tuple(n for n in route_names
+                        if n == "reference" or n in (routes_of or {}).get(row, route_names))
+             for row in strategies}
     for row, strategy in strategies.items():
-        for name in route_names:
+        for name in names[row]:
             built[row, name] = routes_lib.build(name, strategy, workload, batch, steps_per_call,
-                                                os.path.join(work_dir, row), wire=wire)
+                                                os.path.join(work_dir, row.replace("+", "_")),
+                                                wire=wires.get(row))
     runs = {key: functools.partial(route.run, steps) for key, route in built.items()}
     for route in built.values():  # warm-up, not counted: one more tf.function call each
         route.run(steps_per_call)
@@ -70,8 +78,15 @@ def measure(
         results[row] = {"routes": {
             name: route_result(built[row, name], seconds[row, name], reference, ctl,
                                steps=steps, batch=batch, workload=workload, peak_flops=peak_flops)
-            for name in route_names
+            for name in names[row]
         }}
+    plain = next((row for row in strategies if wires.get(row) is None), None)
+    for row in strategies:
+        if wires.get(row) is None or plain is None:
+            continue
+        for name in names[row]:  # paired with the same route without levers, same repetitions
+            results[row]["routes"][name]["ratio_to_no_levers"] = timing.paired_ratio(
+                seconds[plain, name], seconds[row, name])
     if call_lengths:
         by_length = timing.interleaved(
             {(key, n): functools.partial(route.run, n)
@@ -79,7 +94,7 @@ def measure(
         for row in strategies:
             results[row]["call_lengths"] = {
                 name: {str(n): timing.summary(by_length[(row, name), n]) for n in call_lengths}
-                for name in route_names}
+                for name in names[row]}
     return results
 
 
