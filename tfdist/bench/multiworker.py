@@ -174,7 +174,7 @@ def worker_main(spec_path: str) -> int:
     peak = peak_lib.measure(size=options.peak_size)
     workload = workloads.load(options.model, seed=options.seed)
     row = spec["row"]
-    wires = {row: None}
+    wires: dict[str, options_lib.WireVariant | None] = {row: None}
     for variant in spec.get("wire", []):
         wires[f"{row}+{variant}"] = options_lib.parse_wire(variant)
     results = suite.measure(
