@@ -111,8 +111,9 @@ def run(options: BenchOptions, work_dir: str, say: Any = print) -> dict[str, dic
             f"{', '.join(row_options.routes)}, {options.mw_reps} reps ...")
         wire = options.wire if row == "multi_worker" else ()
         if wire:
+            levered = [r for r in options.routes if r in BASELINE_ROUTES]
             say(f"tfdist-bench: {row}: also with gradient levers {', '.join(wire)} (routes "
-                f"{', '.join(BASELINE_ROUTES)}), interleaved in the same repetitions")
+                f"{', '.join(levered)}), interleaved in the same repetitions")
         rows.update(_launch(row, workers, cores, row_options, work_dir, wire=wire))
     return rows
 
