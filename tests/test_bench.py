@@ -139,7 +139,6 @@ def plot_available() -> bool:
     (["--wire", "bf16,int8"], ["--wire", "'int8'", "bf16, fp16, fp16/SCALE, accumN"]),
     (["--wire", "fp16/-3"], ["--wire", "'fp16/-3'"]),
     (["--wire", "bf16", "--strategies", "default"], ["--wire", "add multi_worker"]),
-    (["--wire", "accum3", "--batch", "512"], ["--batch", "3 micro-batches", "e.g. --batch=510"]),
 ])
 def test_usage_errors_are_one_line_and_exit_2_before_tensorflow(args, expected):
     code = ("import sys\nfrom tfdist.bench import cli\n"

@@ -62,9 +62,14 @@ def measure(
     names = {row: tuple(n for n in route_names
                         if n == "reference" or n in (routes_of or {}).get(row, route_names))
              for row in strategies}
+    # Accumulation keeps the micro-batch at `batch`: a step then trains N x `batch` examples
+    # with one all-reduce, which is what the lever buys.
+    batches = {row: batch * (wires[row].accumulation_steps if wires.get(row) else 1)  # type: ignore[union-attr]
+               for row in strategies}
     for row, strategy in strategies.items():
         for name in names[row]:
-            built[row, name] = routes_lib.build(name, strategy, workload, batch, steps_per_call,
+            built[row, name] = routes_lib.build(name, strategy, workload, batches[row],
+                                                steps_per_call,
                                                 os.path.join(work_dir, row.replace("+", "_")),
                                                 wire=wires.get(row))
     runs = {key: functools.partial(route.run, steps) for key, route in built.items()}
@@ -77,7 +82,8 @@ def measure(
         ctl = seconds.get((row, "ctl"))
         results[row] = {"routes": {
             name: route_result(built[row, name], seconds[row, name], reference, ctl,
-                               steps=steps, batch=batch, workload=workload, peak_flops=peak_flops)
+                               steps=steps, batch=batches[row], workload=workload,
+                               peak_flops=peak_flops)
             for name in names[row]
         }}
     plain = next((row for row in strategies if wires.get(row) is None), None)
@@ -85,8 +91,10 @@ def measure(
         if wires.get(row) is None or plain is None:
             continue
         for name in names[row]:  # paired with the same route without levers, same repetitions
+            # Examples per second, paired: time per example without over time per example with.
+            scale = batches[row] / batches[plain]
             results[row]["routes"][name]["ratio_to_no_levers"] = timing.paired_ratio(
-                seconds[plain, name], seconds[row, name])
+                seconds[plain, name], [s / scale for s in seconds[row, name]])
     if call_lengths:
         by_length = timing.interleaved(
             {(key, n): functools.partial(route.run, n)
