@@ -31,7 +31,7 @@ SLOW_FILES_FIRST = (
     "test_fit.py", "test_compat.py", "test_estimator_canned.py", "test_estimator_training.py",
     "test_predict.py", "test_loop.py", "test_outer_loop.py", "test_sidecar_evaluator.py",
     "test_checkpoint_faults.py", "test_nonfinite_policy.py", "test_strategy.py",
-    "test_checkpoint.py", "test_precision.py",
+    "test_checkpoint.py", "test_precision.py", "test_gradients_multiworker.py", "test_gradients.py",
 )
 
 

@@ -141,6 +141,9 @@ def plot_available() -> bool:
     (["--levers", "--remat-modes", "none,blocks"],
      ["--remat-modes", "'blocks'", "none,full,activations"]),
     (["--levers", "--remat-batch", "0"], ["--remat-batch", "'0'", ">= 1"]),
+    (["--wire", "bf16,int8"], ["--wire", "'int8'", "bf16, fp16, fp16/SCALE, accumN"]),
+    (["--wire", "fp16/-3"], ["--wire", "'fp16/-3'"]),
+    (["--wire", "bf16", "--strategies", "default"], ["--wire", "add multi_worker"]),
 ])
 def test_usage_errors_are_one_line_and_exit_2_before_tensorflow(args, expected):
     code = ("import sys\nfrom tfdist.bench import cli\n"
@@ -232,6 +235,22 @@ def test_targets_are_checked_from_the_report():
     assert scaling["value"] == pytest.approx(0.8) and scaling["met"]
     # consumption: fastest route 100/1.0 steps/s x 10 examples = 1000 examples/s
     assert checks["digits pipeline >= 5x consumption"]["value"] == pytest.approx(6.0)
+
+
+def test_wire_rows_are_checked_against_their_targets():
+    report = _report()
+    one = {"reference": _route([1.0], [1.0]), "ctl": _route([1.0], [1.0])}
+    wire = {"reference": _route([1.05], [1.05]), "ctl": _route([1.2], [1.2])}
+    report["results"] = {
+        "one_worker": {"workers": 1, "cores_per_worker": 2, "routes": one},
+        "multi_worker+bf16": {"workers": 2, "wire": "bf16", "routes": wire},
+        "multi_worker+bf16+accum4": {"workers": 2, "wire": "bf16+accum4", "routes": wire}}
+    checks = {t["name"]: t for t in report_lib.targets(report)}
+    bf16 = checks["2 workers x 1 core, bf16 >= 0.9x 1 worker x 2 cores, reference"]
+    assert bf16["value"] == pytest.approx(1 / 1.05) and bf16["met"]
+    assert not checks["2 workers x 1 core, bf16 >= 0.9x 1 worker x 2 cores, ctl"]["met"]
+    accum = checks["2 workers x 1 core, bf16+accum4 >= 0.95x 1 worker x 2 cores, reference"]
+    assert accum["met"] and accum["threshold"] == 0.95
 
 
 def test_render_text_and_markdown():

@@ -683,3 +683,28 @@ def test_canary_keras_remat_still_marks_the_model_itself():
     assert model._remat_mode is None
     dense, dropout = model.layers[1:]
     assert dense._remat_mode is not None and dropout._remat_mode is None  # masks are kept
+
+
+# --- Gradient reduction and accumulation (tfdist.compat.keras_gradient_reduction, ----------------
+# --- tfdist.compat.keras_fit_accumulation) -------------------------------------------------------
+
+
+def test_canary_keras_optimizer_still_has_no_all_reduce_options():
+    """Fails when Keras's optimizer offers its own all-reduce options: then use them instead."""
+    from keras.src.backend.tensorflow import optimizer as keras_tf_optimizer
+
+    reduce = keras_tf_optimizer.TFOptimizer.__dict__["_all_reduce_sum_gradients"]
+    assert list(inspect.signature(reduce).parameters) == ["self", "grads_and_vars"]
+    accepted = set(inspect.signature(keras.optimizers.Optimizer.__init__).parameters)
+    assert not accepted & {"communication_options", "all_reduce_dtype", "gradient_compression"}
+
+
+def test_canary_keras_gradient_accumulation_still_fails_under_mirrored_fit(cpus):
+    """Fails when Keras's own accumulation works in fit under MirroredStrategy: drop ours."""
+    strategy = tfdist.get_strategy("mirrored", devices=cpus(2))
+    with strategy.scope():
+        model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+        model.compile(keras.optimizers.SGD(gradient_accumulation_steps=2),
+                      "sparse_categorical_crossentropy")
+    with pytest.raises(RuntimeError, match="`merge_call` called while defining a new graph"):
+        model.fit(_xy_dataset(), steps_per_epoch=4, verbose=0)

@@ -15,6 +15,7 @@ _LAZY = {
     "checkpoint": ("tfdist.checkpoint", None),
     "data": ("tfdist.data", None),
     "estimator": ("tfdist.estimator", None),
+    "gradients": ("tfdist.gradients", None),
     "keras": ("tfdist.keras", None),
     "launch": ("tfdist.launch", None),
     "loop": ("tfdist.loop", None),

@@ -76,6 +76,10 @@ class DataSpec:
             `tf.data.TFRecordDataset`.
         cache: Cache this pipeline's examples in memory after `map_fn` (before
             `batch_map_fn`). Defaults to `False`.
+        accumulation_steps: Micro-batches per optimizer step (gradient accumulation): each
+            replica still receives `global_batch_size / replicas` examples per step, and the
+            route cuts them into this many micro-batches (`micro_batch_size`) whose gradients
+            are summed before one all-reduce. Defaults to 1 (no accumulation).
 
     Example:
 
@@ -98,9 +102,12 @@ class DataSpec:
     batch_map_fn: Callable[..., Any] | None = None
     reader: Callable[[tf.Tensor], tf.data.Dataset] = tf.data.TFRecordDataset
     cache: bool = False
+    accumulation_steps: int = 1
 
     def __post_init__(self) -> None:
         checks.positive_int("global_batch_size", self.global_batch_size, error=DataConfigError)
+        checks.positive_int("accumulation_steps", self.accumulation_steps,
+                            error=DataConfigError)
         checks.one_of("sharding", self.sharding, SHARDING_POLICIES, error=DataConfigError)
         checks.non_negative_int("shuffle_buffer", self.shuffle_buffer, allow_none=True,
                                 none_means="10,000 when training, else 0", error=DataConfigError)
@@ -159,6 +166,30 @@ class DataSpec:
                 f"(e.g. {hint})."
             )
         return self.global_batch_size // num_replicas_in_sync
+
+    def micro_batch_size(self, num_replicas_in_sync: int) -> int:
+        """The examples each replica differentiates at once under gradient accumulation.
+
+        Args:
+            num_replicas_in_sync: Replicas across all workers.
+
+        Returns:
+            `global_batch_size // (num_replicas_in_sync * accumulation_steps)`.
+
+        Raises:
+            DataConfigError: The per-replica batch does not divide into `accumulation_steps`
+                micro-batches (or the global batch over the replicas).
+        """
+        per_replica = self.per_replica_batch_size(num_replicas_in_sync)
+        if per_replica % self.accumulation_steps:
+            unit = num_replicas_in_sync * self.accumulation_steps
+            raise DataConfigError(
+                f"Invalid value for argument `accumulation_steps`. Received: accumulation_steps="
+                f"{self.accumulation_steps} with global_batch_size={self.global_batch_size} over "
+                f"{num_replicas_in_sync} replica(s): {per_replica} examples per replica do not "
+                f"split into {self.accumulation_steps} micro-batches. Use a global_batch_size "
+                f"that is a multiple of {unit} (e.g. {max(1, self.global_batch_size // unit) * unit}).")
+        return per_replica // self.accumulation_steps
 
 
 @dataclasses.dataclass(frozen=True)

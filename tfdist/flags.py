@@ -54,6 +54,20 @@ def _check_steps_or_epochs(values: dict) -> bool:
     return True
 
 
+def _check_loss_scale(values: dict) -> bool:
+    scale = values["gradient_loss_scale"]
+    if scale is None:
+        return True
+    if values["gradient_compression"] != "float16":
+        raise flags.ValidationError(
+            f"--gradient_loss_scale={scale:g} needs --gradient_compression=float16 (received "
+            f"--gradient_compression={values['gradient_compression']})")
+    if not (math.isfinite(scale) and scale > 0):
+        raise flags.ValidationError(f"--gradient_loss_scale must be a positive number, e.g. "
+                                    f"1024 (received {scale:g})")
+    return True
+
+
 def _check_cluster(values: dict) -> bool:
     try:
         cluster = cluster_lib.resolve()
@@ -139,12 +153,29 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
     flags.DEFINE_integer("max_nonfinite_restores", d["max_nonfinite_restores"],
                          "Restores allowed with --on_nonfinite=restore before giving up.",
                          lower_bound=0, flag_values=fv)
+    flags.DEFINE_enum("gradient_compression", d["gradient_compression"],
+                      ["none", "bfloat16", "float16"],
+                      "All-reduce gradients in this dtype (cast before, back after): half the "
+                      "bytes on the wire.", flag_values=fv)
+    flags.DEFINE_float("gradient_loss_scale", d["gradient_loss_scale"],
+                       "With --gradient_compression=float16: multiply gradients by this before "
+                       "the cast (and divide after) so small ones survive float16.",
+                       flag_values=fv)
+    flags.DEFINE_integer("bytes_per_pack", d["bytes_per_pack"],
+                         "Split the gradient all-reduce into packs of about this many bytes "
+                         "(0: one pack).", lower_bound=0, flag_values=fv)
+    flags.DEFINE_integer("accumulation_steps", d["accumulation_steps"],
+                         "Micro-batches per optimizer step and per all-reduce (gradient "
+                         "accumulation); --global_batch_size stays the examples per step.",
+                         lower_bound=1, flag_values=fv)
     flags.mark_flag_as_required("model_dir", flag_values=fv)
     flags.register_validator("dataset", _check_dataset, flag_values=fv)
     flags.register_validator("model_options", _check_model_options, flag_values=fv)
     flags.register_validator("learning_rate", _check_learning_rate, flag_values=fv)
     flags.register_multi_flags_validator(["train_steps", "epochs"], _check_steps_or_epochs,
                                          flag_values=fv)
+    flags.register_multi_flags_validator(["gradient_compression", "gradient_loss_scale"],
+                                         _check_loss_scale, flag_values=fv)
     flags.register_multi_flags_validator(["route", "strategy"], _check_cluster, flag_values=fv)
     flags.register_multi_flags_validator(["precision", "mixed_precision"], _check_precision,
                                          flag_values=fv)

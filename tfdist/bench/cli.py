@@ -88,6 +88,10 @@ def build_parser() -> argparse.ArgumentParser:
     setup.add_argument("--timeout", type=cli_args.seconds(allow_zero=False), default=600.0,
                        help="seconds allowed for each multi-worker launch; default 600")
     setup.add_argument("--seed", type=int, default=0, help="data and model seed; default 0")
+    what.add_argument("--wire", metavar="VARIANTS",
+                      help="extra multi-worker launches with gradient levers, comma-separated; "
+                           "each variant joins bf16, fp16[/SCALE], accumN, packN (bytes per "
+                           "pack), flat with +, e.g. bf16,accum4,bf16+accum4")
     out = parser.add_argument_group("output")
     out.add_argument("--json", metavar="PATH", help="also write the full report as JSON")
     out.add_argument("-v", "--verbose", action="store_true",
@@ -125,6 +129,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _wire(text: str | None) -> tuple[str, ...]:
+    if not text:
+        return ()
+    variants = tuple(dict.fromkeys(v.strip() for v in text.split(",")))
+    for variant in variants:
+        options_lib.parse_wire(variant)  # a bad one fails here, before TensorFlow loads
+    return variants
+
+
 def to_options(args: argparse.Namespace) -> options_lib.BenchOptions:
     """The parsed command line as checked `BenchOptions`.
 
@@ -148,6 +161,7 @@ def to_options(args: argparse.Namespace) -> options_lib.BenchOptions:
         workers=args.workers, pipeline_batches=args.pipeline_batches, peak_size=args.peak_size,
         call_lengths=args.call_lengths, timeout=args.timeout,
         json_path=args.json, plot_path=args.plot, seed=args.seed,
+        wire=_wire(args.wire),
     )
     for flag, path in (("--json", args.json), ("--plot", args.plot)):
         directory = os.path.dirname(os.path.abspath(path)) if path else None

@@ -44,12 +44,12 @@ def _tail(text: str, lines: int = 25) -> str:
 
 
 def _launch(row: str, workers: int, cores_per_worker: int, options: BenchOptions,
-            work_dir: str) -> dict[str, Any]:
+            work_dir: str, wire: tuple[str, ...] = ()) -> dict[str, Any]:
     from tfdist import launch  # no TensorFlow import
 
-    out_dir = tempfile.mkdtemp(prefix=f"{row}-", dir=work_dir)
+    out_dir = tempfile.mkdtemp(prefix=f"{row.replace('+', '_')}-", dir=work_dir)
     spec = {"row": row, "cores_per_worker": cores_per_worker, "out_dir": out_dir,
-            "options": dataclasses.asdict(options)}
+            "options": dataclasses.asdict(options), "wire": list(wire)}
     spec_path = os.path.join(out_dir, "spec.json")
     with open(spec_path, "w") as f:
         json.dump(spec, f)
@@ -72,7 +72,12 @@ def _launch(row: str, workers: int, cores_per_worker: int, options: BenchOptions
     if len(reports) != workers:
         raise BenchError(f"{row}: expected {workers} worker report(s) in {out_dir}, found "
                          f"{len(reports)}")
-    return _merge(row, reports, workers, cores_per_worker)
+    rows = {row: _merge(row, reports, workers, cores_per_worker)}
+    for variant in wire:
+        name = f"{row}+{variant}"
+        rows[name] = _merge(name, reports, workers, cores_per_worker)
+        rows[name]["wire"] = variant
+    return rows
 
 
 def _merge(row: str, reports: list[dict[str, Any]], workers: int,
@@ -90,7 +95,9 @@ def _merge(row: str, reports: list[dict[str, Any]], workers: int,
 
 
 def run(options: BenchOptions, work_dir: str, say: Any = print) -> dict[str, dict[str, Any]]:
-    """Runs the baseline and the multi-worker launch; returns rows `one_worker`, `multi_worker`.
+    """Runs the baseline and the multi-worker launch; returns rows `one_worker`, `multi_worker`
+    and, in the same launch and repetitions, one `multi_worker+VARIANT` per `options.wire`
+    variant (so their ratios to `multi_worker` are paired, whatever else loads the machine).
 
     Raises:
         BenchError: A worker failed or reported nothing.
@@ -102,7 +109,12 @@ def run(options: BenchOptions, work_dir: str, say: Any = print) -> dict[str, dic
                                              ("multi_worker", options.workers, 1, options)):
         say(f"tfdist-bench: {row}: {workers} worker process(es) x {cores} core(s), routes "
             f"{', '.join(row_options.routes)}, {options.mw_reps} reps ...")
-        rows[row] = _launch(row, workers, cores, row_options, work_dir)
+        wire = options.wire if row == "multi_worker" else ()
+        if wire:
+            levered = [r for r in options.routes if r in BASELINE_ROUTES]
+            say(f"tfdist-bench: {row}: also with gradient levers {', '.join(wire)} (routes "
+                f"{', '.join(levered)}), interleaved in the same repetitions")
+        rows.update(_launch(row, workers, cores, row_options, work_dir, wire=wire))
     return rows
 
 
@@ -154,6 +166,7 @@ def worker_main(spec_path: str) -> int:
     import tensorflow as tf
 
     import tfdist
+    from tfdist.bench import options as options_lib
     from tfdist.bench import peak as peak_lib
     from tfdist.bench import suite
     from tfdist.bench import workloads
@@ -166,11 +179,15 @@ def worker_main(spec_path: str) -> int:
     peak = peak_lib.measure(size=options.peak_size)
     workload = workloads.load(options.model, seed=options.seed)
     row = spec["row"]
+    wires: dict[str, options_lib.WireVariant | None] = {row: None}
+    for variant in spec.get("wire", []):
+        wires[f"{row}+{variant}"] = options_lib.parse_wire(variant)
     results = suite.measure(
-        {row: strategy}, workload, route_names=options.routes, batch=options.batch,
-        steps=options.steps, steps_per_call=options.steps_per_call, reps=options.mw_reps,
-        peak_flops=peak["peak"] * tfdist.strategy.num_workers(strategy),
-        work_dir=os.path.join(os.path.dirname(spec["out_dir"]), row))
+        {name: strategy for name in wires}, workload, route_names=options.routes,
+        batch=options.batch, steps=options.steps, steps_per_call=options.steps_per_call,
+        reps=options.mw_reps, peak_flops=peak["peak"] * tfdist.strategy.num_workers(strategy),
+        work_dir=os.path.join(os.path.dirname(spec["out_dir"]), row), wires=wires,
+        routes_of={name: BASELINE_ROUTES for name in wires if name != row})
     report = {"rank": rank, "cores": cores, "peak": peak, "results": results}
     path = os.path.join(spec["out_dir"], f"worker-{rank}.json")
     with open(path + ".tmp", "w") as f:

@@ -67,6 +67,10 @@ class BenchOptions:
         json_path: Also write the results here. Defaults to `None`.
         plot_path: Also draw them here (PNG; needs matplotlib). Defaults to `None`.
         seed: Seed for the data and the models. Defaults to 0.
+        wire: Gradient-lever variants (see `parse_wire`), e.g. `("bf16", "accum4")`, each
+            timed on the reference and ctl routes in the multi-worker launch, interleaved with
+            the rows without levers. With `accumN` the micro-batch stays `batch` and a step
+            trains N x `batch` examples (one all-reduce). Defaults to none.
     """
 
     model: str = "dense"
@@ -86,11 +90,62 @@ class BenchOptions:
     json_path: str | None = None
     plot_path: str | None = None
     seed: int = 0
+    wire: tuple[str, ...] = ()
 
     @property
     def local_strategies(self) -> tuple[str, ...]:
         """The strategies measured inside this process."""
         return tuple(s for s in self.strategies if s != "multi_worker")
+
+
+@dataclasses.dataclass(frozen=True)
+class WireVariant:
+    """Gradient levers of one `--wire` variant (`tfdist.gradients.GradientOptions` + accumulation)."""
+
+    compression: str = "none"
+    loss_scale: float | None = None
+    bytes_per_pack: int = 0
+    flat: bool = False
+    accumulation_steps: int = 1
+
+
+_COMPRESSIONS = {"bf16": "bfloat16", "fp16": "float16"}
+
+
+def parse_wire(variant: str) -> WireVariant:
+    """Parses one `--wire` variant: parts joined by `+`.
+
+    Parts: `bf16`, `fp16` or `fp16/SCALE` (compression, optionally loss-scaled), `accumN`
+    (N micro-batches per step), `packN` (`bytes_per_pack=N`), `flat` (one buffer per dtype).
+    E.g. `bf16+accum4`.
+
+    Raises:
+        tfdist.cli_args.UsageError: An unknown part, naming it and the valid forms.
+    """
+    fields: dict[str, object] = {}
+    for part in variant.split("+"):
+        name, _, scale = part.partition("/")
+        try:
+            if name in _COMPRESSIONS and (not scale or name == "fp16"):
+                fields["compression"] = _COMPRESSIONS[name]
+                if scale:
+                    fields["loss_scale"] = float(scale)
+                    if not fields["loss_scale"] > 0:  # type: ignore[operator]
+                        raise ValueError
+            elif name.startswith("accum") and int(name[5:]) >= 1:
+                fields["accumulation_steps"] = int(name[5:])
+            elif name.startswith("pack") and int(name[4:]) >= 0:
+                fields["bytes_per_pack"] = int(name[4:])
+            elif name == "flat":
+                fields["flat"] = True
+            else:
+                raise ValueError
+        except ValueError:
+            raise UsageError(
+                f"--wire: unknown lever {part!r} in variant {variant!r}; use bf16, fp16, "
+                "fp16/SCALE, accumN, packN or flat, joined by + (e.g. --wire=bf16,bf16+accum4)"
+            ) from None
+    return WireVariant(**fields)  # type: ignore[arg-type]
 
 
 def parse_list(flag: str, noun: str, text: str, valid: tuple[str, ...]) -> tuple[str, ...]:
@@ -132,6 +187,10 @@ def check(options: BenchOptions) -> BenchOptions:
             f"--batch must divide over the {options.virtual_cpus} mirrored replicas (received "
             f"--batch={options.batch}, --virtual-cpus={options.virtual_cpus}); e.g. --batch="
             f"{max(1, options.batch // options.virtual_cpus) * options.virtual_cpus}")
+    if options.wire and "multi_worker" not in options.strategies:
+        raise UsageError(
+            f"--wire measures multi-worker launches (received --wire={','.join(options.wire)}, "
+            f"--strategies={','.join(options.strategies)}); add multi_worker to --strategies")
     if "multi_worker" in options.strategies and options.batch % options.workers:
         raise UsageError(
             f"--batch must divide over the {options.workers} workers (received --batch="

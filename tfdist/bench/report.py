@@ -18,6 +18,8 @@ DENSE_PEAK_FRACTION = 0.85
 PIPELINE_HEADROOM = 5.0
 MIRRORED_SCALING = 0.8
 MULTI_WORKER_SCALING = 0.8
+# Issue 19's multi-worker targets with the gradient levers (`--wire` rows).
+WIRE_SCALING = {"accumulation": 0.95, "compression": 0.9, "other": 0.75}
 
 
 def _row_label(row: str, result: dict[str, Any]) -> str:
@@ -25,7 +27,18 @@ def _row_label(row: str, result: dict[str, Any]) -> str:
         return f"1 worker x {result.get('cores_per_worker', '?')} cores"
     if row == "multi_worker":
         return f"{result.get('workers', '?')} workers x 1 core"
+    if row.startswith("multi_worker+"):
+        return f"{result.get('workers', '?')} workers x 1 core, {row.split('+', 1)[1]}"
     return row
+
+
+def _wire_threshold(variant: str) -> float:
+    parts = variant.split("+")
+    if any(p.startswith("accum") for p in parts):
+        return WIRE_SCALING["accumulation"]
+    if any(p.split("/")[0] in ("bf16", "fp16") for p in parts):
+        return WIRE_SCALING["compression"]
+    return WIRE_SCALING["other"]
 
 
 def _median(summary: dict[str, Any]) -> float:
@@ -93,6 +106,24 @@ def targets(report: dict[str, Any]) -> list[dict[str, Any]]:
                     _median(results["multi_worker"]["routes"][route]["examples_per_sec"])
                     / _median(results["one_worker"]["routes"][route]["examples_per_sec"]),
                     MULTI_WORKER_SCALING, "examples/s medians, two launches one after the other")
+    if "one_worker" in results:
+        one = results["one_worker"]["routes"]
+        for row, result in results.items():
+            if not row.startswith("multi_worker+"):
+                continue
+            threshold = _wire_threshold(result.get("wire", row.split("+", 1)[1]))
+            for route in ("reference", "ctl"):
+                if route in result["routes"] and route in one:
+                    add(f"{_row_label(row, result)} >= {threshold}x 1 worker x 2 cores, {route}",
+                        _median(result["routes"][route]["examples_per_sec"])
+                        / _median(one[route]["examples_per_sec"]),
+                        threshold, "examples/s medians, launches one after the other")
+    for row, result in results.items():
+        for route, r in result["routes"].items():
+            if "ratio_to_no_levers" in r:
+                add(f"{_row_label(row, result)} faster than without levers, {route}",
+                    _median(r["ratio_to_no_levers"]), 1.0,
+                    "same launch, median of per-repetition time ratios")
     return checks
 
 

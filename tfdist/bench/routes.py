@@ -20,8 +20,12 @@ import tensorflow as tf
 
 from tfdist import data as data_lib
 from tfdist import estimator as estimator_lib
+from tfdist import gradients as gradients_lib
+from tfdist import keras as tfdist_keras
 from tfdist import loop as loop_lib
+from tfdist.bench.options import WireVariant
 from tfdist.bench.workloads import Workload
+from tfdist.compat import keras_gradient_reduction
 
 LEARNING_RATE = 0.01
 
@@ -51,11 +55,20 @@ class RouteConfig:
         steps_per_call: Steps per `tf.function` call.
         model_dir: A directory for this route's checkpoints (ctl, estimator); shared by all
             workers of a multi-worker run.
+        gradients: How gradients are all-reduced; `None` for TensorFlow's own reduction.
+        accumulation_steps: Micro-batches per step (the global batch stays `batch`).
     """
 
     batch: int
     steps_per_call: int
     model_dir: str
+    gradients: gradients_lib.GradientOptions | None = None
+    accumulation_steps: int = 1
+
+    def spec(self, workload: Workload) -> data_lib.DataSpec:
+        """The workload's data at this batch, with this accumulation."""
+        return dataclasses.replace(workload.spec(self.batch),
+                                   accumulation_steps=self.accumulation_steps)
 
 
 def _loss() -> keras.losses.Loss:
@@ -89,21 +102,25 @@ def reference(strategy: tf.distribute.Strategy, workload: Workload, config: Rout
     call as a `tf.range` loop, `tf.nn.compute_average_loss` over the global batch.
     """
     started = time.perf_counter()
-    spec = workload.spec(config.batch)
+    spec = config.spec(workload)
     with strategy.scope():
         model = workload.build()
         optimizer = keras.optimizers.SGD(LEARNING_RATE)
         optimizer.build(model.trainable_variables)  # before tracing (FINDINGS §3)
+    keras_gradient_reduction.configure(optimizer, config.gradients)
     iterator = iter(data_lib.distribute(strategy, spec))
     loss = _loss()
 
-    def step(inputs: Any) -> None:
+    def micro_step(inputs: Any) -> tuple[tf.Tensor, list[Any]]:
         features, labels = inputs
         with tf.GradientTape() as tape:
             logits = model(features, training=True)
             value = tf.nn.compute_average_loss(loss.call(labels, logits),
                                                global_batch_size=config.batch)
-        grads = tape.gradient(value, model.trainable_variables)
+        return value, tape.gradient(value, model.trainable_variables)
+
+    def step(inputs: Any) -> None:
+        _, grads = gradients_lib.accumulate(micro_step, inputs, config.accumulation_steps)
         optimizer.apply_gradients(zip(grads, model.trainable_variables))
 
     @tf.function
@@ -130,7 +147,7 @@ def ctl(strategy: tf.distribute.Strategy, workload: Workload, config: RouteConfi
     started = time.perf_counter()
     trainer = loop_lib.Trainer(
         strategy=strategy, model=workload.build, optimizer=keras.optimizers.SGD(LEARNING_RATE),
-        loss=_loss(), train_data=workload.spec(config.batch))
+        loss=_loss(), train_data=config.spec(workload), gradients=config.gradients)
     controller = loop_lib.Controller(
         trainer, model_dir=config.model_dir, steps_per_loop=config.steps_per_call,
         checkpoint_every=10**9, progress=False, summaries=False, export=False,
@@ -159,7 +176,9 @@ def fit(strategy: tf.distribute.Strategy, workload: Workload, config: RouteConfi
     """
     started = time.perf_counter()
     model = _compiled(strategy, workload, config.steps_per_call)
-    dataset = data_lib.for_fit(strategy, workload.spec(config.batch))
+    spec = config.spec(workload)
+    tfdist_keras.gradients.configure(model, gradients=config.gradients, data=spec)
+    dataset = data_lib.for_fit(strategy, spec)
 
     def train(steps: int) -> None:
         model.fit(dataset, epochs=1, steps_per_epoch=steps, verbose=0, shuffle=False)
@@ -193,7 +212,7 @@ def estimator(strategy: tf.distribute.Strategy, workload: Workload, config: Rout
     pipeline, restores the newest checkpoint and saves one at the end.
     """
     started = time.perf_counter()
-    spec = workload.spec(config.batch)
+    spec = config.spec(workload)
     per_example = keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction=None)
 
     def model_fn(features: Any, labels: Any, mode: str) -> estimator_lib.EstimatorSpec:
@@ -205,7 +224,8 @@ def estimator(strategy: tf.distribute.Strategy, workload: Workload, config: Rout
     run_config = estimator_lib.RunConfig(
         model_dir=config.model_dir, train_distribute=strategy, steps_per_loop=config.steps_per_call,
         save_checkpoints_steps=None, save_checkpoints_secs=None, save_summary_steps=None,
-        log_step_count_steps=None)
+        log_step_count_steps=None, gradients=config.gradients,
+        accumulation_steps=config.accumulation_steps)
     est = estimator_lib.Estimator(model_fn=model_fn, config=run_config)
     input_fn = data_lib.input_fn(spec)
 
@@ -225,7 +245,7 @@ BUILDERS: dict[str, Callable[[tf.distribute.Strategy, Workload, RouteConfig], Ro
 
 
 def build(name: str, strategy: tf.distribute.Strategy, workload: Workload, batch: int,
-          steps_per_call: int, work_dir: str) -> Route:
+          steps_per_call: int, work_dir: str, wire: WireVariant | None = None) -> Route:
     """Builds route `name` and runs its first call.
 
     Args:
@@ -235,7 +255,15 @@ def build(name: str, strategy: tf.distribute.Strategy, workload: Workload, batch
         batch: Global batch size.
         steps_per_call: Steps per `tf.function` call.
         work_dir: Checkpoints go to `work_dir/<name>`.
+        wire: Gradient levers (compression, packing, accumulation). Defaults to none.
     """
     model_dir = os.path.join(work_dir, name)
     os.makedirs(model_dir, exist_ok=True)
-    return BUILDERS[name](strategy, workload, RouteConfig(batch, steps_per_call, model_dir))
+    config = RouteConfig(batch, steps_per_call, model_dir)
+    if wire is not None:
+        options = gradients_lib.GradientOptions(
+            compression=wire.compression, loss_scale=wire.loss_scale,
+            bytes_per_pack=wire.bytes_per_pack, flat=wire.flat)
+        config = dataclasses.replace(config, gradients=None if options.is_default else options,
+                                     accumulation_steps=wire.accumulation_steps)
+    return BUILDERS[name](strategy, workload, config)

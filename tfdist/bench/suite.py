@@ -15,6 +15,7 @@ import tensorflow as tf
 from tfdist.bench import routes as routes_lib
 from tfdist.bench import teardown
 from tfdist.bench import timing
+from tfdist.bench.options import WireVariant
 from tfdist.bench.workloads import Workload
 
 
@@ -30,6 +31,8 @@ def measure(
     peak_flops: float,
     work_dir: str,
     call_lengths: tuple[int, ...] = (),
+    wires: dict[str, WireVariant | None] | None = None,
+    routes_of: dict[str, tuple[str, ...]] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Times every route under every strategy, all interleaved in each repetition.
 
@@ -45,6 +48,9 @@ def measure(
         work_dir: Checkpoints go below it.
         call_lengths: Also time every route at each of these steps per call, interleaved
             (after the main timing, `reps` times). Defaults to none.
+        wires: Row -> the gradient levers its routes train with. Defaults to none.
+        routes_of: Row -> the routes it runs, where not `route_names` (those in
+            `route_names` only; `"reference"` always). Defaults to `route_names` everywhere.
 
     Returns:
         row -> `{"routes": {route: result}}` (see `route_result`), plus, with `call_lengths`,
@@ -52,10 +58,20 @@ def measure(
     """
     built: dict[tuple[str, str], routes_lib.Route] = {}
     teardown.keep(built)  # their iterators must not be destroyed mid-run (see teardown)
+    wires = wires or {}
+    names = {row: tuple(n for n in route_names
+                        if n == "reference" or n in (routes_of or {}).get(row, route_names))
+             for row in strategies}
+    # Accumulation keeps the micro-batch at `batch`: a step then trains N x `batch` examples
+    # with one all-reduce, which is what the lever buys.
+    batches = {row: batch * (wires[row].accumulation_steps if wires.get(row) else 1)  # type: ignore[union-attr]
+               for row in strategies}
     for row, strategy in strategies.items():
-        for name in route_names:
-            built[row, name] = routes_lib.build(name, strategy, workload, batch, steps_per_call,
-                                                os.path.join(work_dir, row))
+        for name in names[row]:
+            built[row, name] = routes_lib.build(name, strategy, workload, batches[row],
+                                                steps_per_call,
+                                                os.path.join(work_dir, row.replace("+", "_")),
+                                                wire=wires.get(row))
     runs = {key: functools.partial(route.run, steps) for key, route in built.items()}
     for route in built.values():  # warm-up, not counted: one more tf.function call each
         route.run(steps_per_call)
@@ -66,9 +82,19 @@ def measure(
         ctl = seconds.get((row, "ctl"))
         results[row] = {"routes": {
             name: route_result(built[row, name], seconds[row, name], reference, ctl,
-                               steps=steps, batch=batch, workload=workload, peak_flops=peak_flops)
-            for name in route_names
+                               steps=steps, batch=batches[row], workload=workload,
+                               peak_flops=peak_flops)
+            for name in names[row]
         }}
+    plain = next((row for row in strategies if wires.get(row) is None), None)
+    for row in strategies:
+        if wires.get(row) is None or plain is None:
+            continue
+        for name in names[row]:  # paired with the same route without levers, same repetitions
+            # Examples per second, paired: time per example without over time per example with.
+            scale = batches[row] / batches[plain]
+            results[row]["routes"][name]["ratio_to_no_levers"] = timing.paired_ratio(
+                seconds[plain, name], [s / scale for s in seconds[row, name]])
     if call_lengths:
         by_length = timing.interleaved(
             {(key, n): functools.partial(route.run, n)
@@ -76,7 +102,7 @@ def measure(
         for row in strategies:
             results[row]["call_lengths"] = {
                 name: {str(n): timing.summary(by_length[(row, name), n]) for n in call_lengths}
-                for name in route_names}
+                for name in names[row]}
     return results
 
 

@@ -20,6 +20,8 @@ _WORKAROUNDS = (
     "tfdist.compat.mirrored_lazy_variables",
     "tfdist.compat.keras_fit",
     "tfdist.compat.keras_fit_checks",
+    "tfdist.compat.keras_gradient_reduction",
+    "tfdist.compat.keras_fit_accumulation",
 )
 _applied = False
 

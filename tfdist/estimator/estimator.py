@@ -44,6 +44,7 @@ from tfdist import outer_loop
 from tfdist import parameter_server
 from tfdist import peer_failure
 from tfdist import strategy as strategy_lib
+from tfdist.compat import keras_gradient_reduction
 from tfdist.estimator import build as build_lib
 from tfdist.estimator import hooks as hooks_lib
 from tfdist.estimator import inputs as inputs_lib
@@ -290,6 +291,8 @@ class Estimator:
             self._store.mark_local(metric.variables)  # evaluation state: never checkpointed
         if mode == ModeKeys.TRAIN:
             self._optimizers = build_lib.build_optimizers(strategy, self._store, spec.optimizer)
+            for optimizer, _ in self._optimizers:
+                keras_gradient_reduction.configure(optimizer, self._config.gradients)
             hooks = list(spec.training_hooks)
             if self._is_chief:
                 hooks += list(spec.training_chief_hooks)
@@ -425,6 +428,7 @@ class Estimator:
                 is_chief=self._is_chief,
                 finite=finite,
                 count_steps=not self._scheduled,  # the coordinator counts them
+                accumulation_steps=self._config.accumulation_steps,
             )
             self._train_loops[finite] = ps_training.scheduled_loop(loop) if self._scheduled else loop
         return self._train_loops[finite]

@@ -15,6 +15,7 @@ import keras
 import tensorflow as tf
 
 from tfdist import checks
+from tfdist import gradients as gradients_lib
 from tfdist.estimator import hooks as hooks_lib
 from tfdist.estimator import inputs as inputs_lib
 from tfdist.estimator.spec import ModeKeys
@@ -70,6 +71,7 @@ def make_train_loop(
     is_chief: bool,
     finite: bool,
     count_steps: bool = True,
+    accumulation_steps: int = 1,
 ) -> Callable[..., Any]:
     """`loop(iterator, num_steps, initial_outputs) -> (steps_run, outputs)` as a `tf.function`.
 
@@ -78,28 +80,24 @@ def make_train_loop(
     the optimizer and increments the global step (unless `count_steps` is false: under
     ParameterServerStrategy the coordinator counts the steps of the functions that finished).
     With `finite` data the loop stops early when the input ends (all workers agree), and
-    `steps_run` says how far it got.
+    `steps_run` says how far it got. With `accumulation_steps` N > 1 each replica's batch is cut
+    into N micro-batches, `model_fn` runs on each (differentiating `loss / (replicas * N)`), and
+    the summed gradients are applied once: one all-reduce per step; the step's loss is the
+    micro-batches' mean, hook tensors the last's.
     """
     replicas = strategy.num_replicas_in_sync
     optimizer = optimizers[0][0]  # the one that scales the loss (several never do)
     trainable = [v for _, variables in optimizers for v in variables]
 
-    def replica_step(element: Any) -> dict[str, Any]:
+    def micro_step(element: Any) -> tuple[Any, list[Any]]:
         features, labels = inputs_lib.split(element, has_labels())
         with tf.GradientTape() as tape:
             spec = call_model_fn(features, labels, ModeKeys.TRAIN)
             loss = tf.convert_to_tensor(spec.loss)
             # Keras's own train_step convention: the optimizer may scale the loss (mixed
             # precision, loss_scale_factor) and unscales the gradients when applying them.
-            scaled = optimizer.scale_loss(loss / tf.cast(replicas, loss.dtype))
-        grads = tape.gradient(scaled, trainable)
-        start = 0
-        for part, variables in optimizers:
-            pairs = zip(grads[start:start + len(variables)], variables)
-            part.apply_gradients([(g, v) for g, v in pairs if g is not None])
-            start += len(variables)
-        if count_steps:
-            global_step.assign_add(1)
+            scaled = optimizer.scale_loss(
+                loss / tf.cast(replicas * accumulation_steps, loss.dtype))
         fetches = hook_fetches(spec, is_chief)
         if sorted(fetches) != sorted(fetch_keys):
             raise ValueError(
@@ -108,7 +106,22 @@ def make_train_loop(
                 "every call."
             )
         outputs = {k: tf.convert_to_tensor(v) for k, v in fetches.items()}
-        return {LOSS: tf.cast(loss, tf.float32), **outputs}
+        return (tf.cast(loss, tf.float32), outputs), tape.gradient(scaled, trainable)
+
+    def sum_loss_keep_last(previous: Any, new: Any) -> Any:
+        return previous[0] + new[0], new[1]
+
+    def replica_step(element: Any) -> dict[str, Any]:
+        (loss, outputs), grads = gradients_lib.accumulate(
+            micro_step, element, accumulation_steps, combine=sum_loss_keep_last)
+        start = 0
+        for part, variables in optimizers:
+            pairs = zip(grads[start:start + len(variables)], variables)
+            part.apply_gradients([(g, v) for g, v in pairs if g is not None])
+            start += len(variables)
+        if count_steps:
+            global_step.assign_add(1)
+        return {LOSS: loss / accumulation_steps, **outputs}
 
     def run(element: Any) -> dict[str, Any]:
         return _local_outputs(strategy, strategy.run(replica_step, args=(element,)))

@@ -15,6 +15,7 @@ import tensorflow as tf
 
 from tfdist import checks
 from tfdist import cluster as cluster_lib
+from tfdist import gradients as gradients_lib
 from tfdist import outer_loop
 
 _DEFAULT = object()  # "not passed", so save_checkpoints_secs can default to 600 as in tf.estimator
@@ -46,6 +47,8 @@ _REPLACEABLE = (
     "eval_distribute",
     "steps_per_loop",
     "steps_per_function",
+    "gradients",
+    "accumulation_steps",
     "on_nonfinite",
     "max_nonfinite_restores",
 )
@@ -98,6 +101,13 @@ class RunConfig:
             batches since are skipped), at most `max_nonfinite_restores` times (tfdist
             addition, the policy of every route). Defaults to `"stop"`.
         max_nonfinite_restores: Restores allowed with `"restore"`. Defaults to 3.
+        gradients: How gradients are all-reduced (`tfdist.gradients.GradientOptions`:
+            compression, packing; tfdist addition). Defaults to TensorFlow's float32 reduction.
+        accumulation_steps: Micro-batches per step (tfdist addition): each replica's batch is
+            cut into this many, `model_fn` runs on each, and their gradients are all-reduced
+            and applied once. The batch `input_fn` returns must divide by it (with
+            `tfdist.data.input_fn(spec)`, set `spec.accumulation_steps` to the same value).
+            Defaults to 1.
 
     Raises:
         ValueError: Both checkpoint cadences set, a non-positive count, or TF1-only arguments.
@@ -128,6 +138,8 @@ class RunConfig:
         steps_per_function: int = 10,
         on_nonfinite: str = "stop",
         max_nonfinite_restores: int = 3,
+        gradients: gradients_lib.GradientOptions | None = None,
+        accumulation_steps: int = 1,
         **obsolete: Any,
     ) -> None:
         for name, value in obsolete.items():
@@ -162,6 +174,11 @@ class RunConfig:
         _check("steps_per_function", steps_per_function, allow_none=False)
         checks.one_of("on_nonfinite", on_nonfinite, outer_loop.NONFINITE_ACTIONS)
         checks.non_negative_int("max_nonfinite_restores", max_nonfinite_restores)
+        checks.positive_int("accumulation_steps", accumulation_steps, owner="RunConfig")
+        if gradients is not None and not isinstance(gradients, gradients_lib.GradientOptions):
+            raise ValueError(
+                f"Invalid value for argument `gradients` of RunConfig. Received: "
+                f"gradients={gradients!r}. Pass a tfdist.gradients.GradientOptions or None.")
         if tf_random_seed is not None and not checks.is_integer(tf_random_seed):
             raise ValueError(
                 "Invalid value for argument `tf_random_seed`. Received: "
@@ -184,6 +201,8 @@ class RunConfig:
         self._steps_per_function = steps_per_function
         self._on_nonfinite = on_nonfinite
         self._max_nonfinite_restores = max_nonfinite_restores
+        self._gradients = gradients
+        self._accumulation_steps = accumulation_steps
         self._cluster = cluster_lib.resolve()
 
     # --- the arguments ---------------------------------------------------------------------------
@@ -201,6 +220,8 @@ class RunConfig:
     steps_per_function = property(lambda self: self._steps_per_function)
     on_nonfinite = property(lambda self: self._on_nonfinite)
     max_nonfinite_restores = property(lambda self: self._max_nonfinite_restores)
+    gradients = property(lambda self: self._gradients)
+    accumulation_steps = property(lambda self: self._accumulation_steps)
     session_config = property(lambda self: None)
 
     # --- the role, from TF_CONFIG ----------------------------------------------------------------

@@ -5,4 +5,5 @@ The fixes that make plain `fit` work and fast live in `tfdist.compat` and are ap
 """
 
 from tfdist.keras import callbacks
+from tfdist.keras import gradients
 from tfdist.keras.sidecar_evaluator import SidecarEvaluator

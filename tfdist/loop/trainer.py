@@ -31,9 +31,11 @@ import tensorflow as tf
 
 from tfdist import checks
 from tfdist import data as data_lib
+from tfdist import gradients as gradients_lib
 from tfdist import parameter_server
 from tfdist.compat import default_strategy
 from tfdist.compat import keras_atomic_updates
+from tfdist.compat import keras_gradient_reduction
 from tfdist.compat import keras_optimizer_build
 from tfdist.compat import keras_sharded_variables
 from tfdist.outer_loop import interface
@@ -88,6 +90,9 @@ class Trainer(interface.TrainTarget, interface.EvalTarget):
         steps_per_function: Under `ParameterServerStrategy`: training steps per scheduled
             function (a loop call of `num_steps` schedules `ceil(num_steps / this)` of them).
             Defaults to 10.
+        gradients: How gradients are all-reduced (`tfdist.gradients.GradientOptions`:
+            compression, packing). Gradient accumulation is set on the data:
+            `train_data.accumulation_steps`. Defaults to TensorFlow's float32 reduction.
 
     Raises:
         TrainerError: A model built outside the scope or that cannot be built from the data, an
@@ -116,8 +121,13 @@ class Trainer(interface.TrainTarget, interface.EvalTarget):
         train_data: data_lib.DataSpec | None = None,
         eval_data: data_lib.DataSpec | None = None,
         steps_per_function: int = 10,
+        gradients: gradients_lib.GradientOptions | None = None,
     ) -> None:
         checks.positive_int("steps_per_function", steps_per_function, error=TrainerError)
+        if gradients is not None and not isinstance(gradients, gradients_lib.GradientOptions):
+            raise TrainerError(
+                f"Invalid value for argument `gradients`. Received: gradients={gradients!r}. "
+                "Pass a tfdist.gradients.GradientOptions or None.")
         self.strategy = strategy
         self.steps_per_function = steps_per_function
         self._coordinator = (parameter_server.coordinator(strategy)
@@ -129,6 +139,8 @@ class Trainer(interface.TrainTarget, interface.EvalTarget):
         for spec in (train_data, eval_data):
             if spec is not None:
                 spec.per_replica_batch_size(strategy.num_replicas_in_sync)
+        self.accumulation_steps = train_data.accumulation_steps if train_data is not None else 1
+        self._check_wire_options(gradients)
         if loss is None and type(self).train_step is Trainer.train_step:
             raise TrainerError(
                 "Trainer needs a `loss` (a Keras loss, a function or a name) unless you "
@@ -155,6 +167,7 @@ class Trainer(interface.TrainTarget, interface.EvalTarget):
             self.optimizer = self._resolve_optimizer(optimizer)
             # Built here, under the scope and before any tracing (FINDINGS §3).
             self.optimizer.build(self._differentiable_variables())
+            keras_gradient_reduction.configure(self.optimizer, gradients)
             self.global_step = tf.Variable(
                 0,
                 dtype=tf.int64,
@@ -213,6 +226,28 @@ class Trainer(interface.TrainTarget, interface.EvalTarget):
                 f"Invalid value for argument `model`. Received: model={name}, which has no "
                 f"trainable weights once built on inputs shaped {shapes}: nothing to train."
             )
+
+    def _check_wire_options(self, gradients: gradients_lib.GradientOptions | None) -> None:
+        ps = self._coordinator is not None
+        if ps and gradients is not None and not gradients.is_default:
+            raise TrainerError(
+                f"Invalid value for argument `gradients`. Received: gradients={gradients!r} "
+                "under ParameterServerStrategy, which sends gradients to ps tasks and never "
+                "all-reduces them. Pass gradients=None.")
+        if self.accumulation_steps == 1 or self.train_data is None:
+            return
+        if ps:
+            raise TrainerError(
+                f"Invalid value for argument `accumulation_steps` of train_data. Received: "
+                f"accumulation_steps={self.accumulation_steps} under ParameterServerStrategy, "
+                "which has no all-reduce to save. Use accumulation_steps=1.")
+        if not self.train_data.effective_drop_remainder:
+            raise TrainerError(
+                f"Invalid value for argument `drop_remainder` of train_data. Received: "
+                f"drop_remainder=False with accumulation_steps={self.accumulation_steps}: a short "
+                "final batch does not split into micro-batches. Leave drop_remainder unset (True "
+                "for training) or use accumulation_steps=1.")
+        self.train_data.micro_batch_size(self.strategy.num_replicas_in_sync)
 
     def _check_model_in_scope(self) -> None:
         if not tf.distribute.has_strategy() or self.strategy is tf.distribute.get_strategy() and (
@@ -301,18 +336,25 @@ class Trainer(interface.TrainTarget, interface.EvalTarget):
         Returns:
             The loss that was differentiated (this replica's share of the global mean).
         """
-        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(inputs)
-        with tf.GradientTape() as tape:
-            y_pred = self.model(x, training=True)
-            loss = self.compute_loss(y, y_pred, sample_weight)
-            # A LossScaleOptimizer (mixed_float16) multiplies here and divides in
-            # apply_gradients; other optimizers return the loss unchanged.
-            scaled_loss = self.optimizer.scale_loss(loss)
         variables = self._differentiable_variables()
-        self.optimizer.apply_gradients(zip(tape.gradient(scaled_loss, variables), variables))
+
+        def micro_step(batch: Any) -> tuple[tf.Tensor, list[Any]]:
+            x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(batch)
+            with tf.GradientTape() as tape:
+                y_pred = self.model(x, training=True)
+                # This micro-batch's share of the global mean: the micro-batches sum to it.
+                loss = self.compute_loss(y, y_pred, sample_weight)
+                # A LossScaleOptimizer (mixed_float16) multiplies here and divides in
+                # apply_gradients; other optimizers return the loss unchanged.
+                scaled_loss = self.optimizer.scale_loss(loss)
+            for metric in self.train_metrics:
+                metric.update_state(y, y_pred, sample_weight)
+            return loss, tape.gradient(scaled_loss, variables)
+
+        # With accumulation the micro-batches' gradients are summed here and reduced once.
+        loss, grads = gradients_lib.accumulate(micro_step, inputs, self.accumulation_steps)
+        self.optimizer.apply_gradients(zip(grads, variables))
         self.train_loss.update_state(loss * self.strategy.num_replicas_in_sync)
-        for metric in self.train_metrics:
-            metric.update_state(y, y_pred, sample_weight)
         return loss
 
     def _differentiable_variables(self) -> list[Any]:

@@ -20,6 +20,7 @@ import models
 from tfdist import checks
 from tfdist import cluster as cluster_lib
 from tfdist import data as data_lib
+from tfdist import gradients as gradients_lib
 from tfdist import parameter_server
 from tfdist import precision
 from tfdist import recompute
@@ -110,6 +111,22 @@ def check(options: TrainOptions, cluster: cluster_lib.ClusterInfo) -> None:
     recompute.check_mode(options.remat, error=RunError)
 
 
+def _gradient_options(options: TrainOptions,
+                      strategy: tf.distribute.Strategy) -> gradients_lib.GradientOptions | None:
+    """The wire options of the flags (`None`: TensorFlow's own reduction)."""
+    try:
+        wire = gradients_lib.GradientOptions(
+            compression=options.gradient_compression, loss_scale=options.gradient_loss_scale,
+            bytes_per_pack=options.bytes_per_pack)
+    except gradients_lib.GradientOptionsError as e:
+        raise RunError(f"--gradient_compression/--gradient_loss_scale/--bytes_per_pack: {e}") from None
+    if parameter_server.is_parameter_server(strategy) and (
+            not wire.is_default or options.accumulation_steps > 1):
+        raise RunError("--gradient_compression, --bytes_per_pack and --accumulation_steps act on "
+                       "the all-reduce, which --strategy=parameter_server does not use: drop them")
+    return None if wire.is_default else wire
+
+
 def _train_steps(options: TrainOptions, train_examples: int | None) -> int:
     if options.train_steps is not None:
         return options.train_steps
@@ -187,6 +204,13 @@ def run(options: TrainOptions, *, strategy: tf.distribute.Strategy | None = None
         train_spec.per_replica_batch_size(strategy.num_replicas_in_sync)  # fail before building
     except data_lib.DataConfigError as e:
         raise RunError(f"--global_batch_size: {e}") from None
+    gradients = _gradient_options(options, strategy)
+    if options.accumulation_steps > 1:
+        train_spec = dataclasses.replace(train_spec, accumulation_steps=options.accumulation_steps)
+        try:
+            train_spec.micro_batch_size(strategy.num_replicas_in_sync)
+        except data_lib.DataConfigError as e:
+            raise RunError(f"--accumulation_steps: {e}") from None
 
     model_info = report_lib.model_info(family, config)
     say = report_lib.Printer(cluster)
@@ -202,7 +226,7 @@ def run(options: TrainOptions, *, strategy: tf.distribute.Strategy | None = None
         learning_rate=options.learning_rate, steps_per_loop=options.steps_per_loop,
         eval_every=options.eval_every or train_steps, seed=options.seed, cluster=cluster,
         progress=options.progress, on_nonfinite=options.on_nonfinite,
-        max_nonfinite_restores=options.max_nonfinite_restores,
+        max_nonfinite_restores=options.max_nonfinite_restores, gradients=gradients,
     )
     build = recompute.builder(lambda: family.build(config), options.remat)
     # The policy in force while the route builds its model (the Estimator captures it when made).

@@ -51,6 +51,14 @@ class TrainOptions:
         on_nonfinite: A NaN/inf training loss: `"stop"` with an error naming the step, or
             `"restore"` the newest checkpoint (fit: backup) and train on. Defaults to `"stop"`.
         max_nonfinite_restores: Restores allowed with `"restore"`. Defaults to 3.
+        gradient_compression: The dtype gradients are all-reduced in: `"none"`, `"bfloat16"`
+            or `"float16"` (`tfdist.gradients.GradientOptions`). Defaults to `"none"`.
+        gradient_loss_scale: With `"float16"`: multiply gradients by this before the cast.
+            Defaults to `None` (no scaling).
+        bytes_per_pack: Split the all-reduce into packs of about this many bytes; 0 is one pack.
+            Defaults to 0.
+        accumulation_steps: Micro-batches per optimizer step and per all-reduce; the global
+            batch stays `global_batch_size`. Defaults to 1.
     """
 
     model_dir: str
@@ -74,6 +82,10 @@ class TrainOptions:
     progress: bool = True
     on_nonfinite: str = "stop"
     max_nonfinite_restores: int = 3
+    gradient_compression: str = "none"
+    gradient_loss_scale: float | None = None
+    bytes_per_pack: int = 0
+    accumulation_steps: int = 1
 
 
 def check_cluster(route: str, strategy: str, cluster: cluster_lib.ClusterInfo) -> None:

@@ -33,6 +33,7 @@ def run(
         optimizer=settings_lib.optimizer(settings.learning_rate),  # built under the scope by Trainer
         loss=settings_lib.loss(), metrics=[settings_lib.accuracy()],
         train_data=None if settings.cluster.is_evaluator else train_spec, eval_data=eval_spec,
+        gradients=settings.gradients,
     )
     with loop.Controller(
         trainer, model_dir=settings.model_dir, steps_per_loop=settings.steps_per_loop,

@@ -89,6 +89,7 @@ def run(
         train_distribute=None if cluster.is_evaluator else strategy,
         steps_per_loop=settings.steps_per_loop, on_nonfinite=settings.on_nonfinite,
         max_nonfinite_restores=settings.max_nonfinite_restores,
+        gradients=settings.gradients, accumulation_steps=train_spec.accumulation_steps,
     )
     estimator = estimator_lib.Estimator(
         model_fn=make_model_fn(build_model, settings.learning_rate), config=config)

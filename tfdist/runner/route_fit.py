@@ -13,6 +13,7 @@ import tensorflow as tf
 from tfdist import export as export_lib
 from tfdist import data as data_lib
 from tfdist.keras import callbacks as callbacks_lib
+from tfdist.keras import gradients as keras_gradients
 from tfdist.runner import settings as settings_lib
 
 
@@ -66,6 +67,7 @@ def run(
             metrics=[settings_lib.accuracy()],
             steps_per_execution=_steps_per_execution(settings.steps_per_loop, interval, remainder),
         )
+    keras_gradients.configure(model, gradients=settings.gradients, data=train_spec)
     train_data = data_lib.for_fit(strategy, train_spec)
     eval_data = data_lib.for_fit(strategy, eval_spec)
     chief = settings.cluster.is_chief

@@ -8,6 +8,7 @@ from typing import Any
 import keras
 
 from tfdist import cluster as cluster_lib
+from tfdist import gradients as gradients_lib
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,6 +28,9 @@ class RouteSettings:
         progress: Show progress (chief only). Defaults to `True`.
         on_nonfinite: The non-finite-loss policy, `"stop"` or `"restore"`. Defaults to `"stop"`.
         max_nonfinite_restores: Restores allowed with `"restore"`. Defaults to 3.
+        gradients: How gradients are all-reduced (`tfdist.gradients.GradientOptions`), or
+            `None` for TensorFlow's own reduction. Accumulation is the train spec's
+            `accumulation_steps`. Defaults to `None`.
     """
 
     model_dir: str
@@ -39,6 +43,7 @@ class RouteSettings:
     progress: bool = True
     on_nonfinite: str = "stop"
     max_nonfinite_restores: int = 3
+    gradients: gradients_lib.GradientOptions | None = None
 
 
 @dataclasses.dataclass(frozen=True)
