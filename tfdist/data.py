@@ -153,10 +153,13 @@ class DataSpec:
             lower = self.global_batch_size - self.global_batch_size % num_replicas_in_sync
             upper = lower + num_replicas_in_sync
             hint = f"{lower} or {upper}" if lower else f"{upper}"
+            counts = [n for n in range(1, min(self.global_batch_size, 64) + 1)
+                      if self.global_batch_size % n == 0]
             raise DataConfigError(
                 f"global_batch_size={self.global_batch_size} does not divide evenly over "
                 f"{num_replicas_in_sync} replicas. Use a multiple of {num_replicas_in_sync} "
-                f"(e.g. {hint})."
+                f"(e.g. {hint}), or a replica count that divides it "
+                f"({', '.join(map(str, counts))})."
             )
         return self.global_batch_size // num_replicas_in_sync
 

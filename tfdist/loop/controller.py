@@ -151,9 +151,7 @@ class Controller:
             return
         tracked = getattr(self.checkpoint, "train_input", None) is not None
         restored = tracked and checkpoint_lib.holds_input_position(self.restored_from)
-        iterator = self.trainer.resume_input(self.global_step, position_restored=restored)
-        if tracked and iterator is not None:
-            self.checkpoint.train_input = iterator  # later saves hold the moved input's position
+        self.trainer.resume_input(self.global_step, position_restored=restored)
 
     @property
     def preemption_requested(self) -> bool:

@@ -70,6 +70,12 @@ def _copy_metric(metric: keras.metrics.Metric | str) -> keras.metrics.Metric:
     return metric.__class__.from_config(metric.get_config())
 
 
+@tf.function
+def _advance(iterator: Any, num_batches: tf.Tensor) -> None:
+    for _ in tf.range(num_batches):
+        next(iterator)
+
+
 class Trainer(interface.TrainTarget, interface.EvalTarget):
     """Model, optimizer, loss and metrics under one strategy, with compiled multi-step loops.
 
@@ -412,30 +418,27 @@ class Trainer(interface.TrainTarget, interface.EvalTarget):
         return (self._coordinator is None and self.strategy.num_replicas_in_sync == 1
                 and strategy_workers.num_workers(self.strategy) == 1)
 
-    def resume_input(self, step: int, *, position_restored: bool) -> Any:
+    def resume_input(self, step: int, *, position_restored: bool) -> None:
         """Moves the training input to global step `step` after a resume, unless it was restored.
 
         A checkpoint holds the input position only where TensorFlow can save it (a plain
         `tf.data` iterator: one replica, one worker); one written at another size, or by a
-        distributed iterator, does not. Then the input is rebuilt to start where it would be
-        after `step` steps at this size (`tfdist.data.skip_examples`), so the position follows
-        the step: same epoch, same position in it, at the same global batch.
-
-        Returns:
-            The new iterator when it is a plain `tf.data.Iterator` (the caller's checkpoint
-            should track it instead of the old one), else None.
+        distributed iterator, does not. Then the input starts where it would be after `step`
+        steps at this size (`tfdist.data.skip_examples`), so the position follows the step:
+        same epoch, same position in it, at the same global batch. A plain iterator is
+        advanced by reading (its dataset must stay as checkpointed); a distributed one is
+        built with the skip.
         """
         if position_restored or step <= 0 or self.train_data is None or self._coordinator is not None:
-            return None
-        self.release_input()
-        self._input_start_step = int(step)
+            return
         logging.info("tfdist.loop: the input resumes at step %d (%d examples in, at the global "
                      "batch of %d over %d replica(s))", step, step * self.global_batch_size,
                      self.global_batch_size, self.strategy.num_replicas_in_sync)
-        if not self._input_is_checkpointable():
-            return None  # built lazily, at the first `train` call
-        iterator = self._train_input()
-        return iterator if isinstance(iterator, tf.data.Iterator) else None
+        if isinstance(self._train_iterator, tf.data.Iterator):
+            _advance(self._train_iterator, tf.constant(step, tf.int64))
+            return
+        self.release_input()
+        self._input_start_step = int(step)  # used when `train` builds the iterator
 
     def checkpoint_items(self, input_position: bool = True) -> dict[str, Any]:
         """Model, optimizer and global step, plus the training input position if `input_position`.
