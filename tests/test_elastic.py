@@ -113,6 +113,31 @@ def test_custom_loop_resumes_on_another_replica_count_where_it_left_off(tmp_path
         np.testing.assert_allclose(got, want, atol=1e-5)
 
 
+def _fit(strategy, backup_dir, steps):
+    with strategy.scope():
+        model = _model()
+        model.compile(optimizer=_adam(),
+                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    backup = tfdist.keras.callbacks.BackupAndRestore(str(backup_dir), save_freq=5,
+                                                     delete_checkpoint=False)
+    model.fit(data.for_fit(strategy, _spec()), epochs=steps // 5, steps_per_epoch=5,
+              callbacks=[backup], verbose=0)
+    return backup, [v.numpy() for v in model.weights]
+
+
+def test_fit_backup_made_on_two_replicas_resumes_on_one_where_it_left_off(tmp_path, cpus):
+    mirrored = tfdist.get_strategy("mirrored", devices=cpus(2))
+    default = tfdist.get_strategy("default")
+    _, uninterrupted = _fit(default, tmp_path / "whole", 20)
+    _fit(mirrored, tmp_path / "backup", 10)
+    backup, weights = _fit(default, tmp_path / "backup", 20)
+    # Backed up at the end of epoch 2 (step 10): Keras kept one iterator over both epochs.
+    assert (backup.restored_epoch, backup.restored_step) == (2, 0)
+    assert (backup.restored_input_position, backup.restored_replicas) == (10, 2)
+    for got, want in zip(weights, uninterrupted):
+        np.testing.assert_allclose(got, want, atol=1e-5)
+
+
 def _estimator_model_fn(features, labels, mode):
     model = _model()
     logits = model(features)
@@ -246,7 +271,7 @@ def test_elastic_job_resumes_at_every_size_and_the_launcher_shrinks_it(tmp_path)
               (["--workers", "2:3", "--max-restarts", "0"], 30), (["--workers", "1"], 40)]
     for launch_args, target in phases:
         elastic_env = dict(env, ELASTIC_JOB_FAIL_SLOT="1") if ":" in launch_args[1] else env
-        result, report = _phase([*LAUNCH, *launch_args, "--grace", "3", "--", *job, str(target),
+        result, report = _phase([*LAUNCH, *launch_args, "--grace", "2", "--", *job, str(target),
                                  str(out)], elastic_env, out, target)
         workers = 2 if ":" in launch_args[1] else int(launch_args[1])
         assert report["replicas"] == workers

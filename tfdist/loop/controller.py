@@ -68,7 +68,8 @@ class Controller:
         checkpoint_input: Also checkpoint the training input position (with its shuffle
             buffer), where TensorFlow can: plain `tf.data` iterators (one replica, one worker).
             Distributed iterators (`MirroredStrategy`, multi-worker) are not checkpointable in
-            TF 2.21; there a resumed run restarts its input pipeline. Defaults to `True`.
+            TF 2.21; there (and after a resume at another size) the input is rebuilt to start
+            where it would be after the restored steps at this size. Defaults to `True`.
 
     Raises:
         ValueError: Invalid `steps_per_loop`, `checkpoint_every` or `on_nonfinite`.
