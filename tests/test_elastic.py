@@ -202,6 +202,12 @@ def test_launcher_drops_a_slot_past_its_budget_and_stops_at_the_minimum():
     assert "resizing 3 -> 2 worker(s): worker:0 (slot 0)" in result.stderr
     assert ("worker:1 (slot 2) failed (exit code 3) 1 time(s), more than its restart budget of "
             "0, and the job is at its minimum of 2 worker(s)") in result.stderr
+    # A chief past its budget ends the job: it is charged like a slot but never dropped.
+    result = _launch("--workers", "1:2", "--chief", "--grace", "1", "--", "sh", "-c",
+                     '[ "$TFDIST_TASK_TYPE" = chief ] && exit 4; exit 0')
+    assert result.returncode == 4, result.stderr
+    assert ("chief:0 failed (exit code 4) 1 time(s), more than its restart budget of 0; the chief "
+            "cannot be dropped") in result.stderr
 
 
 @pytest.mark.parametrize("args, message", [

@@ -17,7 +17,6 @@ import re
 from tfdist.launch.errors import LaunchError
 
 _RANGE = re.compile(r"^\s*(\d+)\s*(?::\s*(\d+)\s*)?$")
-CHIEF_SLOT = "chief"  # the chief is charged like a slot but is never dropped
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,8 +78,8 @@ class Slots:
 
     Args:
         workers: The worker range.
-        budget: Failures each slot (and the chief) may have before it is dropped (or, at the
-            minimum size or for the chief, the job fails).
+        budget: Failures each slot may have before it is dropped (or, at the minimum size, the
+            job fails). A chief or evaluator is charged the same way but never dropped.
     """
 
     def __init__(self, workers: WorkerRange, budget: int) -> None:
@@ -94,32 +93,27 @@ class Slots:
     def size(self) -> int:
         return len(self.active)
 
-    def slot_of(self, task_type: str, task_id: int) -> int | str | None:
-        """The slot a task of the current group runs in (the chief's pseudo-slot, or None)."""
-        if task_type == "worker":
-            return self.active[task_id]
-        return CHIEF_SLOT if task_type == "chief" else None
+    def slot_of(self, task_type: str, task_id: int) -> int | str:
+        """The slot a worker of the current group runs in; a chief or evaluator's is its type."""
+        return self.active[task_id] if task_type == "worker" else task_type
 
     def on_failure(self, task_type: str, task_id: int, status: str) -> Decision:
         """Charges a failure of `task_type:task_id` (described by `status`) and decides."""
         slot = self.slot_of(task_type, task_id)
         name = f"{task_type}:{task_id}"
-        if slot is None:  # an evaluator: not part of the training group's size
-            return Decision("give_up", f"{name} failed ({status}); it has no slot to retry")
         count = self.failures[slot] = self.failures.get(slot, 0) + 1
-        where = f"{name} (slot {slot})" if slot != CHIEF_SLOT else name
+        where = f"{name} (slot {slot})" if isinstance(slot, int) else name
         if count <= self.budget:
             return Decision("restart", f"{where} failed ({status}); restarting the group of "
                                        f"{self.size} worker(s) (failure {count} of this slot, "
                                        f"budget {self.budget})")
         over = (f"{where} failed ({status}) {count} time(s), more than its restart budget of "
                 f"{self.budget}")
-        if slot == CHIEF_SLOT:
-            return Decision("give_up", f"{over}; the chief cannot be dropped")
+        if not isinstance(slot, int):
+            return Decision("give_up", f"{over}; the {task_type} cannot be dropped")
         if self.size <= self.workers.min:
             return Decision("give_up", f"{over}, and the job is at its minimum of "
                                        f"{self.workers.min} worker(s)")
-        assert isinstance(slot, int)
         self.active.remove(slot)
         resize = Resize(self.size + 1, self.size, slot, over)
         self.resizes.append(resize)
