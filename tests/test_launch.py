@@ -364,7 +364,8 @@ def test_a_taken_port_is_a_one_line_error(tmp_path):
 
 @pytest.mark.parametrize("args, match", [
     ([], "no command given"),
-    (["--workers", "0", "--", "true"], r"argument --workers: must be an integer >= 1; received '0'"),
+    (["--workers", "0", "--", "true"], r"argument --workers: must be a count >= 1 \(\"2\"\) or a range "
+     r"MIN:MAX with 1 <= MIN <= MAX \(\"2:4\"\); received '0'"),
     (["--workers", "2", "--no-such-flag", "--", "true"], "unrecognized arguments: --no-such-flag"),
     (["--workers", "2", "--", "tfdist-no-such-command"], "command not found: 'tfdist-no-such-command'"),
     (["--ps", "1", "--", "true"], r"parameter servers \(--ps, num_ps\) need a chief"),

@@ -260,6 +260,19 @@ class CheckpointManager:
         self._checkpoint.restore(path).expect_partial()
 
 
+def holds_input_position(path: str, name: str = "train_input") -> bool:
+    """True if the checkpoint at `path` saved a `tf.data` iterator under `name`.
+
+    Checkpoints made by distributed iterators (several replicas or workers) never do, so a
+    run resumed at another size from one cannot restore its input position.
+    """
+    key = f"{name}/.ATTRIBUTES/ITERATOR_STATE"
+    try:
+        return tf.train.load_checkpoint(path).has_tensor(key)
+    except (tf.errors.NotFoundError, tf.errors.DataLossError, ValueError):
+        return False
+
+
 def newest_restorable(directory: str, cluster: cluster_lib.ClusterInfo | None = None) -> str | None:
     """The newest checkpoint of `directory` that can be read; the one every route restores.
 

@@ -160,10 +160,13 @@ class DataSpec:
             lower = self.global_batch_size - self.global_batch_size % num_replicas_in_sync
             upper = lower + num_replicas_in_sync
             hint = f"{lower} or {upper}" if lower else f"{upper}"
+            counts = [n for n in range(1, min(self.global_batch_size, 64) + 1)
+                      if self.global_batch_size % n == 0]
             raise DataConfigError(
                 f"global_batch_size={self.global_batch_size} does not divide evenly over "
                 f"{num_replicas_in_sync} replicas. Use a multiple of {num_replicas_in_sync} "
-                f"(e.g. {hint})."
+                f"(e.g. {hint}), or a replica count that divides it "
+                f"({', '.join(map(str, counts))})."
             )
         return self.global_batch_size // num_replicas_in_sync
 
@@ -336,7 +339,7 @@ def _log_once(info: ShardingInfo) -> None:
 
 def make_dataset(
     spec: DataSpec, input_context: tf.distribute.InputContext | None = None, *,
-    worker_shard: tuple[int, Any] | None = None,
+    worker_shard: tuple[int, Any] | None = None, start_step: int = 0,
 ) -> tf.data.Dataset:
     """Builds one input pipeline: shard, shuffle, map, repeat, batch per replica, map, prefetch.
 
@@ -347,6 +350,8 @@ def make_dataset(
             training) shards by example, as `worker_shard` does.
         worker_shard: `(num_workers, worker_index)` with the index a tensor known only on the
             worker (parameter-server training): shard by example before anything else.
+        start_step: Global steps already trained: the pipeline starts where it would be after
+            that many steps at this size (see `skip_examples`). Defaults to 0.
 
     Returns:
         A dataset of per-replica batches for this pipeline, with TensorFlow's auto-sharding off.
@@ -399,6 +404,9 @@ def make_dataset(
         ds = ds.cache()
     if spec.effective_repeat:
         ds = ds.repeat()
+    skipped = skip_examples(spec, ctx, start_step)
+    if skipped:
+        ds = ds.skip(skipped)
     ds = ds.batch(info.per_replica_batch_size, drop_remainder=spec.effective_drop_remainder)
     if spec.batch_map_fn is not None:
         ds = ds.map(
@@ -414,14 +422,37 @@ def make_dataset(
     return ds.with_options(options)
 
 
+def skip_examples(spec: DataSpec, input_context: tf.distribute.InputContext | None,
+                  start_step: int) -> int:
+    """Examples one input pipeline skips to start at global step `start_step`.
+
+    Each step takes one per-replica batch for each of the pipeline's replicas, so the pipeline
+    skips ``start_step * per_replica_batch * replicas_per_pipeline`` examples (after sharding,
+    shuffling and repeating, before batching). Its data at this size being deterministic (a set
+    `seed`), it then yields exactly what an uninterrupted run at this size would from that step:
+    the same epoch, the same position in it. A resume at another size keeps the epoch and the
+    position in it (examples consumed = ``start_step * global_batch_size``), not the exact
+    examples: the other size deals the examples out differently.
+
+    Raises:
+        DataConfigError: `start_step` is negative or not an integer.
+    """
+    checks.non_negative_int("start_step", start_step, error=DataConfigError)
+    ctx = input_context or tf.distribute.InputContext()
+    per_pipeline = ctx.num_replicas_in_sync // max(1, ctx.num_input_pipelines)
+    return int(start_step) * spec.per_replica_batch_size(ctx.num_replicas_in_sync) * per_pipeline
+
+
 def distribute(
-    strategy: tf.distribute.Strategy, spec: DataSpec
+    strategy: tf.distribute.Strategy, spec: DataSpec, *, start_step: int = 0
 ) -> tf.distribute.DistributedDataset:
     """The distributed dataset for loops built on `strategy.run`.
 
     Args:
         strategy: The strategy that will consume it.
         spec: The data.
+        start_step: Global steps already trained (a resumed run): each pipeline starts where it
+            would be after that many steps at this size (`skip_examples`). Defaults to 0.
 
     Returns:
         A distributed dataset whose elements are per-replica batches.
@@ -430,7 +461,9 @@ def distribute(
         DataConfigError: The global batch does not divide over `strategy`'s replicas.
     """
     spec.per_replica_batch_size(strategy.num_replicas_in_sync)  # fail before TF does
-    return strategy.distribute_datasets_from_function(lambda ctx: make_dataset(spec, ctx))
+    checks.non_negative_int("start_step", start_step, error=DataConfigError)
+    return strategy.distribute_datasets_from_function(
+        lambda ctx: make_dataset(spec, ctx, start_step=start_step))
 
 
 def per_worker(strategy: tf.distribute.Strategy, spec: DataSpec) -> Any:
@@ -470,7 +503,7 @@ def per_worker(strategy: tf.distribute.Strategy, spec: DataSpec) -> Any:
 
 
 def for_fit(
-    strategy: tf.distribute.Strategy, spec: DataSpec
+    strategy: tf.distribute.Strategy, spec: DataSpec, *, start_step: int = 0
 ) -> tf.data.Dataset | tf.distribute.DistributedDataset:
     """The dataset to pass to Keras `Model.fit`, `evaluate` or `predict`.
 
@@ -480,13 +513,15 @@ def for_fit(
     Args:
         strategy: The strategy the model was built under.
         spec: The data.
+        start_step: Global steps already trained, as for `distribute`. Defaults to 0 (with
+            `tfdist.keras.callbacks.BackupAndRestore`, leave it: the callback moves the input).
 
     Returns:
         A dataset Keras can iterate.
     """
     if strategy.num_replicas_in_sync == 1 and strategy_workers.num_workers(strategy) == 1:
-        return make_dataset(spec)
-    return distribute(strategy, spec)
+        return make_dataset(spec, start_step=start_step)
+    return distribute(strategy, spec, start_step=start_step)
 
 
 def input_fn(spec: DataSpec) -> Callable[..., tf.data.Dataset]:

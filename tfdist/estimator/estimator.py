@@ -380,7 +380,7 @@ class Estimator:
                 distributed, info = ps_training.per_worker_input(source, strategy, ModeKeys.TRAIN)
             else:
                 distributed, info = source.distribute(strategy, ModeKeys.TRAIN)
-            iterator = iter(distributed)
+            iterator: Any = None
             try:
                 self._build(ModeKeys.TRAIN, info)
                 self._has_labels[ModeKeys.TRAIN] = info.has_labels
@@ -396,6 +396,14 @@ class Estimator:
                                  start, max_steps)
                     return self
                 target = max_steps if max_steps is not None else (start + steps if steps else None)
+                if start and not info.finite and not self._scheduled:
+                    # (Under parameter-server training each worker reads its own pipeline.)
+                    # The input follows the global step (same epoch, same position in it), at
+                    # this run's size; a finite input is read afresh by each call, as tf.estimator.
+                    logging.info("tfdist.estimator: the input resumes at step %d over %d replica(s)",
+                                 start, strategy.num_replicas_in_sync)
+                    distributed, _ = source.distribute(strategy, ModeKeys.TRAIN, start_step=start)
+                iterator = iter(distributed)
                 train_target.bind(self._train_loop(info.finite), iterator, self._fetch_dtypes)
                 hooks_action = hooks_lib.HooksAction(self._spec_hooks + user_hooks,
                                                      list(saving_listeners or []),
@@ -411,7 +419,8 @@ class Estimator:
                         f"last checkpoint is step {error.last_saved}."
                     ) from None
             finally:
-                if not self._scheduled:  # a per-worker iterator: its workers own the pipelines
+                # A per-worker iterator (parameter-server training): its workers own the pipelines.
+                if iterator is not None and not self._scheduled:
                     data_lib.release_iterator(iterator)  # destroyed off this thread: no stall
                 del iterator
         return self

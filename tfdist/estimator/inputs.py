@@ -181,8 +181,15 @@ class InputFn:
             finite=cardinality != tf.data.INFINITE_CARDINALITY,
         )
 
-    def distribute(self, strategy: tf.distribute.Strategy, mode: str) -> tuple[Any, InputInfo]:
+    def distribute(self, strategy: tf.distribute.Strategy, mode: str, *,
+                   start_step: int = 0) -> tuple[Any, InputInfo]:
         """The data for `strategy.run` loops, and what one pipeline holds.
+
+        Args:
+            strategy: The strategy that will consume it.
+            mode: A `ModeKeys` value.
+            start_step: Steps to skip: each pipeline drops the elements its replicas would have
+                taken in that many steps (one per replica and step). Defaults to 0.
 
         Returns:
             A distributed dataset (a plain dataset under the default strategy) and its info.
@@ -193,7 +200,9 @@ class InputFn:
             def dataset_fn(input_context: tf.distribute.InputContext) -> tf.data.Dataset:
                 dataset, info = self.dataset(mode, input_context)
                 infos.append(info)
-                return dataset
+                per_pipeline = (input_context.num_replicas_in_sync
+                                // max(1, input_context.num_input_pipelines))
+                return dataset.skip(start_step * per_pipeline) if start_step else dataset
 
             distributed = strategy.distribute_datasets_from_function(dataset_fn)
             if not infos:  # some strategies build pipelines lazily
@@ -201,4 +210,6 @@ class InputFn:
                 dataset_fn(tf.distribute.InputContext(num_replicas_in_sync=replicas))
             return distributed, infos[0]
         dataset, info = self.dataset(mode)
+        if start_step:
+            dataset = dataset.skip(start_step)  # elements are global batches here
         return strategy.experimental_distribute_dataset(dataset), info

@@ -41,7 +41,12 @@ class BackupAndRestore(keras.callbacks.Callback):
     Every worker takes part in each backup; only the chief writes to `backup_dir`. On start, the
     newest backup is restored (model, optimizer, epoch and step in the epoch): `fit` continues at
     that epoch, and the batches of the interrupted epoch that were already trained are read and
-    skipped, so the run ends with the same total number of optimizer steps. The two newest
+    skipped, so the run ends with the same total number of optimizer steps. The input follows
+    the step: the backup records how many batches the input had given, and a resumed `fit`
+    reads that many from its data before training (with `steps_per_epoch`, Keras keeps one
+    iterator across epochs, so that includes the earlier epochs' batches). A backup made by
+    another number of workers or replicas restores the same way (one log line names both
+    sizes); pass the same global batch. The two newest
     backups are kept: an unreadable newest one is moved aside (one log line) and the one
     before is restored. No backup is written
     until a step has trained again: a fresh model's lazily built variables (optimizer slots, and
@@ -103,6 +108,13 @@ class BackupAndRestore(keras.callbacks.Callback):
         self.delete_checkpoint = delete_checkpoint
         self._epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="backup_epoch")
         self._step_in_epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="backup_step")
+        # What the input had given (batches from the current iterator), whether Keras keeps one
+        # iterator across epochs (1, 0, or -1 before an epoch boundary was seen), and the
+        # replicas that made the backup; -1/0 in a backup made before these were recorded.
+        self._input_position = tf.Variable(-1, dtype=tf.int64, trainable=False, name="backup_input")
+        self._input_persists = tf.Variable(-1, dtype=tf.int64, trainable=False, name="backup_persists")
+        self._replicas = tf.Variable(0, dtype=tf.int64, trainable=False, name="backup_replicas")
+        self._input: _InputTracker | None = None
         self._manager: checkpoint_lib.CheckpointManager | None = None
         self._current_epoch = 0
         self._steps_since_save = 0
@@ -110,14 +122,22 @@ class BackupAndRestore(keras.callbacks.Callback):
         self._restore_pending = False  # restored mid-epoch, and no step has trained since
         self.restored_epoch: int | None = None
         self.restored_step: int | None = None
+        self.restored_input_position: int | None = None
+        self.restored_replicas: int | None = None
 
     def on_train_begin(self, logs: dict | None = None) -> None:
         model = self.model
         self._steps_since_save = self._nonfinite_restores = 0
         self._skipped_call = self._restore_pending = False
         self.restored_epoch = self.restored_step = None
+        self.restored_input_position = self.restored_replicas = None
+        self._input_position.assign(-1)
+        self._input_persists.assign(-1)
+        self._replicas.assign(0)
         checkpoint = tf.train.Checkpoint(
-            model=model, optimizer=model.optimizer, epoch=self._epoch, step=self._step_in_epoch
+            model=model, optimizer=model.optimizer, epoch=self._epoch, step=self._step_in_epoch,
+            input_position=self._input_position, input_persists=self._input_persists,
+            replicas=self._replicas,
         )
         # Two backups: when the newest is unreadable (a crash mid-copy, a full disk), restoring
         # falls back to the one before (`CheckpointManager.restore_latest`).
@@ -125,36 +145,35 @@ class BackupAndRestore(keras.callbacks.Callback):
             checkpoint, self.backup_dir, cluster=self._cluster, max_to_keep=BACKUPS_KEPT
         )
         self._last_saved = int(model.optimizer.iterations.numpy())
+        self._input = _InputTracker(self, model.train_function, model.steps_per_execution)
+        model.train_function = self._input
         if self._manager.restore_latest() is None:
             return
         self._last_saved = int(model.optimizer.iterations.numpy())
         self.restored_epoch = int(self._epoch.numpy())
         self.restored_step = int(self._step_in_epoch.numpy())
+        position, persists = int(self._input_position.numpy()), int(self._input_persists.numpy())
+        # Batches of earlier epochs, when Keras keeps one iterator across them (steps_per_epoch);
+        # an old backup (no position) or one not yet past an epoch boundary has none.
+        earlier = position - self.restored_step if position >= 0 and persists == 1 else 0
+        self.restored_input_position = earlier + self.restored_step
+        self._input.persists = persists
+        replicas = int(self._replicas.numpy()) or None
+        self.restored_replicas = replicas
+        now = _replicas(model)
         keras_initial_epoch.set_initial_epoch(model, self.restored_epoch)
-        if self.restored_step:
-            self._skip_trained_batches(self.restored_step)
-
-    def _skip_trained_batches(self, steps: int) -> None:
-        model = self.model
-        original = model.train_function
-        per_call = model.steps_per_execution
-        remaining = [steps]
-
-        def skipping_train_function(iterator):
-            # Read the batches the interrupted run already trained on, without training again.
-            for _ in range(per_call):
-                next(iterator)
-            remaining[0] -= per_call
-            if remaining[0] <= 0:
-                model.train_function = original
-            self._skipped_call = True
-            return {}
-
-        # Variables a fresh model creates at its first traced step (the optimizer's slots, and
-        # the layers' under the default strategy) are restored then, from the backup just read:
-        # it must not be replaced (and rotated out) before a step has trained.
-        self._restore_pending = True
-        model.train_function = skipping_train_function
+        logging.info(
+            "tfdist: BackupAndRestore: resuming at epoch %d, step %d in the epoch (global step "
+            "%d), input at batch %d; the backup was made on %s replica(s), this run has %d%s",
+            self.restored_epoch, self.restored_step, self._last_saved,
+            self.restored_input_position, replicas or "an unrecorded number of", now,
+            "" if replicas in (None, now) else " (resized)")
+        if self.restored_step or earlier:
+            # Variables a fresh model creates at its first traced step (the optimizer's slots,
+            # and the layers' under the default strategy) are restored then, from the backup
+            # just read: it must not be replaced (and rotated out) before a step has trained.
+            self._restore_pending = True
+            self._input.skip(earlier, self.restored_step)
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         self._current_epoch = epoch
@@ -205,6 +224,10 @@ class BackupAndRestore(keras.callbacks.Callback):
     def _save(self, epoch: int, step_in_epoch: int) -> None:
         self._epoch.assign(epoch)
         self._step_in_epoch.assign(step_in_epoch)
+        assert self._input is not None, "on_train_begin tracks the input"
+        self._input_position.assign(self._input.position)
+        self._input_persists.assign(self._input.persists)
+        self._replicas.assign(_replicas(self.model))
         assert self._manager is not None, "on_train_begin creates the manager"
         self._last_saved = int(self.model.optimizer.iterations.numpy())
         self._manager.save(self._last_saved)
@@ -212,8 +235,66 @@ class BackupAndRestore(keras.callbacks.Callback):
 
     def on_train_end(self, logs: dict | None = None) -> None:
         keras_initial_epoch.set_initial_epoch(self.model, None)
+        if self._input is not None:
+            self.model.train_function = self._input.release()
+            self._input = None
         if self.delete_checkpoint and self._cluster.is_chief and os.path.isdir(self.backup_dir):
             shutil.rmtree(self.backup_dir)
+
+
+def _replicas(model: keras.Model) -> int:
+    strategy = getattr(model, "distribute_strategy", None) or tf.distribute.get_strategy()
+    return int(strategy.num_replicas_in_sync)
+
+
+class _InputTracker:
+    """Wraps `model.train_function`: counts the batches each iterator gave, skips on resume.
+
+    Keras calls the train function with the epoch's iterator; a new iterator object means Keras
+    re-iterates the data each epoch (no `steps_per_epoch`), the same one across an epoch
+    boundary means it keeps one (`steps_per_epoch` given).
+    """
+
+    def __init__(self, backup: BackupAndRestore, train_function: Any, per_call: int) -> None:
+        self._backup = backup
+        self._train_function = train_function
+        self._per_call = int(per_call)
+        self._iterator: Any = None
+        self._epoch: int | None = None
+        self.position = 0
+        self.persists = -1
+        self._earlier = 0  # batches of earlier epochs to read at the first call
+        self._to_skip = 0  # batches of the interrupted epoch, read in whole calls
+
+    def skip(self, earlier: int, in_epoch: int) -> None:
+        self._earlier, self._to_skip = earlier, in_epoch
+
+    def release(self) -> Any:
+        self._iterator = None
+        return self._train_function
+
+    def __call__(self, iterator: Any) -> Any:
+        epoch = self._backup._current_epoch
+        if iterator is not self._iterator:
+            if self._iterator is not None and epoch != self._epoch:
+                self.persists = 0
+            self._iterator, self.position = iterator, 0
+        elif epoch != self._epoch and self._epoch is not None:
+            self.persists = 1
+        self._epoch = epoch
+        for _ in range(self._earlier):  # the earlier epochs' batches of a kept iterator
+            next(iterator)
+        self.position += self._earlier
+        self._earlier = 0
+        self.position += self._per_call
+        if self._to_skip > 0:
+            # Read the batches the interrupted run already trained on, without training again.
+            for _ in range(self._per_call):
+                next(iterator)
+            self._to_skip -= self._per_call
+            self._backup._skipped_call = True
+            return {}
+        return self._train_function(iterator)
 
 
 class ModelCheckpoint(keras_checkpoint_paths.RoutedModelCheckpoint):

@@ -17,6 +17,7 @@ from collections.abc import Iterator, Sequence
 
 from tfdist import cli_args
 from tfdist import quiet
+from tfdist.launch import elastic
 from tfdist.launch import kubernetes
 from tfdist.launch import layout
 from tfdist.launch.errors import LaunchError
@@ -37,6 +38,15 @@ def _port_list(text: str) -> tuple[int, ...]:
             f'must be comma-separated ports, e.g. "2222,2223"; received {text!r}') from None
 
 
+def _worker_range(text: str) -> elastic.WorkerRange:
+    try:
+        return elastic.WorkerRange.parse(text)
+    except LaunchError:
+        raise argparse.ArgumentTypeError(
+            f'must be a count >= 1 ("2") or a range MIN:MAX with 1 <= MIN <= MAX ("2:4"); '
+            f"received {text!r}") from None
+
+
 def _host_list(text: str) -> tuple[str, ...]:
     hosts = tuple(part.strip() for part in text.split(","))
     if not all(hosts):
@@ -55,8 +65,11 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Exit status: 0 if every process succeeded; else the first failing process's "
                "(128+N for signal N); 124 on --timeout; 130/143 after Ctrl-C/SIGTERM; 2 on bad input.")
     job = parser.add_argument_group("cluster")
-    job.add_argument("--workers", type=cli_args.int_at_least(1), default=1, metavar="N",
-                     help="worker processes (per host with --hosts or --slurm); default 1")
+    job.add_argument("--workers", type=_worker_range, default=elastic.WorkerRange(1, 1),
+                     metavar="N|MIN:MAX",
+                     help="worker processes (per host with --hosts or --slurm); default 1. "
+                          "MIN:MAX starts MAX and, when a worker slot fails more than "
+                          "--max-restarts times, restarts the group with one fewer, down to MIN")
     job.add_argument("--chief", action="store_true", help="add a chief process (on the first host)")
     job.add_argument("--ps", type=cli_args.int_at_least(0), default=0, metavar="M",
                      help="parameter-server processes (per host); needs --chief")
@@ -64,7 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="add an evaluator process (on the first host), outside the training cluster")
     run = parser.add_argument_group("running")
     run.add_argument("--max-restarts", type=cli_args.int_at_least(0), default=0, metavar="K",
-                     help="restart the whole group up to K times after a failure; default 0")
+                     help="restart the whole group up to K times after a failure; default 0 "
+                          "(with --workers MIN:MAX: failures allowed per worker slot)")
     run.add_argument("--timeout", type=cli_args.seconds(allow_zero=True), metavar="S", help="stop everything after S seconds")
     run.add_argument("--grace", type=cli_args.seconds(allow_zero=True), default=10.0, metavar="S",
                      help="seconds the others get to exit after a failure, and from SIGTERM to "
@@ -129,7 +143,7 @@ def _topology(args: argparse.Namespace) -> layout.Topology:
         raise LaunchError("--hosts needs --host-index (this host's position in the list).")
     elif hosts is None and host_index is not None:
         raise LaunchError("--host-index only applies with --hosts.")
-    return layout.Topology(num_workers=args.workers, chief=args.chief, num_ps=args.ps,
+    return layout.Topology(num_workers=args.workers.max, chief=args.chief, num_ps=args.ps,
                            evaluator=args.evaluator, hosts=hosts, host_index=host_index or 0,
                            ports=args.ports, port_base=args.port_base)
 
@@ -143,10 +157,14 @@ def _emit(args: argparse.Namespace, command: list[str]) -> str:
     if local_only:
         raise LaunchError(f"--emit prints manifests for Kubernetes; drop {', '.join(local_only)} "
                           "(they apply to processes started here).")
+    if args.workers.elastic:
+        raise LaunchError(f"--emit takes a fixed --workers N; received --workers {args.workers}. "
+                          "Emit the job at MAX and resize it by changing the Indexed Job's "
+                          "parallelism and completions (docs/elastic.md).")
     if not args.image:
         raise LaunchError("--emit needs --image: the container image with TensorFlow and tfdist.")
     manifest = kubernetes.Manifest(
-        name=args.name, image=args.image, command=tuple(command), num_workers=args.workers,
+        name=args.name, image=args.image, command=tuple(command), num_workers=args.workers.max,
         chief=args.chief, num_ps=args.ps, evaluator=args.evaluator, namespace=args.namespace,
         port=args.port_base or kubernetes.k8s_source.DEFAULT_PORT, cpu=args.cpu, memory=args.memory,
         gpus=args.gpus, max_restarts=args.max_restarts)
@@ -185,6 +203,10 @@ def _forward_signals(launcher: Launcher) -> Iterator[None]:
 
 def _summary(result: LaunchResult) -> str:
     restarts = f" after {result.restarts} restart(s)" if result.restarts else ""
+    if result.resizes:
+        sizes = " -> ".join([str(result.resizes[0].from_workers)]
+                            + [str(r.to_workers) for r in result.resizes])
+        restarts += f", resized {sizes} worker(s)"
     if result.exit_status == 0:
         return f"all {len(result.results)} process(es) succeeded{restarts}"
     failed = next((r for r in result.results if r.returncode != 0 and not r.stopped), None)
@@ -208,7 +230,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         output = Output(stream=sys.stdout, messages=sys.stderr, log_dir=args.log_dir,
                         drop_startup_noise=drop_noise)
         launcher = Launcher(command, topology, max_restarts=args.max_restarts, timeout=args.timeout,
-                            grace=args.grace, env=log_env, output=output)
+                            grace=args.grace, env=log_env, output=output,
+                            min_workers=args.workers.min)
         exposed = launcher.plan.non_loopback_addresses()
         if exposed:
             output.message(layout.security_warning(exposed))

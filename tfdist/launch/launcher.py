@@ -3,7 +3,9 @@
 A restart relaunches the whole group (fresh ports when they are picked at random): TensorFlow's
 collectives cannot take a replacement worker into a running group, and every route resumes from
 its checkpoints. A port taken by another program between picking and binding is retried with
-fresh ports without counting as a restart.
+fresh ports without counting as a restart. With `min_workers` below the topology's workers the
+job is elastic (`tfdist.launch.elastic`): a worker slot that fails more than `max_restarts`
+times is dropped and the group restarts with one worker fewer.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import time
 from collections.abc import Mapping, Sequence
 
 from tfdist import checks
+from tfdist.launch import elastic
 from tfdist.launch import layout
 from tfdist.launch.errors import LaunchError
 from tfdist.launch.group import (GroupOutcome, ProcessGroup, ProcessResult, ProcessSpec, describe_status,
@@ -35,6 +38,8 @@ class LaunchResult:
         restarts: Restarts used.
         timed_out: The timeout stopped the run.
         signal: The signal that stopped the run, or None.
+        resizes: The resizes of an elastic job, in order.
+        num_workers: Workers in the last attempt.
     """
 
     exit_status: int
@@ -42,6 +47,8 @@ class LaunchResult:
     restarts: int = 0
     timed_out: bool = False
     signal: int | None = None
+    resizes: tuple[elastic.Resize, ...] = ()
+    num_workers: int | None = None
 
 
 class Launcher:
@@ -50,7 +57,12 @@ class Launcher:
     Args:
         command: The program and arguments every process runs.
         topology: The cluster's layout (see `layout.Topology`).
-        max_restarts: Relaunch the group this many times after a failure. Defaults to 0.
+        max_restarts: Relaunch the group this many times after a failure. Defaults to 0. In
+            an elastic job, the failures each worker slot may have before it is dropped.
+        min_workers: Make the job elastic: start `topology.num_workers` workers and go down to
+            this many, one slot at a time, when slots fail for good. Needs launcher-picked
+            ports or a `port_base`, one host and no parameter servers. Defaults to None
+            (`topology.num_workers`: a fixed size).
         port_retries: Fresh-port retries after a port clash (random ports only). Defaults to 3.
         timeout: Seconds for the whole launch, restarts included; None waits forever.
         grace: Seconds between SIGTERM and SIGKILL when stopping. Defaults to 10.
@@ -76,7 +88,8 @@ class Launcher:
     def __init__(self, command: Sequence[str], topology: layout.Topology, *, max_restarts: int = 0,
                  port_retries: int = 3, timeout: float | None = None, grace: float = 10.0,
                  failure_grace: float | None = None, env: Mapping[str, str] | None = None,
-                 cwd: str | None = None, output: Output | None = None) -> None:
+                 cwd: str | None = None, output: Output | None = None,
+                 min_workers: int | None = None) -> None:
         # The checks the command line makes with argparse, for callers from Python.
         if (isinstance(command, (str, bytes)) or not command
                 or not all(isinstance(arg, (str, os.PathLike)) for arg in command)):
@@ -102,6 +115,8 @@ class Launcher:
         self.env = dict(env or {})
         self.cwd = cwd
         self.output = output or Output()
+        self.workers = _worker_range(topology, min_workers)
+        self.slots = elastic.Slots(self.workers, max_restarts)
         self.plan = layout.make_plan(topology)  # validated now: bad input fails before anything runs
         self._signals: list[int] = []
         self._group: ProcessGroup | None = None
@@ -115,9 +130,14 @@ class Launcher:
 
     def specs(self, plan: layout.Plan, restart: int = 0) -> list[ProcessSpec]:
         """This host's processes for one attempt of `plan`."""
-        return [ProcessSpec(task.task_type, task.task_id, self.command,
-                            layout.child_env(os.environ, self.env, task, restart), self.cwd)
-                for task in plan.local_tasks]
+        specs = []
+        for task in plan.local_tasks:
+            env = layout.child_env(os.environ, self.env, task, restart)
+            if task.task_type == "worker":  # stable across resizes; task ids are renumbered
+                slot = self.slots.slot_of(task.task_type, task.task_id) if self.workers.elastic else task.task_id
+                env["TFDIST_SLOT"] = str(slot)
+            specs.append(ProcessSpec(task.task_type, task.task_id, self.command, env, self.cwd))
+        return specs
 
     def run(self) -> LaunchResult:
         """Runs until success, a failure with no restarts left, a timeout or a signal."""
@@ -144,6 +164,17 @@ class Launcher:
                 header = f"--- tfdist-launch: port retry {retries} ---"
                 self.output.message(f"a port was taken meanwhile; retrying with fresh ports "
                                     f"(retry {retries} of {self.port_retries})")
+            elif self.workers.elastic:
+                decision = self.slots.on_failure(failed.task_type, failed.task_id,
+                                                 describe_status(failed.returncode))
+                self.output.message(decision.message)
+                if decision.action == "give_up":
+                    return self._finish(results, restarts, failed=failed)
+                restarts += 1
+                header = f"--- tfdist-launch: restart {restarts} ({decision.action}) ---"
+                if decision.resize is not None:
+                    plan = layout.make_plan(self._topology())
+                    continue
             elif restarts < self.max_restarts:
                 restarts += 1
                 header = f"--- tfdist-launch: restart {restarts} ---"
@@ -152,7 +183,13 @@ class Launcher:
             else:
                 return self._finish(results, restarts, failed=failed)
             if self.topology.picks_ports:
-                plan = layout.make_plan(self.topology)
+                plan = layout.make_plan(self._topology())
+
+    def _topology(self) -> layout.Topology:
+        """The topology at the current size (smaller than the one given after resizes)."""
+        if self.slots.size == self.topology.num_workers:
+            return self.topology
+        return dataclasses.replace(self.topology, num_workers=self.slots.size)
 
     def _attempt(self, plan: layout.Plan, restart: int, header: str | None,
                  deadline: float | None) -> GroupOutcome | None:
@@ -198,4 +235,26 @@ class Launcher:
             status = exit_status(failed.returncode)
         else:
             status = 0
-        return LaunchResult(status, results, restarts, timed_out, signal)
+        return LaunchResult(status, results, restarts, timed_out, signal,
+                            tuple(self.slots.resizes), self.slots.size)
+
+
+def _worker_range(topology: layout.Topology, min_workers: int | None) -> elastic.WorkerRange:
+    """The job's worker range; an elastic one only where a smaller group can be planned."""
+    if min_workers is None:
+        return elastic.WorkerRange(topology.num_workers, topology.num_workers)
+    checks.positive_int("min_workers", min_workers, error=LaunchError)
+    workers = elastic.WorkerRange(min_workers, topology.num_workers)
+    if workers.elastic:
+        if topology.num_ps:
+            raise LaunchError("elastic worker counts (--workers MIN:MAX) are for all-reduce jobs; a "
+                              "parameter-server job already carries on without a failed worker. "
+                              "Pass a fixed --workers N with --ps.")
+        if topology.hosts is not None:
+            raise LaunchError("elastic worker counts (--workers MIN:MAX) need one host: launchers on "
+                              "several hosts do not agree on a new size. Resize through the "
+                              "scheduler instead (docs/elastic.md).")
+        if topology.ports is not None:
+            raise LaunchError("elastic worker counts (--workers MIN:MAX) need ports the launcher "
+                              "can re-plan for a smaller group: drop --ports (or use --port-base).")
+    return workers

@@ -30,7 +30,7 @@ DEFAULT_PORT_BASE = 8888  # as tfdist.cluster.from_slurm
 _LOOPBACK_NAMES = frozenset({"localhost", "ip6-localhost", "ip6-loopback"})
 # Set per task; inherited copies (a launcher started from a launched process) are dropped.
 TASK_VARIABLES = ("TF_CONFIG", "TFDIST_TASK_TYPE", "TFDIST_TASK_ID", "TFDIST_RANK",
-                  "TFDIST_WORLD_SIZE", "TFDIST_RESTART")
+                  "TFDIST_WORLD_SIZE", "TFDIST_RESTART", "TFDIST_SLOT")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 
 import tensorflow as tf
+from absl import logging
 
 from tfdist import checkpoint as checkpoint_lib
 from tfdist import checks
@@ -67,7 +68,8 @@ class Controller:
         checkpoint_input: Also checkpoint the training input position (with its shuffle
             buffer), where TensorFlow can: plain `tf.data` iterators (one replica, one worker).
             Distributed iterators (`MirroredStrategy`, multi-worker) are not checkpointable in
-            TF 2.21; there a resumed run restarts its input pipeline. Defaults to `True`.
+            TF 2.21; there (and after a resume at another size) the input is rebuilt to start
+            where it would be after the restored steps at this size. Defaults to `True`.
 
     Raises:
         ValueError: Invalid `steps_per_loop`, `checkpoint_every` or `on_nonfinite`.
@@ -128,10 +130,29 @@ class Controller:
         )
         self._train_actions = [_LearningRateSummary(self._loop, trainer)]
         self.restored_from = self._loop.resume()
+        self._resume_input()
 
     @property
     def global_step(self) -> int:
         return self._loop.global_step
+
+    def _resume_input(self) -> None:
+        """After a resume, moves the input to the restored step unless its position was saved.
+
+        A checkpoint made at another size (or by a distributed iterator) has no input position:
+        the input then starts where it would be after that many steps at this size.
+        """
+        if self.trainer.train_data is None:
+            return
+        logging.info("tfdist.loop: global batch %d over %d replica(s), %d per replica, at step %d",
+                     self.trainer.global_batch_size, self.strategy.num_replicas_in_sync,
+                     self.trainer.train_data.per_replica_batch_size(self.strategy.num_replicas_in_sync),
+                     self.global_step)
+        if self.restored_from is None:
+            return
+        tracked = getattr(self.checkpoint, "train_input", None) is not None
+        restored = tracked and checkpoint_lib.holds_input_position(self.restored_from)
+        self.trainer.resume_input(self.global_step, position_restored=restored)
 
     @property
     def preemption_requested(self) -> bool:

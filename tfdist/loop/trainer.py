@@ -28,6 +28,7 @@ from typing import Any, TypeAlias
 
 import keras
 import tensorflow as tf
+from absl import logging
 
 from tfdist import checks
 from tfdist import data as data_lib
@@ -38,6 +39,7 @@ from tfdist.compat import keras_atomic_updates
 from tfdist.compat import keras_gradient_reduction
 from tfdist.compat import keras_optimizer_build
 from tfdist.compat import keras_sharded_variables
+from tfdist.compat import strategy_workers
 from tfdist.outer_loop import interface
 
 # Evaluation "to the end of the data" runs the loop with this many steps at most.
@@ -68,6 +70,12 @@ def _copy_metric(metric: keras.metrics.Metric | str) -> keras.metrics.Metric:
     if not isinstance(metric, keras.metrics.Metric):
         metric = keras.metrics.MeanMetricWrapper(metric, name=getattr(metric, "__name__", "metric"))
     return metric.__class__.from_config(metric.get_config())
+
+
+@tf.function
+def _advance(iterator: Any, num_batches: tf.Tensor) -> None:
+    for _ in tf.range(num_batches):
+        next(iterator)
 
 
 class Trainer(interface.TrainTarget, interface.EvalTarget):
@@ -192,6 +200,7 @@ class Trainer(interface.TrainTarget, interface.EvalTarget):
         self._scheduled_train_fn = tf.function(self._scheduled_train_loop)
         self._eval_loop_fn = tf.function(self._eval_loop)
         self._train_iterator: Any = None
+        self._input_start_step = 0  # the step a resumed run's input starts at (resume_input)
 
     # --- construction checks -----------------------------------------------------------------
 
@@ -442,8 +451,36 @@ class Trainer(interface.TrainTarget, interface.EvalTarget):
             if self._coordinator is not None:
                 self._train_iterator = iter(data_lib.per_worker(self.strategy, self.train_data))
             else:
-                self._train_iterator = iter(data_lib.distribute(self.strategy, self.train_data))
+                self._train_iterator = iter(data_lib.distribute(
+                    self.strategy, self.train_data, start_step=self._input_start_step))
         return self._train_iterator
+
+    def _input_is_checkpointable(self) -> bool:
+        """One replica on one worker: the input may be a plain, checkpointable `tf.data` iterator."""
+        return (self._coordinator is None and self.strategy.num_replicas_in_sync == 1
+                and strategy_workers.num_workers(self.strategy) == 1)
+
+    def resume_input(self, step: int, *, position_restored: bool) -> None:
+        """Moves the training input to global step `step` after a resume, unless it was restored.
+
+        A checkpoint holds the input position only where TensorFlow can save it (a plain
+        `tf.data` iterator: one replica, one worker); one written at another size, or by a
+        distributed iterator, does not. Then the input starts where it would be after `step`
+        steps at this size (`tfdist.data.skip_examples`), so the position follows the step:
+        same epoch, same position in it, at the same global batch. A plain iterator is
+        advanced by reading (its dataset must stay as checkpointed); a distributed one is
+        built with the skip.
+        """
+        if position_restored or step <= 0 or self.train_data is None or self._coordinator is not None:
+            return
+        logging.info("tfdist.loop: the input resumes at step %d (%d examples in, at the global "
+                     "batch of %d over %d replica(s))", step, step * self.global_batch_size,
+                     self.global_batch_size, self.strategy.num_replicas_in_sync)
+        if isinstance(self._train_iterator, tf.data.Iterator):
+            _advance(self._train_iterator, tf.constant(step, tf.int64))
+            return
+        self.release_input()
+        self._input_start_step = int(step)  # used when `train` builds the iterator
 
     def checkpoint_items(self, input_position: bool = True) -> dict[str, Any]:
         """Model, optimizer and global step, plus the training input position if `input_position`.
@@ -453,7 +490,7 @@ class Trainer(interface.TrainTarget, interface.EvalTarget):
         """
         items = dict(model=keras_sharded_variables.checkpointable(self.model),
                      optimizer=self.optimizer, global_step=self.global_step)
-        if self.train_data is not None and input_position:
+        if self.train_data is not None and input_position and self._input_is_checkpointable():
             iterator = self._train_input()
             if isinstance(iterator, tf.data.Iterator):
                 items["train_input"] = iterator
