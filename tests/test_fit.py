@@ -269,6 +269,27 @@ def test_tutorial_killed_worker_resumes_from_backup(tmp_path):
 
 
 @pytest.mark.multiworker
+def test_tutorial_sigterm_backs_up_every_worker_at_that_step_then_resumes_there(tmp_path):
+    """Issue 22: TF's coordination service replaces the SIGTERM handler, so a 2-worker `fit`
+    trained on through a SIGTERM. Worker 1 gets SIGTERM after step 95 (its own callback, at that
+    step: no timing); both workers must agree, back up at step 95 and exit 143."""
+    env = {"TERM_AT_STEP": "95", "TUTORIAL_EPOCHS": "2"}
+    results, _ = _run(tmp_path, 2, env=env, check=False, name="term")
+    outputs = [f"{r.name} (exit {r.returncode}): {r.output[-2000:]}" for r in results]
+    assert [r.returncode for r in results] == [checkpoint.PREEMPTED_EXIT_CODE] * 2, outputs
+    assert "preempted by SIGTERM; saved a checkpoint at step 95" in results[0].output, outputs
+    assert tf.train.latest_checkpoint(str(tmp_path / "backup")).endswith("ckpt-95")
+    _, reports = _run(tmp_path, 2, env={"TUTORIAL_EPOCHS": "2"}, name="restart")
+    w0, w1 = reports["worker-0"], reports["worker-1"]
+    for report in (w0, w1):
+        assert report["restored"] == [1, 25]  # epoch 2 of 2, 25 of its 70 steps done
+        assert report["iterations"] == 140
+    for a, b in zip(w0["weights"], w1["weights"]):
+        np.testing.assert_array_equal(np.array(a), np.array(b))
+    assert not (tmp_path / "backup").exists()
+
+
+@pytest.mark.multiworker
 def test_steps_per_execution_and_chief_only_outputs_under_two_workers(tmp_path):
     extra = tmp_path / "extra"
     scratch = tmp_path / "scratch"
