@@ -251,16 +251,25 @@ class CheckpointManager:
         Raises:
             CheckpointError: There are checkpoints and none can be read (nothing is moved).
         """
-        path, skipped = _find_restorable(self.model_dir, self._cluster)
+        path, skipped = _find_restorable(self.model_dir, self._cluster, restore=self._restore_all)
         if path is None:
             return None
         if skipped and self._chief_manager is not None:
             # The state file was rewritten: the manager must not list the moved ones again.
             self._chief_manager = tf.train.CheckpointManager(
                 self._checkpoint, self.model_dir, max_to_keep=self._max_to_keep)
-        self._checkpoint.restore(path).expect_partial()
         logging.info("tfdist.checkpoint: restored %s", path)
         return path
+
+    def _restore_all(self, path: str) -> bool:
+        """Restores `path`; True when every value was read now (none waits for a variable)."""
+        status = self._checkpoint.restore(path)
+        status.expect_partial()
+        try:
+            status.assert_consumed()
+        except AssertionError:
+            return False  # values for variables built later (e.g. optimizer slots): unchecked
+        return True
 
     def restore(self, path: str) -> None:
         """Restores a given checkpoint (e.g. one that the evaluator found)."""
@@ -286,9 +295,11 @@ def newest_restorable(directory: str, cluster: cluster_lib.ClusterInfo | None = 
     return _find_restorable(directory, cluster or cluster_lib.resolve())[0]
 
 
-def _find_restorable(directory: str, cluster: cluster_lib.ClusterInfo) -> tuple[str | None, list]:
+def _find_restorable(directory: str, cluster: cluster_lib.ClusterInfo,
+                     restore: checkpoint_recovery.Restore | None = None) -> tuple[str | None, list]:
     try:
-        return checkpoint_recovery.find_restorable(directory, move_aside=cluster.is_chief)
+        return checkpoint_recovery.find_restorable(directory, move_aside=cluster.is_chief,
+                                                   restore=restore)
     except checkpoint_recovery.UnreadableCheckpointsError as err:
         raise CheckpointError(str(err)) from None
 
