@@ -284,6 +284,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max_restarts", type=int, default=3)
     parser.add_argument("--timeout", type=float, default=600)
     parser.add_argument("--keep", action="store_true", help="keep the scratch directories")
+    parser.add_argument("--jsonl", help="append each trial's outcome to this file as it ends")
     parser.add_argument("--no-clean", dest="clean", action="store_false",
                         help="skip the clean run per route x layout (no comparison with it)")
     args = parser.parse_args(argv)
@@ -318,6 +319,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 run_trial(trial, args, clean)
                 trial.weights = None  # only the clean run's are kept
                 trials.append(trial)
+                if args.jsonl:
+                    with open(args.jsonl, "a") as f:
+                        f.write(json.dumps(dataclasses.asdict(trial)) + "\n")
                 diff = "" if trial.clean_max_diff is None else f", max |w - clean| {trial.clean_max_diff:.2g}"
                 print(f"tfdist-faults: {route} {layout} #{i} {trial.signal} after {trial.delay}s "
                       f"task {trial.victim} (checkpoint {trial.checkpoint_at_kill}, resumed at "
