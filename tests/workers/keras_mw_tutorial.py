@@ -13,7 +13,7 @@ their 0.8); argv = BACKUP_DIR OUT_DIR; the final evaluation and weights written 
 OUT_DIR/<task>.json; CRASH_AT_STEP=N, which makes worker 1 kill itself with SIGKILL after N
 training steps (a crashed worker; with CRASH_STAMP=path it first writes its time there);
 TERM_AT_STEP=N, the same with SIGTERM (a preempted worker; its callback runs before the backup's,
-so the backup sees the signal at step N); TUTORIAL_EPOCHS (default 3, the tutorial's); and
+so the backup sees the signal at its next check); TUTORIAL_EPOCHS (default 3, the tutorial's); and
 TUTORIAL_SAVE_SECTION=1, which runs the tutorial's model-saving and checkpoint sections after
 `fit` (`save_section`).
 """
@@ -169,7 +169,7 @@ class _CrashAtStep(keras.callbacks.Callback):
 
 
 def _harness_first_callbacks():
-    """TERM_AT_STEP: before the backup callback, which then sees the signal at that step."""
+    """TERM_AT_STEP: before the backup callback, which then sees the signal at its next check."""
     info = tfdist.cluster.resolve()
     term = os.environ.get("TERM_AT_STEP")
     if term and info.task_type == "worker" and info.task_id == 1:

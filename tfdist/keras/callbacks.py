@@ -62,11 +62,14 @@ class BackupAndRestore(keras.callbacks.Callback):
             ends with fewer optimizer steps), at most `max_nonfinite_restores` times.
             Defaults to `None`: the loss is not checked, as in Keras.
         max_nonfinite_restores: Restores allowed with `"restore"`. Defaults to 3.
-        handle_preemption: Catch SIGTERM during `fit` (main thread only): the workers agree
-            on it after each training call (one tiny all-reduce across workers), back up and
-            raise `tfdist.checkpoint.Preempted`. Without it, a multi-worker job is deaf to
-            SIGTERM: TensorFlow's coordination service installs a handler that only records
-            it (docs/reliability.md). Defaults to `True`.
+        handle_preemption: Catch SIGTERM during `fit` (main thread only): every
+            `preemption_check_steps` the workers agree on it (one tiny all-reduce across
+            workers), back up and raise `tfdist.checkpoint.Preempted`. Without it, a
+            multi-worker job is deaf to SIGTERM: TensorFlow's coordination service installs a
+            handler that only records it (docs/reliability.md). Defaults to `True`.
+        preemption_check_steps: Training steps between two such checks (rounded up to whole
+            `steps_per_execution` calls); a check costs a few milliseconds across workers.
+            Defaults to 10.
 
     Raises:
         tfdist.checkpoint.CheckpointError: `backup_dir` is a file or not writable.
@@ -90,6 +93,7 @@ class BackupAndRestore(keras.callbacks.Callback):
         on_nonfinite: str | None = None,
         max_nonfinite_restores: int = 3,
         handle_preemption: bool = True,
+        preemption_check_steps: int = 10,
     ) -> None:
         super().__init__()
         if on_nonfinite is not None:
@@ -97,7 +101,10 @@ class BackupAndRestore(keras.callbacks.Callback):
         checks.non_negative_int("max_nonfinite_restores", max_nonfinite_restores)
         self.on_nonfinite = on_nonfinite
         self.max_nonfinite_restores = max_nonfinite_restores
+        checks.positive_int("preemption_check_steps", preemption_check_steps)
         self.handle_preemption = bool(handle_preemption)
+        self.preemption_check_steps = int(preemption_check_steps)
+        self._steps_since_check = 0
         self._preemption = checkpoint_lib.PreemptionWatcher()
         self._nonfinite_restores = 0
         self._last_saved = 0
@@ -122,7 +129,7 @@ class BackupAndRestore(keras.callbacks.Callback):
         self.restored_step: int | None = None
 
     def on_train_begin(self, logs: dict | None = None) -> None:
-        self._steps_since_save = self._nonfinite_restores = 0
+        self._steps_since_save = self._nonfinite_restores = self._steps_since_check = 0
         self._skipped_call = self._restore_pending = False
         self.restored_epoch = self.restored_step = None
         self._restore()
@@ -186,9 +193,8 @@ class BackupAndRestore(keras.callbacks.Callback):
             if self.on_nonfinite is not None and not math.isfinite(float((logs or {}).get("loss", 0.0))):
                 self._handle_nonfinite(float(logs["loss"]))  # type: ignore[index]
                 return
-            # Every worker asks at the same call, so all save at the same step and stop together.
-            if self.handle_preemption and self._preemption.agreed(self.model.distribute_strategy):
-                self._preempt(batch + 1)
+            if self.handle_preemption:
+                self._check_preemption(batch + 1)
         except BaseException:
             self._preemption.close()  # `fit` calls no `on_train_end` when a callback raises
             raise
@@ -221,6 +227,16 @@ class BackupAndRestore(keras.callbacks.Callback):
         model.reset_metrics()
         logging.warning("tfdist: %s Restored %s (restore %d of %d).", message, path,
                         self._nonfinite_restores, self.max_nonfinite_restores)
+
+    def _check_preemption(self, step_in_epoch: int) -> None:
+        # Every worker counts the same steps, so all ask at the same call: they save at the same
+        # step and stop together.
+        self._steps_since_check += self.model.steps_per_execution
+        if self._steps_since_check < self.preemption_check_steps:
+            return
+        self._steps_since_check = 0
+        if self._preemption.agreed(self.model.distribute_strategy):
+            self._preempt(step_in_epoch)
 
     def _preempt(self, step_in_epoch: int) -> None:
         self._save(self._current_epoch, step_in_epoch)
