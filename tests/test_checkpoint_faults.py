@@ -102,6 +102,27 @@ def test_an_unreadable_newest_checkpoint_is_moved_aside_and_the_previous_one_res
     assert not _warnings(caplog, "ckpt")
 
 
+def test_a_sound_checkpoint_is_read_once_and_a_mismatched_one_is_raised_not_moved(tmp_path,
+                                                                                  monkeypatch):
+    _save_steps(tmp_path, 1, 2)
+    checked = []
+    real = checkpoint_recovery.unreadable_reason
+    monkeypatch.setattr(checkpoint_recovery, "unreadable_reason",
+                        lambda prefix: checked.append(os.path.basename(prefix)) or real(prefix))
+    manager, var = _manager(tmp_path, -1)
+    assert manager.restore_latest() == str(tmp_path / "ckpt-2") and float(var[0]) == 2.0
+    assert checked == []  # every value restored now, each checksum verified: read once
+    # A value left for a variable built later is read only then: the files are checked first.
+    lazy = checkpoint.CheckpointManager(tf.train.Checkpoint(), str(tmp_path), cluster=_CHIEF)
+    assert lazy.restore_latest() == str(tmp_path / "ckpt-2") and checked == ["ckpt-2"]
+    # A readable checkpoint that does not fit the model is the model's error, not a bad file.
+    wrong = checkpoint.CheckpointManager(tf.train.Checkpoint(v=tf.Variable(tf.zeros([3]))),
+                                         str(tmp_path), cluster=_CHIEF)
+    with pytest.raises(ValueError, match="shape"):
+        wrong.restore_latest()
+    assert not (tmp_path / "unreadable").exists()
+
+
 def test_an_unfinished_save_is_moved_aside_and_the_recorded_one_restored(tmp_path, caplog):
     _save_steps(tmp_path, 1, 2)
     # What a kill during TF's save leaves: shards in ckpt-3_temp/, the state file not updated.

@@ -2,6 +2,8 @@
 and on two workers with an evaluator, local training with exporters, the evaluator task."""
 
 import json
+import logging
+import threading
 from pathlib import Path
 
 import pytest
@@ -90,16 +92,58 @@ def test_chief_that_trained_nothing_marks_training_ended_at_step_0(tmp_path):
     assert checkpoint.read_done_marker(str(tmp_path))["global_step"] == 0
 
 
-def test_evaluator_task_evaluates_checkpoints_until_max_steps(tmp_path, monkeypatch):
+def test_evaluator_task_skips_an_unreadable_checkpoint_and_evaluates_until_max_steps(
+        tmp_path, monkeypatch):
+    """The evaluator task evaluates new checkpoints until `max_steps`, then runs the final export.
+    Issue 22: a truncated checkpoint crashed it; now one line names it and the evaluator goes on
+    polling. The next checkpoint appears only once that line was logged (no timing)."""
     _estimator(tmp_path, config=_config(save_checkpoints_steps=10)).train(_input_fn(), max_steps=30)
+    state = (tmp_path / "checkpoint").read_text()
+    held = tmp_path / "held"
+    held.mkdir()
+    for path in tmp_path.glob("ckpt-30.*"):  # ckpt-30 comes later: as if not saved yet
+        path.rename(held / path.name)
+    (tmp_path / "checkpoint").write_text('model_checkpoint_path: "ckpt-20"\n'
+                                         'all_model_checkpoint_paths: "ckpt-10"\n'
+                                         'all_model_checkpoint_paths: "ckpt-20"\n')
+    (data,) = tmp_path.glob("ckpt-20.data-*")
+    with open(data, "r+b") as f:
+        f.truncate(data.stat().st_size // 2)
+
+    skipped = threading.Event()
+    lines = []
+
+    class Watch(logging.Handler):
+        def emit(self, record):
+            if "evaluator skips" in record.getMessage():
+                lines.append(record.getMessage())
+                skipped.set()
+
+    def save_ckpt_30():  # the chief's next save, once the evaluator has skipped ckpt-20
+        if skipped.wait(timeout=120):
+            for path in held.iterdir():
+                path.rename(tmp_path / path.name)
+            (tmp_path / "checkpoint").write_text(state)
+
+    watch = Watch()
+    logging.getLogger("absl").addHandler(watch)
+    chief = threading.Thread(target=save_ckpt_30, daemon=True)
+    chief.start()
     monkeypatch.setenv("TF_CONFIG", cluster.make_tf_config(workers=["localhost:1"], task_type="evaluator",
                                                            task_id=0))
-    result, exports = est.train_and_evaluate(
-        _estimator(tmp_path), est.TrainSpec(_input_fn(), max_steps=30),
-        est.EvalSpec(_input_fn(repeat=False), steps=None, start_delay_secs=0, throttle_secs=0,
-                     exporters=[est.FinalExporter("final", _receiver)]))
+    try:
+        result, exports = est.train_and_evaluate(
+            _estimator(tmp_path), est.TrainSpec(_input_fn(), max_steps=30),
+            est.EvalSpec(_input_fn(repeat=False), steps=None, start_delay_secs=0, throttle_secs=0,
+                         exporters=[est.FinalExporter("final", _receiver)]))
+    finally:
+        skipped.set()
+        chief.join()
+        logging.getLogger("absl").removeHandler(watch)
     assert result["global_step"] == 30 and result["accuracy"] > 0.7
     (export_dir,) = exports
     assert Path(export_dir).parent == tmp_path / "export" / "final"
+    assert lines == ["tfdist.estimator: evaluator skips ckpt-20: it is unreadable (OutOfRangeError: "
+                     "Read less bytes than requested); waiting for the next checkpoint"]
+    assert data.exists()  # the evaluator moves nothing: the chief writes model_dir
     assert _summary_steps(tmp_path / "eval") == [30]
-

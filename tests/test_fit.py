@@ -2,6 +2,8 @@
 
 import gc
 import json
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -136,6 +138,33 @@ def test_callbacks_reject_a_file_as_directory_and_keep_it(tmp_path, factory):
 def test_backup_save_freq_validation(tmp_path):
     with pytest.raises(ValueError, match="Received: save_freq=0"):
         callbacks.BackupAndRestore(str(tmp_path), save_freq=0)
+    with pytest.raises(ValueError, match="Received: preemption_check_steps=0"):
+        callbacks.BackupAndRestore(str(tmp_path), preemption_check_steps=0)
+
+
+def test_sigterm_during_fit_backs_up_at_the_next_check_then_resumes_there(tmp_path):
+    backup = str(tmp_path / "backup")
+
+    class Term(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if int(self.model.optimizer.iterations.numpy()) == 13:
+                # Never SIGTERM this test process without the handler: it would end the run.
+                assert signal.getsignal(signal.SIGTERM) not in (signal.SIG_DFL, signal.SIG_IGN, None)
+                os.kill(os.getpid(), signal.SIGTERM)
+
+    before = signal.getsignal(signal.SIGTERM)
+    model = _model(tf.distribute.get_strategy())
+    with pytest.raises(checkpoint.Preempted) as raised:
+        model.fit(_dataset(), epochs=2, steps_per_epoch=15, verbose=0, callbacks=[
+            Term(), callbacks.BackupAndRestore(backup, preemption_check_steps=4)])
+    assert raised.value.code == checkpoint.PREEMPTED_EXIT_CODE and raised.value.step == 16
+    assert signal.getsignal(signal.SIGTERM) == before  # the process's own handler is back
+    assert tf.train.latest_checkpoint(backup).endswith("ckpt-16")  # checks at 4, 8, 12, 16
+    resumed = _model(tf.distribute.get_strategy())
+    restore = callbacks.BackupAndRestore(backup)
+    resumed.fit(_dataset(), epochs=2, steps_per_epoch=15, verbose=0, callbacks=[restore])
+    assert (restore.restored_epoch, restore.restored_step) == (1, 1)
+    assert int(resumed.optimizer.iterations.numpy()) == 30
 
 
 def test_backup_resumes_mid_epoch_in_process(tmp_path, cpus):
@@ -265,6 +294,28 @@ def test_tutorial_killed_worker_resumes_from_backup(tmp_path):
         assert report["restored"] == [1, 20]  # epoch 2 of 3, 20 of its 70 steps done
         assert report["iterations"] == 210
         assert len(report["history"]["loss"]) == 2
+    assert not (tmp_path / "backup").exists()
+
+
+@pytest.mark.multiworker
+def test_tutorial_sigterm_backs_up_every_worker_at_that_step_then_resumes_there(tmp_path):
+    """Issue 22: TF's coordination service replaces the SIGTERM handler, so a 2-worker `fit`
+    trained on through a SIGTERM. Worker 1 gets SIGTERM after step 95 (its own callback, at that
+    step: no timing); both workers must agree, back up at the next check (step 100: one every 10
+    steps) and exit 143."""
+    env = {"TERM_AT_STEP": "95", "TUTORIAL_EPOCHS": "2"}
+    results, _ = _run(tmp_path, 2, env=env, check=False, name="term")
+    outputs = [f"{r.name} (exit {r.returncode}): {r.output[-2000:]}" for r in results]
+    assert [r.returncode for r in results] == [checkpoint.PREEMPTED_EXIT_CODE] * 2, outputs
+    assert "preempted by SIGTERM; saved a checkpoint at step 100" in results[0].output, outputs
+    assert tf.train.latest_checkpoint(str(tmp_path / "backup")).endswith("ckpt-100")
+    _, reports = _run(tmp_path, 2, env={"TUTORIAL_EPOCHS": "2"}, name="restart")
+    w0, w1 = reports["worker-0"], reports["worker-1"]
+    for report in (w0, w1):
+        assert report["restored"] == [1, 30]  # epoch 2 of 2, 30 of its 70 steps done
+        assert report["iterations"] == 140
+    for a, b in zip(w0["weights"], w1["weights"]):
+        np.testing.assert_array_equal(np.array(a), np.array(b))
     assert not (tmp_path / "backup").exists()
 
 

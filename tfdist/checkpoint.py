@@ -26,6 +26,7 @@ import warnings
 from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
 import tensorflow as tf
 from absl import logging
 
@@ -41,6 +42,10 @@ PREEMPTED_EXIT_CODE = 143
 # the `checkpoint` state file records it, creates `saving-<step>` there and waits for
 # `release-<step>` (a test kills the process meanwhile).
 HOLD_SAVE_ENV = "TFDIST_TEST_HOLD_SAVE"
+# For fault-injection runs only (tfdist-faults): a directory; after each save, every task writes
+# the floating-point tensors it saved (weights, optimizer slots) there as `<task>.npz`, so the
+# workers' final weights can be compared (other workers than the chief keep no checkpoint).
+DUMP_WEIGHTS_ENV = "TFDIST_TEST_DUMP_WEIGHTS"
 
 
 class CheckpointError(ValueError):
@@ -220,15 +225,17 @@ class CheckpointManager:
                 _raise_if_no_space(err, self.model_dir, step, self.latest())
                 raise
             logging.info("tfdist.checkpoint: saved %s", path)
+            _dump_weights(path, step, self._cluster)
             return path
         # Same save on a private directory, so collectives inside the save match the chief's.
         with self._target as scratch:
             try:
-                tf.train.CheckpointManager(self._checkpoint, scratch, max_to_keep=1).save(
+                path = tf.train.CheckpointManager(self._checkpoint, scratch, max_to_keep=1).save(
                     checkpoint_number=step, options=options)
             except (tf.errors.OpError, OSError) as err:
                 _raise_if_no_space(err, scratch, step, self.latest())
                 raise
+            _dump_weights(path, step, self._cluster)
         return None
 
     def restore_latest(self) -> str | None:
@@ -244,16 +251,25 @@ class CheckpointManager:
         Raises:
             CheckpointError: There are checkpoints and none can be read (nothing is moved).
         """
-        path, skipped = _find_restorable(self.model_dir, self._cluster)
+        path, skipped = _find_restorable(self.model_dir, self._cluster, restore=self._restore_all)
         if path is None:
             return None
         if skipped and self._chief_manager is not None:
             # The state file was rewritten: the manager must not list the moved ones again.
             self._chief_manager = tf.train.CheckpointManager(
                 self._checkpoint, self.model_dir, max_to_keep=self._max_to_keep)
-        self._checkpoint.restore(path).expect_partial()
         logging.info("tfdist.checkpoint: restored %s", path)
         return path
+
+    def _restore_all(self, path: str) -> bool:
+        """Restores `path`; True when every value was read now (none waits for a variable)."""
+        status = self._checkpoint.restore(path)
+        status.expect_partial()
+        try:
+            status.assert_consumed()
+        except AssertionError:
+            return False  # values for variables built later (e.g. optimizer slots): unchecked
+        return True
 
     def restore(self, path: str) -> None:
         """Restores a given checkpoint (e.g. one that the evaluator found)."""
@@ -292,9 +308,11 @@ def newest_restorable(directory: str, cluster: cluster_lib.ClusterInfo | None = 
     return _find_restorable(directory, cluster or cluster_lib.resolve())[0]
 
 
-def _find_restorable(directory: str, cluster: cluster_lib.ClusterInfo) -> tuple[str | None, list]:
+def _find_restorable(directory: str, cluster: cluster_lib.ClusterInfo,
+                     restore: checkpoint_recovery.Restore | None = None) -> tuple[str | None, list]:
     try:
-        return checkpoint_recovery.find_restorable(directory, move_aside=cluster.is_chief)
+        return checkpoint_recovery.find_restorable(directory, move_aside=cluster.is_chief,
+                                                   restore=restore)
     except checkpoint_recovery.UnreadableCheckpointsError as err:
         raise CheckpointError(str(err)) from None
 
@@ -313,6 +331,20 @@ def _hold_save_options(step: int) -> tf.train.CheckpointOptions | None:
             time.sleep(0.05)
 
     return tf.train.CheckpointOptions(experimental_write_callbacks=[hold])
+
+
+def _dump_weights(path: str, step: int, cluster: cluster_lib.ClusterInfo) -> None:
+    """With `DUMP_WEIGHTS_ENV` set (fault injection): this task's saved float tensors, as npz."""
+    directory = os.environ.get(DUMP_WEIGHTS_ENV)
+    if not directory:
+        return
+    reader = tf.train.load_checkpoint(path)
+    arrays = {key: reader.get_tensor(key)
+              for key, dtype in reader.get_variable_to_dtype_map().items() if dtype.is_floating}
+    name = f"{cluster.task_type}-{cluster.task_id}"
+    temporary = os.path.join(directory, f".tmp-{name}.npz")
+    np.savez(temporary, __step__=np.int64(step), **arrays)
+    os.replace(temporary, os.path.join(directory, f"{name}.npz"))
 
 
 def _is_no_space(err: BaseException) -> bool:

@@ -4,6 +4,8 @@ A crash during a copy, a full disk or a kill during a save can leave the newest 
 truncated, without its index, or as an unfinished ``ckpt-N_temp`` directory. `find_restorable`
 reads the candidates newest first (every tensor, so truncation and checksum errors show now,
 not at a deferred restore in the middle of the first step) and returns the newest good one.
+Given a `restore` function it restores each candidate as it checks it: a sound checkpoint
+whose every value went into an existing variable is then read once, not twice.
 On the chief, the bad ones newer than it are moved into ``<directory>/unreadable/`` with one
 log line each, and the ``checkpoint`` state file is rewritten to match; other workers only skip
 them (all workers read the same files, so they pick the same checkpoint). When there are
@@ -18,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import tensorflow as tf
 from absl import logging
@@ -32,6 +34,7 @@ _NUMBERED = re.compile(rf"^{CHECKPOINT_NAME}-(\d+)(?:\.index|\.data-\d+-of-\d+|_
 # IndexError ("Read less bytes than requested"), ValueError (a bad index).
 _OP_NOISE = re.compile(r"\{\{function_node [^}]*\}\}|\[Op:\w+\]")
 READ_ERRORS = (tf.errors.OpError, IndexError, ValueError, OSError, RuntimeError)
+Restore = Callable[[str], bool]
 
 
 class UnreadableCheckpointsError(ValueError):
@@ -122,13 +125,38 @@ def candidates(directory: str) -> tuple[list[str], list[str]]:
             _newest_first(p for p, indexed in on_disk.items() if not indexed))
 
 
-def find_restorable(directory: str, *, move_aside: bool) -> tuple[str | None, list[Unreadable]]:
+def _restore_or_reason(prefix: str, restore: Restore) -> str | None:
+    """Restores `prefix`; why it is unreadable, or `None` when it was restored and is sound.
+
+    Reads the files once when `restore` used every value (its own reads verify each tensor's
+    size and checksum); only when it could not (values left for variables not created yet, read
+    later, mid-step) or failed are they read again by `unreadable_reason`. A failure of a
+    readable checkpoint (a shape mismatch: the wrong model) is raised as it is.
+    """
+    if not tf.io.gfile.exists(prefix + ".index"):
+        return unreadable_reason(prefix)  # no index: nothing to read
+    try:
+        if restore(prefix):
+            return None
+    except READ_ERRORS:
+        reason = unreadable_reason(prefix)
+        if reason is None:
+            raise
+        return reason
+    return unreadable_reason(prefix)
+
+
+def find_restorable(directory: str, *, move_aside: bool,
+                    restore: Restore | None = None) -> tuple[str | None, list[Unreadable]]:
     """The newest readable checkpoint in `directory`, and what was skipped to get to it.
 
     Args:
         directory: A checkpoint directory (``tf.train.CheckpointManager`` layout).
         move_aside: Move what is skipped into ``directory/unreadable/`` and rewrite the state
             file (the chief only: the one task that writes `directory`).
+        restore: `restore(prefix) -> bool`, to restore each candidate while checking it (then
+            a sound one is read once): True when it used every value of the checkpoint. A later
+            candidate's restore overrides what a failed one restored. Defaults to checking only.
 
     Returns:
         ``(path, skipped)``: `path` is `None` when there is no complete checkpoint at all.
@@ -140,7 +168,7 @@ def find_restorable(directory: str, *, move_aside: bool) -> tuple[str | None, li
     skipped = [Unreadable(p, UNFINISHED) for p in unfinished]
     chosen, gone = None, False
     for prefix in recorded:
-        reason = unreadable_reason(prefix)
+        reason = unreadable_reason(prefix) if restore is None else _restore_or_reason(prefix, restore)
         if reason is None:
             chosen = prefix
             break

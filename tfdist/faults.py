@@ -8,12 +8,16 @@ directory, waits for the first checkpoint, then after a delay drawn from a seede
 SIGKILL or SIGTERM to one training process drawn from the same RNG (both logged, so a failure
 is reproducible with the same `--seed`). A trial survives when the launcher exits 0, the run
 ends at exactly `--train_steps`, the last checkpoint is restorable (ctl, estimator: `fit`
-deletes its backup on success), and no process or scratch file is left behind.
+deletes its backup on success), every worker ends with the same weights (bit for bit: each
+task's last save is dumped, `tfdist.checkpoint.DUMP_WEIGHTS_ENV`), and no process or scratch
+file is left behind. Before the trials of each route x layout, a clean run (no fault) gives the
+weights each trial is compared with: the table reports how many trials ended bit-identical to it
+and the largest absolute difference of any weight or optimizer slot.
 
 Steps lost per failure: (the newest checkpoint at the kill - the step the restart resumed
 from) + the steps trained since that checkpoint, estimated as the time since it was recorded x
-the run's steps/s (capped at the checkpoint interval). SIGTERM on ctl and estimator saves at
-the current step, so nothing is lost there. See docs/reliability.md.
+the run's steps/s (capped at the checkpoint interval). SIGTERM saves at the current step in
+every route, so nothing is lost there. See docs/reliability.md.
 """
 
 from __future__ import annotations
@@ -32,9 +36,13 @@ import tempfile
 import time
 from collections.abc import Sequence
 
+import numpy as np
+
 ROUTES = ("ctl", "fit", "estimator")
 LAYOUTS = {"1x2": 1, "2w": 2}  # 1 process mirrored over 2 logical CPUs; 2 worker processes
 SIGNALS = {"kill": signal.SIGKILL, "term": signal.SIGTERM}
+CLEAN = "none"  # the signal of a clean run: no fault injected
+DUMP_WEIGHTS_ENV = "TFDIST_TEST_DUMP_WEIGHTS"  # tfdist.checkpoint.DUMP_WEIGHTS_ENV (no TF import)
 RESTART_LINE = "restarting the group (restart 1 of"  # what tfdist-launch prints on a restart
 _RESUMED = re.compile(r"resumed from \S*ckpt-(\d+) at step (\d+)|tfdist\.checkpoint: restored \S*ckpt-(\d+)")
 
@@ -57,6 +65,9 @@ class Trial:
     steps_lost: float | None = None
     survived: bool = False
     problem: str = ""
+    same_on_workers: bool | None = None  # None with one process
+    clean_max_diff: float | None = None  # largest |w - w_clean|, every float tensor saved
+    weights: dict[str, np.ndarray] | None = dataclasses.field(default=None, repr=False)
 
 
 def _children(pid: int) -> list[int]:
@@ -87,10 +98,20 @@ def _state_step(directory: str) -> tuple[int | None, float | None]:
     return (int(match.group(1)), mtime) if match else (None, mtime)
 
 
-def run_trial(trial: Trial, args: argparse.Namespace) -> Trial:
+def run_trial(trial: Trial, args: argparse.Namespace,
+              clean: dict[str, np.ndarray] | None = None) -> Trial:
+    """Runs one trial (a clean run when `trial.signal` is `CLEAN`) and checks its outcome.
+
+    Args:
+        trial: The draw; its outcome fields are filled in.
+        args: The tool's options.
+        clean: The final weights of the clean run of this route x layout, to compare with.
+    """
     scratch = tempfile.mkdtemp(prefix="tfdist-faults-")
     model_dir, tmp = os.path.join(scratch, "run"), os.path.join(scratch, "tmp")
+    weights_dir = os.path.join(scratch, "weights")
     os.makedirs(tmp)
+    os.makedirs(weights_dir)
     ckpt_dir = os.path.join(model_dir, "backup") if trial.route == "fit" else model_dir
     workers = LAYOUTS[trial.layout]
     train = [sys.executable, "-m", "tfdist.train", f"--route={trial.route}", f"--model_dir={model_dir}",
@@ -103,13 +124,14 @@ def run_trial(trial: Trial, args: argparse.Namespace) -> Trial:
     command = [sys.executable, "-m", "tfdist.launch", "--workers", str(workers), "--max-restarts",
                str(args.max_restarts), "--timeout", str(args.timeout), "--", *train]
     log_path = os.path.join(scratch, "output.log")
-    env = dict(os.environ, TMPDIR=tmp, TF_CPP_MIN_LOG_LEVEL="2")
+    env = dict(os.environ, TMPDIR=tmp, TF_CPP_MIN_LOG_LEVEL="2", **{DUMP_WEIGHTS_ENV: weights_dir})
     env.pop("TF_CONFIG", None)
     with open(log_path, "w") as log:
         launcher = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env,
                                     start_new_session=True)
         try:
-            _inject(trial, launcher, ckpt_dir, workers)
+            if trial.signal != CLEAN:
+                _inject(trial, launcher, ckpt_dir, workers)
             launcher.wait(timeout=args.timeout + 60)
         finally:
             if launcher.poll() is None:
@@ -117,6 +139,7 @@ def run_trial(trial: Trial, args: argparse.Namespace) -> Trial:
                 launcher.wait()
     output = open(log_path).read()
     _check(trial, args, launcher.returncode, output, model_dir, tmp)
+    _check_weights(trial, args, weights_dir, clean)
     if trial.survived and not args.keep:
         shutil.rmtree(scratch, ignore_errors=True)
     elif not trial.survived:
@@ -178,7 +201,7 @@ def _check(trial: Trial, args: argparse.Namespace, returncode: int, output: str,
             problems.append("the launcher did not restart the group")
         # No resume line: the restart started from scratch.
         trial.resumed_at = int(resume.group(2) or resume.group(3)) if resume else 0
-        if trial.signal == "term" and trial.route != "fit":
+        if trial.signal == "term":
             trial.steps_lost = 0.0  # saved at the step it stopped; resumed exactly there
             if not any("Preempted" in line or "preempted by SIGTERM" in line
                        for line in output.splitlines()):
@@ -191,20 +214,57 @@ def _check(trial: Trial, args: argparse.Namespace, returncode: int, output: str,
     trial.problem = "; ".join(problems)
 
 
+def _check_weights(trial: Trial, args: argparse.Namespace, weights_dir: str,
+                   clean: dict[str, np.ndarray] | None) -> None:
+    """Every task's last save is at the final step and holds the same tensors (bit for bit)."""
+    problems = [trial.problem] if trial.problem else []
+    dumps = {}
+    for name in sorted(os.listdir(weights_dir)):
+        if name.endswith(".npz") and not name.startswith("."):
+            with np.load(os.path.join(weights_dir, name)) as f:
+                dumps[name[:-len(".npz")]] = {k: f[k] for k in f.files}
+    steps = {task: int(d.pop("__step__")) for task, d in dumps.items()}
+    if not dumps:
+        problems.append("no weights dumped")
+    elif set(steps.values()) != {args.train_steps}:
+        problems.append(f"last saves at steps {steps}, not all {args.train_steps}")
+    else:
+        first, *others = dumps.values()
+        trial.weights = first
+        if others:
+            trial.same_on_workers = all(
+                d.keys() == first.keys() and all(np.array_equal(d[k], first[k]) for k in first)
+                for d in others)
+            if not trial.same_on_workers:
+                problems.append("the workers ended with different weights")
+        if clean is not None and clean.keys() == first.keys():
+            trial.clean_max_diff = max(float(np.max(np.abs(first[k] - clean[k]), initial=0.0))
+                                       for k in first)
+    trial.survived = not problems
+    trial.problem = "; ".join(problems)
+
+
 def table(trials: Sequence[Trial]) -> str:
     """The per route x layout x signal table (Markdown)."""
     rows = ["| route | layout | signal | trials | faults injected | survived | resumed at or after "
-            "the newest checkpoint | steps lost mean | max |", "|---|---|---|---|---|---|---|---|---|"]
+            "the newest checkpoint | steps lost mean | max | same weights on every worker "
+            "| = clean run bit for bit | max abs diff from clean |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     keys = sorted({(t.route, t.layout, t.signal) for t in trials},
                   key=lambda k: (ROUTES.index(k[0]), k[1], k[2]))
     for key in keys:
         group = [t for t in trials if (t.route, t.layout, t.signal) == key]
         lost = [t.steps_lost for t in group if t.steps_lost is not None]
         mean, most = (f"{sum(lost) / len(lost):.1f}", f"{max(lost):.1f}") if lost else ("-", "-")
+        compared = [t.same_on_workers for t in group if t.same_on_workers is not None]
+        same = f"{sum(compared)} of {len(compared)}" if compared else "- (1 process)"
+        diffs = [t.clean_max_diff for t in group if t.clean_max_diff is not None]
+        vs_clean = (f"{sum(d == 0 for d in diffs)} of {len(diffs)} | {max(diffs):.2g}"
+                    if diffs else "- | -")
         rows.append(f"| {key[0]} | {key[1]} | {key[2]} | {len(group)} | "
                     f"{sum(t.victim is not None for t in group)} | {sum(t.survived for t in group)} | "
                     f"{sum(t.victim is not None and (t.resumed_at or 0) >= (t.checkpoint_at_kill or 0) for t in group)} | "
-                    f"{mean} | {most} |")
+                    f"{mean} | {most} | {same} | {vs_clean} |")
     return "\n".join(rows)
 
 
@@ -224,6 +284,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max_restarts", type=int, default=3)
     parser.add_argument("--timeout", type=float, default=600)
     parser.add_argument("--keep", action="store_true", help="keep the scratch directories")
+    parser.add_argument("--jsonl", help="append each trial's outcome to this file as it ends")
+    parser.add_argument("--no-clean", dest="clean", action="store_false",
+                        help="skip the clean run per route x layout (no comparison with it)")
     args = parser.parse_args(argv)
     for name, valid in (("routes", ROUTES), ("layouts", tuple(LAYOUTS)), ("signals", tuple(SIGNALS))):
         values = getattr(args, name).split(",")
@@ -240,19 +303,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # for the checks, which import TF
     rng = random.Random(args.seed)
     trials: list[Trial] = []
+    failed = False
     for route in args.routes:
         for layout in args.layouts:
+            clean = None
+            if args.clean:
+                reference = run_trial(Trial(route, layout, -1, CLEAN, 0.0, 0.0), args)
+                failed |= not reference.survived
+                clean = reference.weights
+                print(f"tfdist-faults: {route} {layout} clean run: "
+                      f"{'ok' if reference.survived else 'FAILED ' + reference.problem}", flush=True)
             for i in range(args.trials):
                 trial = Trial(route, layout, i, rng.choice(args.signals),
                               round(rng.uniform(0, args.max_delay), 3), rng.random())
-                run_trial(trial, args)
+                run_trial(trial, args, clean)
+                trial.weights = None  # only the clean run's are kept
                 trials.append(trial)
+                if args.jsonl:
+                    with open(args.jsonl, "a") as f:
+                        f.write(json.dumps(dataclasses.asdict(trial)) + "\n")
+                diff = "" if trial.clean_max_diff is None else f", max |w - clean| {trial.clean_max_diff:.2g}"
                 print(f"tfdist-faults: {route} {layout} #{i} {trial.signal} after {trial.delay}s "
                       f"task {trial.victim} (checkpoint {trial.checkpoint_at_kill}, resumed at "
-                      f"{trial.resumed_at}, lost {trial.steps_lost and round(trial.steps_lost, 1)}): "
-                      f"{'survived' if trial.survived else 'FAILED ' + trial.problem}", flush=True)
+                      f"{trial.resumed_at}, lost {trial.steps_lost and round(trial.steps_lost, 1)}"
+                      f"{diff}): {'survived' if trial.survived else 'FAILED ' + trial.problem}",
+                      flush=True)
     print(table(trials))
-    return 0 if all(t.survived for t in trials) else 1
+    return 0 if all(t.survived for t in trials) and not failed else 1
 
 
 if __name__ == "__main__":

@@ -11,7 +11,9 @@ Test harness additions (outside the tutorial's code): a fixed seed (TUTORIAL_SEE
 the accuracy the tests assert is not a draw (unseeded: mean 0.866, worst of 200 inits 0.82, against
 their 0.8); argv = BACKUP_DIR OUT_DIR; the final evaluation and weights written to
 OUT_DIR/<task>.json; CRASH_AT_STEP=N, which makes worker 1 kill itself with SIGKILL after N
-training steps (a crashed worker; with CRASH_STAMP=path it first writes its time there); TUTORIAL_EPOCHS (default 3, the tutorial's); and
+training steps (a crashed worker; with CRASH_STAMP=path it first writes its time there);
+TERM_AT_STEP=N, the same with SIGTERM (a preempted worker; its callback runs before the backup's,
+so the backup sees the signal at its next check); TUTORIAL_EPOCHS (default 3, the tutorial's); and
 TUTORIAL_SAVE_SECTION=1, which runs the tutorial's model-saving and checkpoint sections after
 `fit` (`save_section`).
 """
@@ -73,7 +75,7 @@ def main(backup_dir, out_dir):
         multi_worker_model = build_and_compile_cnn_model()
 
     backup = BackupAndRestore(backup_dir=backup_dir, save_freq=10)
-    callbacks = [backup]
+    callbacks = _harness_first_callbacks() + [backup]
     callbacks += _harness_callbacks(multi_worker_model)
     epochs = int(os.environ.get("TUTORIAL_EPOCHS", 3))  # harness: shorter runs for the save tests
     history = multi_worker_model.fit(multi_worker_dataset, epochs=epochs, steps_per_epoch=70,
@@ -149,9 +151,11 @@ def _barrier(strategy):
 
 # --- harness -------------------------------------------------------------------------------------
 class _CrashAtStep(keras.callbacks.Callback):
-    def __init__(self, step):
+    def __init__(self, step, signum=signal.SIGKILL):
         super().__init__()
         self.step = step
+        self.signum = signum
+        self.sent = False
 
     def on_train_batch_end(self, batch, logs=None):
         if int(self.model.optimizer.iterations.numpy()) >= self.step:
@@ -159,7 +163,18 @@ class _CrashAtStep(keras.callbacks.Callback):
             if stamp:  # when it died, for tests that time the survivors
                 with open(stamp, "w") as f:
                     f.write(repr(time.time()))
-            os.kill(os.getpid(), signal.SIGKILL)
+            if not self.sent:
+                self.sent = True
+                os.kill(os.getpid(), self.signum)
+
+
+def _harness_first_callbacks():
+    """TERM_AT_STEP: before the backup callback, which then sees the signal at its next check."""
+    info = tfdist.cluster.resolve()
+    term = os.environ.get("TERM_AT_STEP")
+    if term and info.task_type == "worker" and info.task_id == 1:
+        return [_CrashAtStep(int(term), signal.SIGTERM)]
+    return []
 
 
 def _harness_callbacks(model):

@@ -22,10 +22,10 @@ import os
 import time
 from typing import Any
 
-import tensorflow as tf
 from absl import logging
 
 from tfdist import checkpoint as checkpoint_lib
+from tfdist import checkpoint_recovery
 from tfdist import outer_loop
 from tfdist.estimator import exporters as exporters_lib
 from tfdist.estimator import hooks as hooks_lib
@@ -97,8 +97,18 @@ def _run_training_task(estimator: Estimator, train_spec: TrainSpec) -> tuple[Non
 
 
 def _run_evaluator(estimator: Estimator, train_spec: TrainSpec, eval_spec: EvalSpec) -> tuple[Any, Any]:
-    """Evaluates each new checkpoint with the one evaluator protocol of `tfdist.outer_loop`."""
+    """Evaluates each new checkpoint with the one evaluator protocol of `tfdist.outer_loop`.
+
+    An unreadable checkpoint (truncated, a missing index) is skipped with one log line and the
+    evaluator waits for the next one; it is not moved: the chief, which writes `model_dir`,
+    moves it aside when it next restores.
+    """
     exports: list[Any] = []
+    unreadable: set[str] = set()
+
+    def latest(directory: str) -> tuple[int, str] | None:
+        newest = outer_loop.latest_tf_checkpoint(directory)
+        return None if newest is None or newest[1] in unreadable else newest
 
     def evaluate(path: str, number: int) -> dict[str, Any] | None:
         del number
@@ -106,14 +116,22 @@ def _run_evaluator(estimator: Estimator, train_spec: TrainSpec, eval_spec: EvalS
             return estimator.evaluate(eval_spec.input_fn, steps=eval_spec.steps,
                                       hooks=eval_spec.hooks, checkpoint_path=path,
                                       name=eval_spec.name)
-        except (tf.errors.NotFoundError, tf.errors.DataLossError):
-            return None  # deleted by keep_checkpoint_max while we read it; take the next one
+        except checkpoint_recovery.READ_ERRORS:
+            # Only a checkpoint that does not read back is skipped; any other error is raised.
+            reason = checkpoint_recovery.unreadable_reason(path)
+            if reason is None:
+                raise
+            if reason != checkpoint_recovery.MISSING:
+                unreadable.add(path)
+                logging.warning("tfdist.estimator: evaluator skips %s: it is unreadable (%s); "
+                                "waiting for the next checkpoint", os.path.basename(path), reason)
+            return None  # missing: deleted by keep_checkpoint_max meanwhile; take the next one
 
     def export(result: dict[str, Any], path: str, final: bool) -> None:
         exports[:] = exporters_lib.run_exporters(estimator, eval_spec.exporters, path, result, final)
 
     run = outer_loop.evaluate_continuously(
-        evaluate, estimator.model_dir, final_step=train_spec.max_steps,
+        evaluate, estimator.model_dir, final_step=train_spec.max_steps, latest=latest,
         start_delay_secs=eval_spec.start_delay_secs, throttle_secs=eval_spec.throttle_secs,
         after_evaluation=export)
     return (run.results or None), exports

@@ -48,7 +48,9 @@ class BackupAndRestore(keras.callbacks.Callback):
     another number of workers or replicas restores the same way (one log line names both
     sizes); pass the same global batch. The two newest
     backups are kept: an unreadable newest one is moved aside (one log line) and the one
-    before is restored. No backup is written
+    before is restored. On SIGTERM (a preemption) during `fit`, every worker backs up at the
+    same step and `fit` raises `tfdist.checkpoint.Preempted` (exit code 143), so a restarted
+    job resumes at exactly that step. No backup is written
     until a step has trained again: a fresh model's lazily built variables (optimizer slots, and
     layers under the default strategy) are restored only then. After a successful `fit` the
     backup is deleted, as Keras does.
@@ -65,6 +67,14 @@ class BackupAndRestore(keras.callbacks.Callback):
             ends with fewer optimizer steps), at most `max_nonfinite_restores` times.
             Defaults to `None`: the loss is not checked, as in Keras.
         max_nonfinite_restores: Restores allowed with `"restore"`. Defaults to 3.
+        handle_preemption: Catch SIGTERM during `fit` (main thread only): every
+            `preemption_check_steps` the workers agree on it (one tiny all-reduce across
+            workers), back up and raise `tfdist.checkpoint.Preempted`. Without it, a
+            multi-worker job is deaf to SIGTERM: TensorFlow's coordination service installs a
+            handler that only records it (docs/reliability.md). Defaults to `True`.
+        preemption_check_steps: Training steps between two such checks (rounded up to whole
+            `steps_per_execution` calls); a check costs a few milliseconds across workers.
+            Defaults to 10.
 
     Raises:
         tfdist.checkpoint.CheckpointError: `backup_dir` is a file or not writable.
@@ -87,6 +97,8 @@ class BackupAndRestore(keras.callbacks.Callback):
         cluster: cluster_lib.ClusterInfo | None = None,
         on_nonfinite: str | None = None,
         max_nonfinite_restores: int = 3,
+        handle_preemption: bool = True,
+        preemption_check_steps: int = 10,
     ) -> None:
         super().__init__()
         if on_nonfinite is not None:
@@ -94,6 +106,11 @@ class BackupAndRestore(keras.callbacks.Callback):
         checks.non_negative_int("max_nonfinite_restores", max_nonfinite_restores)
         self.on_nonfinite = on_nonfinite
         self.max_nonfinite_restores = max_nonfinite_restores
+        checks.positive_int("preemption_check_steps", preemption_check_steps)
+        self.handle_preemption = bool(handle_preemption)
+        self.preemption_check_steps = int(preemption_check_steps)
+        self._steps_since_check = 0
+        self._preemption = checkpoint_lib.PreemptionWatcher()
         self._nonfinite_restores = 0
         self._last_saved = 0
         if save_freq != "epoch" and not (checks.is_integer(save_freq) and int(save_freq) >= 1):
@@ -126,14 +143,22 @@ class BackupAndRestore(keras.callbacks.Callback):
         self.restored_replicas: int | None = None
 
     def on_train_begin(self, logs: dict | None = None) -> None:
-        model = self.model
-        self._steps_since_save = self._nonfinite_restores = 0
+        self._steps_since_save = self._nonfinite_restores = self._steps_since_check = 0
         self._skipped_call = self._restore_pending = False
         self.restored_epoch = self.restored_step = None
         self.restored_input_position = self.restored_replicas = None
         self._input_position.assign(-1)
         self._input_persists.assign(-1)
         self._replicas.assign(0)
+        self._restore()
+        self._preemption.close()  # still installed if an earlier `fit` ended with an error
+        if self.handle_preemption:
+            # Now, not at construction: the multi-worker strategy (created before `fit`) has
+            # replaced the process's SIGTERM handler with TensorFlow's, which only records it.
+            self._preemption = checkpoint_lib.PreemptionWatcher().install()
+
+    def _restore(self) -> None:
+        model = self.model
         checkpoint = tf.train.Checkpoint(
             model=model, optimizer=model.optimizer, epoch=self._epoch, step=self._step_in_epoch,
             input_position=self._input_position, input_persists=self._input_persists,
@@ -183,9 +208,15 @@ class BackupAndRestore(keras.callbacks.Callback):
             self._skipped_call = False
             return
         self._restore_pending = False
-        if self.on_nonfinite is not None and not math.isfinite(float((logs or {}).get("loss", 0.0))):
-            self._handle_nonfinite(float(logs["loss"]))  # type: ignore[index]
-            return
+        try:
+            if self.on_nonfinite is not None and not math.isfinite(float((logs or {}).get("loss", 0.0))):
+                self._handle_nonfinite(float(logs["loss"]))  # type: ignore[index]
+                return
+            if self.handle_preemption:
+                self._check_preemption(batch + 1)
+        except BaseException:
+            self._preemption.close()  # `fit` calls no `on_train_end` when a callback raises
+            raise
         if isinstance(self.save_freq, str):  # "epoch", the only string __init__ accepts
             return
         self._steps_since_save += self.model.steps_per_execution
@@ -216,6 +247,24 @@ class BackupAndRestore(keras.callbacks.Callback):
         logging.warning("tfdist: %s Restored %s (restore %d of %d).", message, path,
                         self._nonfinite_restores, self.max_nonfinite_restores)
 
+    def _check_preemption(self, step_in_epoch: int) -> None:
+        # Every worker counts the same steps, so all ask at the same call: they save at the same
+        # step and stop together.
+        self._steps_since_check += self.model.steps_per_execution
+        if self._steps_since_check < self.preemption_check_steps:
+            return
+        self._steps_since_check = 0
+        if self._preemption.agreed(self.model.distribute_strategy):
+            self._preempt(step_in_epoch)
+
+    def _preempt(self, step_in_epoch: int) -> None:
+        self._save(self._current_epoch, step_in_epoch)
+        assert self._manager is not None, "on_train_begin creates the manager"
+        preempted = checkpoint_lib.Preempted(
+            self._last_saved, self._manager.latest() if self._cluster.is_chief else None)
+        logging.warning("tfdist: %s; exiting with code %d", preempted, preempted.code)
+        raise preempted
+
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         if self._restore_pending:  # the whole epoch was skipped: the backup still holds
             return
@@ -234,6 +283,7 @@ class BackupAndRestore(keras.callbacks.Callback):
         self._steps_since_save = 0
 
     def on_train_end(self, logs: dict | None = None) -> None:
+        self._preemption.close()
         keras_initial_epoch.set_initial_epoch(self.model, None)
         if self._input is not None:
             self.model.train_function = self._input.release()
