@@ -92,6 +92,16 @@ class InputFn:
             )
         self.params = params
         self.config = config
+        # The datasets `distribute` built, by (mode, input pipeline): a resumed `train` moves
+        # its input to the restored step without calling the user's input_fn a second time.
+        self._built: dict[tuple[str, int], tuple[tf.data.Dataset, InputInfo]] = {}
+
+    def _dataset_once(self, mode: str, input_context: tf.distribute.InputContext | None = None
+                      ) -> tuple[tf.data.Dataset, InputInfo]:
+        key = (mode, input_context.input_pipeline_id if input_context else -1)
+        if key not in self._built:
+            self._built[key] = self.dataset(mode, input_context)
+        return self._built[key]
 
     @property
     def takes_input_context(self) -> bool:
@@ -189,7 +199,9 @@ class InputFn:
             strategy: The strategy that will consume it.
             mode: A `ModeKeys` value.
             start_step: Steps to skip: each pipeline drops the elements its replicas would have
-                taken in that many steps (one per replica and step). Defaults to 0.
+                taken in that many steps (one per replica and step). Defaults to 0. A second
+                call (a resume moving the input to the restored step) reuses the datasets the
+                first built: the user's input_fn runs once per pipeline and mode.
 
         Returns:
             A distributed dataset (a plain dataset under the default strategy) and its info.
@@ -198,7 +210,7 @@ class InputFn:
             infos: list[InputInfo] = []
 
             def dataset_fn(input_context: tf.distribute.InputContext) -> tf.data.Dataset:
-                dataset, info = self.dataset(mode, input_context)
+                dataset, info = self._dataset_once(mode, input_context)
                 infos.append(info)
                 per_pipeline = (input_context.num_replicas_in_sync
                                 // max(1, input_context.num_input_pipelines))
@@ -209,7 +221,7 @@ class InputFn:
                 replicas = strategy.num_replicas_in_sync
                 dataset_fn(tf.distribute.InputContext(num_replicas_in_sync=replicas))
             return distributed, infos[0]
-        dataset, info = self.dataset(mode)
+        dataset, info = self._dataset_once(mode)
         if start_step:
             dataset = dataset.skip(start_step)  # elements are global batches here
         return strategy.experimental_distribute_dataset(dataset), info
