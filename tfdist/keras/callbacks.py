@@ -21,6 +21,7 @@ from tfdist import checkpoint as checkpoint_lib
 from tfdist import checks
 from tfdist import cluster as cluster_lib
 from tfdist import outer_loop
+from tfdist.outer_loop import preemption as preemption_lib
 from tfdist.compat import keras_checkpoint_paths
 from tfdist.compat import keras_initial_epoch
 
@@ -109,8 +110,7 @@ class BackupAndRestore(keras.callbacks.Callback):
         checks.positive_int("preemption_check_steps", preemption_check_steps)
         self.handle_preemption = bool(handle_preemption)
         self.preemption_check_steps = int(preemption_check_steps)
-        self._steps_since_check = 0
-        self._preemption = checkpoint_lib.PreemptionWatcher()
+        self._preemption = preemption_lib.StepPreemption(self.preemption_check_steps)
         self._nonfinite_restores = 0
         self._last_saved = 0
         if save_freq != "epoch" and not (checks.is_integer(save_freq) and int(save_freq) >= 1):
@@ -143,7 +143,7 @@ class BackupAndRestore(keras.callbacks.Callback):
         self.restored_replicas: int | None = None
 
     def on_train_begin(self, logs: dict | None = None) -> None:
-        self._steps_since_save = self._nonfinite_restores = self._steps_since_check = 0
+        self._steps_since_save = self._nonfinite_restores = 0
         self._skipped_call = self._restore_pending = False
         self.restored_epoch = self.restored_step = None
         self.restored_input_position = self.restored_replicas = None
@@ -155,7 +155,7 @@ class BackupAndRestore(keras.callbacks.Callback):
         if self.handle_preemption:
             # Now, not at construction: the multi-worker strategy (created before `fit`) has
             # replaced the process's SIGTERM handler with TensorFlow's, which only records it.
-            self._preemption = checkpoint_lib.PreemptionWatcher().install()
+            self._preemption.install()
 
     def _restore(self) -> None:
         model = self.model
@@ -250,11 +250,8 @@ class BackupAndRestore(keras.callbacks.Callback):
     def _check_preemption(self, step_in_epoch: int) -> None:
         # Every worker counts the same steps, so all ask at the same call: they save at the same
         # step and stop together.
-        self._steps_since_check += self.model.steps_per_execution
-        if self._steps_since_check < self.preemption_check_steps:
-            return
-        self._steps_since_check = 0
-        if self._preemption.agreed(self.model.distribute_strategy):
+        if self._preemption.agreed_after(self.model.steps_per_execution,
+                                         self.model.distribute_strategy):
             self._preempt(step_in_epoch)
 
     def _preempt(self, step_in_epoch: int) -> None:
