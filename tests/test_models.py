@@ -16,9 +16,9 @@ SHAPES = {"mlp": [(8, 8, 1), (28, 28, 1), (16,)], "cnn": [(8, 8, 1), (28, 28, 1)
 
 
 def test_registry_lists_the_families_and_names_valid_ones_on_a_typo():
-    assert models.names() == ["cnn", "mlp", "resnet", "transformer"]
-    with pytest.raises(models.UnknownModelError, match="Unknown model 'vgg'. Valid models: cnn, mlp, "
-                                                       "resnet, transformer"):
+    assert models.names() == ["cnn", "embedding", "mlp", "resnet", "transformer"]
+    with pytest.raises(models.UnknownModelError, match="Unknown model 'vgg'. Valid models: cnn, "
+                                                       "embedding, mlp, resnet, transformer"):
         models.get("vgg")
     with pytest.raises(ValueError, match="Model 'cnn' has no option.* widht. Valid options: .*filters"):
         models.get("cnn").make_config(widht=3)
@@ -53,6 +53,20 @@ def test_logits_stay_float32_under_mixed_precision():
         assert model(np.zeros((1, 8, 8, 1), np.float32)).dtype == "float32"
     finally:
         keras.mixed_precision.set_global_policy("float32")
+
+
+def test_embedding_model_takes_ids_and_its_table_holds_nearly_all_weights():
+    config = models.EmbeddingConfig(input_shape=(5,), vocab_size=1000, embed_dim=8, hidden=(4,))
+    model = models.get("embedding").build(config)
+    assert model(np.array([[0, 1, 2, 999, 999]] * 3, np.int32)).shape == (3, 10)
+    table = model.get_layer("table").embeddings
+    assert tuple(table.shape) == (1000, 8) and config.table_params == 8000
+    assert models.count_params(model) == 8000 + 8 * 4 + 4 + 4 * 10 + 10
+    assert models.flops_per_example(model) == 2 * (8 * 4 + 4 * 10)  # lookups count no FLOPs
+    with pytest.raises(ValueError, match=r"input_shape=\(8, 8, 1\). Pass \(ids_per_example,\)"):
+        models.EmbeddingConfig(input_shape=(8, 8, 1))
+    with pytest.raises(ValueError, match="vocab_size=0"):
+        models.EmbeddingConfig(vocab_size=0)
 
 
 def test_transformer_takes_token_ids():
