@@ -3,6 +3,12 @@
 The shape of recommender and ranking models, where the embedding table holds nearly all the
 weights and a step touches only the rows its ids look up: the layout parameter-server training
 was made for (docs/parameter_server.md).
+
+Two lookups (`lookup`): `keras` is `keras.layers.Embedding`, whose `ops.take` converts the whole
+table to a tensor before gathering -- under `ParameterServerStrategy` that reads the whole table
+from the ps on every step; `rows` gathers from the variable itself (`tf.nn.embedding_lookup`),
+so the gather runs where the table lives and only the looked-up rows move (per shard, when a
+partitioner split the table).
 """
 
 from __future__ import annotations
@@ -10,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 
 import keras
+import tensorflow as tf
 
 from models import common
 from models import registry
@@ -25,6 +32,8 @@ class EmbeddingConfig:
         vocab_size: Rows of the embedding table. Defaults to 100,000.
         embed_dim: Columns of the embedding table. Defaults to 64.
         hidden: Units of the dense head's hidden layers. Defaults to `(64,)`.
+        lookup: `"keras"` (`keras.layers.Embedding`) or `"rows"` (gather from the variable;
+            see the module docstring). Defaults to `"keras"`.
     """
 
     input_shape: tuple[int, ...] = (16,)
@@ -32,6 +41,7 @@ class EmbeddingConfig:
     vocab_size: int = 100_000
     embed_dim: int = 64
     hidden: tuple[int, ...] = (64,)
+    lookup: str = "keras"
 
     def __post_init__(self) -> None:
         shape = common.check_common("embedding", self.input_shape, self.num_classes)
@@ -45,6 +55,10 @@ class EmbeddingConfig:
         object.__setattr__(self, "hidden", (hidden,) if isinstance(hidden, int) else tuple(hidden))
         common.check_positive("embedding", vocab_size=self.vocab_size, embed_dim=self.embed_dim,
                               hidden=self.hidden)
+        if self.lookup not in LOOKUPS:
+            raise ValueError(
+                f"Invalid value for argument `lookup` of model 'embedding'. Received: "
+                f"lookup={self.lookup!r}. Pass one of: {', '.join(LOOKUPS)}.")
 
     @property
     def table_params(self) -> int:
@@ -52,10 +66,24 @@ class EmbeddingConfig:
         return self.vocab_size * self.embed_dim
 
 
+class RowLookup(keras.layers.Embedding):
+    """`keras.layers.Embedding` that gathers from its variable: only looked-up rows are read."""
+
+    def call(self, inputs: tf.Tensor) -> tf.Tensor:
+        ids = tf.cast(inputs, "int32") if inputs.dtype not in ("int32", "int64") else inputs
+        rows = tf.nn.embedding_lookup(self.embeddings.value, ids)
+        return tf.cast(rows, self.compute_dtype)
+
+
+LOOKUPS: dict[str, type[keras.layers.Embedding]] = {
+    "keras": keras.layers.Embedding, "rows": RowLookup}
+
+
 def build(config: EmbeddingConfig) -> keras.Model:
     """Builds the model (uncompiled; outputs logits). Its table is the layer named `table`."""
     inputs = keras.Input(config.input_shape, dtype="int32", name="ids")
-    x = keras.layers.Embedding(config.vocab_size, config.embed_dim, name="table")(inputs)
+    layer = LOOKUPS[config.lookup]
+    x = layer(config.vocab_size, config.embed_dim, name="table")(inputs)
     x = keras.layers.GlobalAveragePooling1D()(x)
     for units in config.hidden:
         x = keras.layers.Dense(units, activation="relu")(x)

@@ -412,6 +412,8 @@ def test_traffic_estimate_and_table_shards_for_the_embedding_workload():
     # ps: dense weights in and gradients out; rows looked up on the ps, their gradient back.
     assert t["parameter_server"] == {"dense": 2 * dense, "embedding": 2 * 512 * 16 * per_id,
                                      "total": 2 * dense + 2 * 512 * 16 * per_id}
+    # keras.layers.Embedding: the whole table read on every step; the gradient still sparse.
+    assert t["parameter_server_keras_lookup"]["embedding"] == 100_000 * 64 * 4 + 512 * 16 * per_id
     # mirrored: ring all-reduce of the dense gradients, all-gather of the sparse ones.
     assert t["multi_worker"] == {"dense": dense, "embedding": 2 * 256 * 16 * per_id,
                                  "total": dense + 2 * 256 * 16 * per_id}
@@ -432,6 +434,8 @@ def test_parameter_server_render_shows_the_embedding_share_and_traffic():
 
     traffic_ = {"table_bytes": 25_600_000, "dense_bytes": 19_240, "unique_ids_per_batch": 3000.0,
                 "parameter_server": {"dense": 38_480, "embedding": 4_259_840, "total": 4_298_320},
+                "parameter_server_keras_lookup": {"dense": 38_480, "embedding": 27_729_920,
+                                                  "total": 27_768_400},
                 "multi_worker": {"dense": 19_240, "embedding": 2_129_920, "total": 2_149_160}}
     report = {"model": "embedding", "batch": 512, "steps": 50, "reps": 3, "traffic": traffic_,
               "parameter_server": {"workers": 2, "ps": 2, "routes": {
@@ -445,3 +449,4 @@ def test_parameter_server_render_shows_the_embedding_share_and_traffic():
     assert "(the embedding): 75% (range 70%-80%); table shards: 50000x64, 50000x64" in text
     assert "parameter_server: 4.30 MB (dense 0.04 MB, embedding 4.26 MB)" in text
     assert "multi_worker: 2.15 MB" in text and "table 25.60 MB" in text
+    assert "parameter_server_keras_lookup: 27.77 MB" in text

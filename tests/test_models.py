@@ -67,6 +67,25 @@ def test_embedding_model_takes_ids_and_its_table_holds_nearly_all_weights():
         models.EmbeddingConfig(input_shape=(8, 8, 1))
     with pytest.raises(ValueError, match="vocab_size=0"):
         models.EmbeddingConfig(vocab_size=0)
+    with pytest.raises(ValueError, match="lookup='dense'. Pass one of: keras, rows"):
+        models.EmbeddingConfig(lookup="dense")
+
+
+def test_embedding_row_lookup_matches_keras_embedding_and_has_sparse_gradients():
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(1)
+    config = models.EmbeddingConfig(input_shape=(3,), vocab_size=50, embed_dim=4, hidden=(5,))
+    plain = models.get("embedding").build(config)
+    rows = models.get("embedding").build(models.EmbeddingConfig(**{**config.__dict__, "lookup": "rows"}))
+    rows.set_weights(plain.get_weights())
+    ids = np.array([[1, 2, 49], [7, 7, 0]], np.int32)
+    np.testing.assert_allclose(rows(ids), plain(ids), rtol=1e-6)
+    table = rows.get_layer("table").embeddings
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(rows(ids))
+    grad = tape.gradient(loss, table.value)
+    assert isinstance(grad, tf.IndexedSlices) and sorted(set(grad.indices.numpy())) == [0, 1, 2, 7, 49]
 
 
 def test_transformer_takes_token_ids():

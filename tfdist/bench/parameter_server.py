@@ -10,7 +10,9 @@ Two launches by `tfdist.launch`, the same model, data and global batch (issue 16
   `steps_per_call` steps per loop call, in interleaved repetitions. For a model with an
   embedding table (`--model embedding`) the chief also times `ctl` on its dense head alone
   (the same layers on the pooled vectors, no table), in the same repetitions: the rest of the
-  step time is the embedding's (id transfer, gather, pooling, sparse update on the ps).
+  step time is the embedding's (id transfer, gather, pooling, sparse update on the ps); and
+  `ctl` with `keras.layers.Embedding` as the lookup, which reads the whole table from the ps on
+  every step (models/embedding.py).
 - `multi_worker`: the same `workers` worker processes under `MultiWorkerMirroredStrategy`
   (`tfdist.bench.multiworker`), routes `reference`, `ctl` and `estimator`.
 
@@ -38,6 +40,7 @@ ROW = "parameter_server"
 ROUTES = ("ctl", "estimator")  # the routes that train under ParameterServerStrategy
 SYNC_ROUTES = ("reference", "ctl", "estimator")
 HEAD = "ctl (dense head only)"
+KERAS_LOOKUP = "ctl (keras.layers.Embedding)"
 MIN_SHARD_BYTES = 256 << 10  # the dense head's kernels stay whole; the table is split
 
 
@@ -118,6 +121,10 @@ def worker_main(spec: dict[str, Any], options: BenchOptions) -> int:
         built[HEAD] = routes_lib.build("ctl", strategy, per_worker(workloads.dense_head(loaded)),
                                        options.batch, options.steps_per_call,
                                        os.path.join(work_dir, "head"))
+        keras_lookup = workloads.load(options.model, seed=options.seed, lookup="keras")
+        built[KERAS_LOOKUP] = routes_lib.build("ctl", strategy, per_worker(keras_lookup),
+                                               options.batch, options.steps_per_call,
+                                               os.path.join(work_dir, "keras_lookup"))
     teardown.keep(built)
     for route in built.values():  # warm-up, not counted
         route.run(options.steps_per_call)

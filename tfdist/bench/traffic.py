@@ -6,7 +6,9 @@ Counted from the model's shapes and the benchmark's own ids, not measured on the
   every dense weight from the ps and sends back its gradient; the embedding lookup runs on the
   ps (a gather is placed with its variable), so the ids go there and only the looked-up rows
   come back, one per id; their gradient returns as `tf.IndexedSlices` (one row and one index
-  per id), applied on the ps by a scatter.
+  per id), applied on the ps by a scatter. With `keras.layers.Embedding` as the lookup
+  (`parameter_server_keras_lookup`) the worker reads the whole table instead (its `ops.take`
+  converts the variable to a tensor first); the gradient still goes back sparse.
 - `multi_worker` (every worker a replica with `batch / workers` examples): dense gradients are
   summed by a ring all-reduce (each worker sends `2 (W - 1) / W` of their bytes); the embedding
   gradient stays `tf.IndexedSlices` and is all-gathered (each worker sends its rows and indices
@@ -35,7 +37,8 @@ def per_step(workload: Any, batch: int, workers: int) -> dict[str, Any]:
         workers: Worker processes of the `multi_worker` row.
 
     Returns:
-        `{"parameter_server": {...}, "multi_worker": {...}}`, each with `dense`, `embedding`
+        `{"parameter_server": ..., "parameter_server_keras_lookup": ..., "multi_worker": ...}`,
+        each with `dense`, `embedding`
         and `total` bytes, and for reference the table's bytes and the unique ids per batch.
     """
     rows, dim = workload.table if workload.table is not None else (0, 0)
@@ -47,7 +50,11 @@ def per_step(workload: Any, batch: int, workers: int) -> dict[str, Any]:
     shard = batch // workers
     gather_out = shard * ids * (ID_BYTES + row_bytes) * (workers - 1)  # per worker
     ring = 2 * (workers - 1) / workers * dense_bytes  # per worker
+    keras_lookup = rows * dim * FLOAT_BYTES  # the whole table read, ids stay on the worker
     return {
+        "parameter_server_keras_lookup": {
+            "dense": 2 * dense_bytes, "embedding": keras_lookup + ps_update,
+            "total": 2 * dense_bytes + keras_lookup + ps_update},
         "parameter_server": {"dense": 2 * dense_bytes, "embedding": ps_lookup + ps_update,
                              "total": 2 * dense_bytes + ps_lookup + ps_update},
         "multi_worker": {"dense": int(workers * ring), "embedding": workers * gather_out,
@@ -74,7 +81,7 @@ def render(traffic: dict[str, Any]) -> str:
     lines = [f"  estimated bytes per step (all processes; table {mb(traffic['table_bytes'])}, "
              f"dense weights {mb(traffic['dense_bytes'])}, "
              f"{traffic['unique_ids_per_batch']:,.0f} distinct ids per batch):"]
-    for row in ("parameter_server", "multi_worker"):
+    for row in ("parameter_server", "parameter_server_keras_lookup", "multi_worker"):
         t = traffic[row]
         lines.append(f"    {row}: {mb(t['total'])} (dense {mb(t['dense'])}, embedding "
                      f"{mb(t['embedding'])})")

@@ -30,8 +30,9 @@ _MODELS: dict[str, tuple[str, dict[str, Any], str]] = {
     "resnet": ("resnet", {"input_shape": (32, 32, 3), "depth": 20},
                "registry ResNet-20 on 32x32x3 images"),
     # The parameter-server layout's natural model: the table holds >99% of the weights.
+    # The lookup gathers where the table lives (only looked-up rows move; models/embedding.py).
     "embedding": ("embedding", {"input_shape": (EMBEDDING_IDS,), "vocab_size": 100_000,
-                                "embed_dim": 64, "hidden": (64,)},
+                                "embed_dim": 64, "hidden": (64,), "lookup": "rows"},
                   f"{EMBEDDING_IDS} ids -> 100,000x64 embedding, mean-pool -> 64 -> 10"),
 }
 
@@ -81,19 +82,20 @@ class Workload:
         return tuple(self.features.shape[1:])
 
 
-def load(name: str, *, seed: int = 0) -> Workload:
+def load(name: str, *, seed: int = 0, **config_overrides: Any) -> Workload:
     """Builds the workload `name` (one throwaway model build to count FLOPs and weights).
 
     Args:
         name: One of `tfdist.bench.options.MODELS`.
         seed: Seed for the synthetic data. Defaults to 0.
+        **config_overrides: Model config fields to change, e.g. `lookup="keras"`.
 
     Raises:
         KeyError: Unknown name.
     """
     family_name, overrides, description = _MODELS[name]
     family = models.get(family_name)
-    config = family.make_config(num_classes=NUM_CLASSES, **overrides)
+    config = family.make_config(num_classes=NUM_CLASSES, **{**overrides, **config_overrides})
     rng = np.random.default_rng(seed)
     table = None
     if family_name == "embedding":
