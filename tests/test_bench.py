@@ -415,8 +415,9 @@ def test_traffic_estimate_and_table_shards_for_the_embedding_workload():
     # keras.layers.Embedding: the whole table read on every step; the gradient still sparse.
     assert t["parameter_server_keras_lookup"]["embedding"] == 100_000 * 64 * 4 + 512 * 16 * per_id
     # mirrored: ring all-reduce of the dense gradients, all-gather of the sparse ones.
-    assert t["multi_worker"] == {"dense": dense, "embedding": 2 * 256 * 16 * per_id,
-                                 "total": dense + 2 * 256 * 16 * per_id}
+    # (each of the 2 workers sends 2 (W - 1) / W = 1x the dense bytes).
+    assert t["multi_worker"] == {"dense": 2 * dense, "embedding": 2 * 256 * 16 * per_id,
+                                 "total": 2 * dense + 2 * 256 * 16 * per_id}
     assert 0 < t["unique_ids_per_batch"] < 512 * 16  # hot ids repeat within a batch
     assert traffic.per_step(workloads.load("dense"), 512, 2)["table_bytes"] == 0
     partitioner = tf.distribute.experimental.partitioners.MinSizePartitioner(
