@@ -56,7 +56,8 @@ def run(options: BenchOptions, work_dir: str, say: Any = print) -> dict[str, Any
     sync = dataclasses.replace(options, routes=SYNC_ROUTES)
     say(f"tfdist-bench: multi_worker: {options.workers} worker process(es) x 1 core(s), routes "
         f"{', '.join(SYNC_ROUTES)}, {options.mw_reps} reps ...")
-    mw_row = multiworker._launch("multi_worker", options.workers, 1, sync, work_dir)
+    # `_launch` returns its rows by name (one per `--wire` variant too; none here).
+    mw_row = multiworker._launch("multi_worker", options.workers, 1, sync, work_dir)["multi_worker"]
     return {"model": options.model, "batch": options.batch, "steps": options.steps,
             "steps_per_call": options.steps_per_call, "reps": options.mw_reps,
             ROW: ps_row, "multi_worker": mw_row, "traffic": ps_row.pop("traffic")}
