@@ -51,7 +51,7 @@ def run(options: BenchOptions, work_dir: str, say: Any = print) -> dict[str, Any
         multiworker.BenchError: A process failed or the chief reported nothing.
     """
     say(f"tfdist-bench: {ROW}: 1 chief + {options.workers} workers + {options.ps} ps, routes "
-        f"{', '.join(ROUTES)}, {options.mw_reps} reps ...")
+        f"{', '.join(routes(options))}, {options.mw_reps} reps ...")
     ps_row = _launch(options, work_dir)
     sync = dataclasses.replace(options, routes=SYNC_ROUTES)
     say(f"tfdist-bench: multi_worker: {options.workers} worker process(es) x 1 core(s), routes "
@@ -117,7 +117,7 @@ def worker_main(spec: dict[str, Any], options: BenchOptions) -> int:
     workload = per_worker(loaded)
     work_dir = os.path.join(os.path.dirname(spec["out_dir"]), ROW)
     built = {name: routes_lib.build(name, strategy, workload, options.batch,
-                                    options.steps_per_call, work_dir) for name in ROUTES}
+                                    options.steps_per_call, work_dir) for name in routes(options)}
     if loaded.table is not None:
         built[HEAD] = routes_lib.build("ctl", strategy, per_worker(workloads.dense_head(loaded)),
                                        options.batch, options.steps_per_call,
@@ -150,6 +150,12 @@ def worker_main(spec: dict[str, Any], options: BenchOptions) -> int:
         json.dump(report, f)
     os.replace(path + ".tmp", path)
     return 0
+
+
+def routes(options: BenchOptions) -> tuple[str, ...]:
+    """The routes the ps row times: not `estimator` with `ps > 1` (tfdist.estimator does not
+    train sharded variables yet, docs/parameter_server.md#not-done-yet-issue-16)."""
+    return ROUTES if options.ps == 1 else tuple(r for r in ROUTES if r != "estimator")
 
 
 def table_shards(partitioner: Any, table: tuple[int, int]) -> list[list[int]]:
