@@ -1,4 +1,4 @@
-"""Keras 3 model builders by name: `mlp`, `cnn`, `resnet`, `transformer`.
+"""Keras 3 model builders by name: `mlp`, `cnn`, `resnet`, `transformer`, `embedding`.
 
 This file only re-exports, lazily: listing model names (`models.names()`) imports no Keras.
 
@@ -29,6 +29,7 @@ _LAZY = {
     "CNNConfig": ("models.cnn", "CNNConfig"),
     "ResNetConfig": ("models.resnet", "ResNetConfig"),
     "TransformerConfig": ("models.transformer", "TransformerConfig"),
+    "EmbeddingConfig": ("models.embedding", "EmbeddingConfig"),
 }
 
 __all__ = [*_LAZY]

@@ -26,6 +26,7 @@ _BUILTIN = {
     "cnn": "models.cnn",
     "resnet": "models.resnet",
     "transformer": "models.transformer",
+    "embedding": "models.embedding",
 }
 _REGISTERED: dict[str, ModelFamily] = {}
 

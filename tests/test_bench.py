@@ -144,6 +144,12 @@ def plot_available() -> bool:
     (["--wire", "bf16,int8"], ["--wire", "'int8'", "bf16, fp16, fp16/SCALE, accumN"]),
     (["--wire", "fp16/-3"], ["--wire", "'fp16/-3'"]),
     (["--wire", "bf16", "--strategies", "default"], ["--wire", "add multi_worker"]),
+    (["--parameter-server", "--levers"], ["--parameter-server and --levers", "pass one of them"]),
+    (["--ps", "2"], ["--ps=2 without it", "add --parameter-server"]),
+    (["--parameter-server", "--ps", "0"], ["--ps", "'0'", ">= 1"]),
+    (["--parameter-server", "--wire", "bf16"], ["--wire=bf16 --parameter-server", "drop one"]),
+    (["--parameter-server", "--strategies", "default", "--batch", "15"],
+     ["--parameter-server's multi_worker row", "--batch=15", "e.g. --batch=14"]),
 ])
 def test_usage_errors_are_one_line_and_exit_2_before_tensorflow(args, expected):
     code = ("import sys\nfrom tfdist.bench import cli\n"
@@ -191,6 +197,18 @@ def test_a_multi_worker_launch_with_a_failing_worker_names_it_not_the_one_stoppe
     assert result.returncode == 1, result.stderr[-3000:]
     assert (f"tfdist-bench: error: multi_worker: worker:1 failed (exit code "
             f"{multiworker_lib.FAULT_EXIT_STATUS})" in result.stderr), result.stderr[-3000:]
+
+
+def test_a_parameter_server_launch_whose_chief_fails_exits_1_naming_it():
+    # The chief exits 3 before TensorFlow loads; the launcher stops the worker and ps tasks, and
+    # the multi_worker launch never starts.
+    result = _bench("--parameter-server", *SMOKE, "--timeout", "120", timeout=300,
+                    **{multiworker_lib.FAULT_VAR: "parameter_server:chief:0:exit"})
+    assert result.returncode == 1, result.stderr[-3000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("tfdist-bench: error")]
+    assert errors[0] == (f"tfdist-bench: error: parameter_server: chief:0 failed (exit code "
+                         f"{multiworker_lib.FAULT_EXIT_STATUS}); its last lines:"), result.stderr
+    assert "multi_worker:" not in result.stderr and not result.stdout
 
 
 # --- report logic on a hand-made report (no TensorFlow) -----------------------------------------
@@ -353,3 +371,86 @@ def test_levers_targets_and_render():
     section["targets"] = levers.targets(section)
     text = levers.render(section, markdown=True)
     assert "| mixed_bfloat16 |" in text and "| full |" in text and "no (emulated)" in text
+
+
+# --- the embedding workload and --parameter-server's report ---------------------------------------
+
+
+def test_embedding_workload_has_skewed_ids_a_dominant_table_and_a_dense_head():
+    import numpy as np
+
+    from tfdist.bench import workloads
+
+    workload = workloads.load("embedding")
+    rows, dim = workload.table
+    ids = workload.features
+    assert ids.dtype == np.int32 and ids.shape == (workloads.NUM_EXAMPLES, workloads.EMBEDDING_IDS)
+    assert 0 <= ids.min() and ids.max() < rows
+    counts = np.sort(np.bincount(ids.ravel(), minlength=rows))[::-1]
+    assert counts[:rows // 100].sum() > 0.3 * ids.size  # the hottest 1% of rows: >30% of lookups
+    assert rows * dim > 0.99 * workload.params  # the table holds nearly every weight
+    head = workloads.dense_head(workload)
+    assert head.table is None and head.params == workload.params - rows * dim
+    assert head.features.shape == (workloads.NUM_EXAMPLES, dim)
+    assert head.flops_per_example == workload.flops_per_example
+    with pytest.raises(ValueError, match="workload='dense'. Pass the embedding workload"):
+        workloads.dense_head(dataclasses.replace(workload, name="dense"))
+
+
+def test_traffic_estimate_and_table_shards_for_the_embedding_workload():
+    import tensorflow as tf
+
+    from tfdist.bench import parameter_server
+    from tfdist.bench import traffic
+    from tfdist.bench import workloads
+
+    workload = workloads.load("embedding")
+    t = traffic.per_step(workload, batch=512, workers=2)
+    dense = (64 * 64 + 64 + 64 * 10 + 10) * 4
+    per_id = 4 + 64 * 4  # an int32 index and a float32 row
+    assert t["dense_bytes"] == dense and t["table_bytes"] == 100_000 * 64 * 4
+    # ps: dense weights in and gradients out; rows looked up on the ps, their gradient back.
+    assert t["parameter_server"] == {"dense": 2 * dense, "embedding": 2 * 512 * 16 * per_id,
+                                     "total": 2 * dense + 2 * 512 * 16 * per_id}
+    # keras.layers.Embedding: the whole table read on every step; the gradient still sparse.
+    assert t["parameter_server_keras_lookup"]["embedding"] == 100_000 * 64 * 4 + 512 * 16 * per_id
+    # mirrored: ring all-reduce of the dense gradients, all-gather of the sparse ones.
+    # (each of the 2 workers sends 2 (W - 1) / W = 1x the dense bytes).
+    assert t["multi_worker"] == {"dense": 2 * dense, "embedding": 2 * 256 * 16 * per_id,
+                                 "total": 2 * dense + 2 * 256 * 16 * per_id}
+    assert 0 < t["unique_ids_per_batch"] < 512 * 16  # hot ids repeat within a batch
+    assert traffic.per_step(workloads.load("dense"), 512, 2)["table_bytes"] == 0
+    partitioner = tf.distribute.experimental.partitioners.MinSizePartitioner(
+        min_shard_bytes=parameter_server.MIN_SHARD_BYTES, max_shards=3)
+    assert parameter_server.table_shards(partitioner, (100_000, 64)) == [
+        [33_334, 64], [33_333, 64], [33_333, 64]]
+    assert parameter_server.table_shards(None, (10, 4)) == [[10, 4]]
+    # tfdist.estimator does not train sharded variables yet: with 2 ps only ctl is timed.
+    assert parameter_server.routes(options_lib.BenchOptions(ps=2)) == ("ctl",)
+    assert parameter_server.routes(options_lib.BenchOptions()) == ("ctl", "estimator")
+
+
+def test_parameter_server_render_shows_the_embedding_share_and_traffic():
+    from tfdist.bench import parameter_server
+
+    def row(rates):
+        return {"examples_per_sec": timing.summary(rates)}
+
+    traffic_ = {"table_bytes": 25_600_000, "dense_bytes": 19_240, "unique_ids_per_batch": 3000.0,
+                "parameter_server": {"dense": 38_480, "embedding": 4_259_840, "total": 4_298_320},
+                "parameter_server_keras_lookup": {"dense": 38_480, "embedding": 27_729_920,
+                                                  "total": 27_768_400},
+                "multi_worker": {"dense": 19_240, "embedding": 2_129_920, "total": 2_149_160}}
+    report = {"model": "embedding", "batch": 512, "steps": 50, "reps": 3, "traffic": traffic_,
+              "parameter_server": {"workers": 2, "ps": 2, "routes": {
+                  "ctl": row([1000.0]), "estimator": row([800.0]),
+                  parameter_server.HEAD: row([4000.0])},
+                  "embedding_share": timing.summary([0.7, 0.75, 0.8]),
+                  "table_shards": [[50_000, 64], [50_000, 64]]},
+              "multi_worker": {"workers": 2, "routes": {"reference": row([900.0])}}}
+    text = parameter_server.render(report)
+    assert "1 chief + 2 workers + 2 ps): ctl 1,000, estimator 800, ctl (dense head only) 4,000" in text
+    assert "(the embedding): 75% (range 70%-80%); table shards: 50000x64, 50000x64" in text
+    assert "parameter_server: 4.30 MB (dense 0.04 MB, embedding 4.26 MB)" in text
+    assert "multi_worker: 2.15 MB" in text and "table 25.60 MB" in text
+    assert "parameter_server_keras_lookup: 27.77 MB" in text

@@ -16,9 +16,9 @@ SHAPES = {"mlp": [(8, 8, 1), (28, 28, 1), (16,)], "cnn": [(8, 8, 1), (28, 28, 1)
 
 
 def test_registry_lists_the_families_and_names_valid_ones_on_a_typo():
-    assert models.names() == ["cnn", "mlp", "resnet", "transformer"]
-    with pytest.raises(models.UnknownModelError, match="Unknown model 'vgg'. Valid models: cnn, mlp, "
-                                                       "resnet, transformer"):
+    assert models.names() == ["cnn", "embedding", "mlp", "resnet", "transformer"]
+    with pytest.raises(models.UnknownModelError, match="Unknown model 'vgg'. Valid models: cnn, "
+                                                       "embedding, mlp, resnet, transformer"):
         models.get("vgg")
     with pytest.raises(ValueError, match="Model 'cnn' has no option.* widht. Valid options: .*filters"):
         models.get("cnn").make_config(widht=3)
@@ -53,6 +53,39 @@ def test_logits_stay_float32_under_mixed_precision():
         assert model(np.zeros((1, 8, 8, 1), np.float32)).dtype == "float32"
     finally:
         keras.mixed_precision.set_global_policy("float32")
+
+
+def test_embedding_model_takes_ids_and_its_table_holds_nearly_all_weights():
+    config = models.EmbeddingConfig(input_shape=(5,), vocab_size=1000, embed_dim=8, hidden=(4,))
+    model = models.get("embedding").build(config)
+    assert model(np.array([[0, 1, 2, 999, 999]] * 3, np.int32)).shape == (3, 10)
+    table = model.get_layer("table").embeddings
+    assert tuple(table.shape) == (1000, 8) and config.table_params == 8000
+    assert models.count_params(model) == 8000 + 8 * 4 + 4 + 4 * 10 + 10
+    assert models.flops_per_example(model) == 2 * (8 * 4 + 4 * 10)  # lookups count no FLOPs
+    with pytest.raises(ValueError, match=r"input_shape=\(8, 8, 1\). Pass \(ids_per_example,\)"):
+        models.EmbeddingConfig(input_shape=(8, 8, 1))
+    with pytest.raises(ValueError, match="vocab_size=0"):
+        models.EmbeddingConfig(vocab_size=0)
+    with pytest.raises(ValueError, match="lookup='dense'. Pass one of: keras, rows"):
+        models.EmbeddingConfig(lookup="dense")
+
+
+def test_embedding_row_lookup_matches_keras_embedding_and_has_sparse_gradients():
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(1)
+    config = models.EmbeddingConfig(input_shape=(3,), vocab_size=50, embed_dim=4, hidden=(5,))
+    plain = models.get("embedding").build(config)
+    rows = models.get("embedding").build(models.EmbeddingConfig(**{**config.__dict__, "lookup": "rows"}))
+    rows.set_weights(plain.get_weights())
+    ids = np.array([[1, 2, 49], [7, 7, 0]], np.int32)
+    np.testing.assert_allclose(rows(ids), plain(ids), rtol=1e-6)
+    table = rows.get_layer("table").embeddings
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(rows(ids))
+    grad = tape.gradient(loss, table.value)
+    assert isinstance(grad, tf.IndexedSlices) and sorted(set(grad.indices.numpy())) == [0, 1, 2, 7, 49]
 
 
 def test_transformer_takes_token_ids():

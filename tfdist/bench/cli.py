@@ -85,6 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="logical CPUs for mirrored; default 2")
     setup.add_argument("--workers", type=cli_args.int_at_least(2, 2), default=2,
                        help="worker processes for multi_worker, one core each; default 2")
+    setup.add_argument("--ps", type=cli_args.int_at_least(1, 2), default=1,
+                       help="with --parameter-server: ps tasks; more than 1 splits the large "
+                            "variables (e.g. --model embedding's table) across them; default 1")
     setup.add_argument("--timeout", type=cli_args.seconds(allow_zero=False), default=600.0,
                        help="seconds allowed for each multi-worker launch; default 600")
     setup.add_argument("--seed", type=int, default=0, help="data and model seed; default 0")
@@ -104,7 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
                            "1 worker x N cores, N workers x 1 core, input pipeline) instead of "
                            "the training routes")
     what.add_argument("--parameter-server", action="store_true",
-                      help="measure parameter-server training (1 chief + --workers workers + 1 ps; "
+                      help="measure parameter-server training (1 chief + --workers workers + "
+                           "--ps ps; "
                            "routes ctl and estimator) against the same workers under "
                            "MultiWorkerMirroredStrategy, instead of the training routes")
     sizes.add_argument("--predict-rows", type=cli_args.int_at_least(1, 32768), default=32768,
@@ -158,11 +162,12 @@ def to_options(args: argparse.Namespace) -> options_lib.BenchOptions:
         steps=steps,
         steps_per_call=args.steps_per_call or min(defaults.steps_per_call, steps),
         reps=args.reps, mw_reps=args.mw_reps, virtual_cpus=args.virtual_cpus,
-        workers=args.workers, pipeline_batches=args.pipeline_batches, peak_size=args.peak_size,
+        workers=args.workers, ps=args.ps, pipeline_batches=args.pipeline_batches, peak_size=args.peak_size,
         call_lengths=args.call_lengths, timeout=args.timeout,
         json_path=args.json, plot_path=args.plot, seed=args.seed,
         wire=_wire(args.wire),
     )
+    _check_modes(args, options)
     for flag, path in (("--json", args.json), ("--plot", args.plot)):
         directory = os.path.dirname(os.path.abspath(path)) if path else None
         if directory and not os.path.isdir(directory):
@@ -170,6 +175,32 @@ def to_options(args: argparse.Namespace) -> options_lib.BenchOptions:
                 f"{flag}: directory {directory!r} does not exist (received {flag}={path}); "
                 "create it or pass another path")
     return options_lib.check(options)
+
+
+def _check_modes(args: argparse.Namespace, options: options_lib.BenchOptions) -> None:
+    """Flags that belong to one measurement mode, and modes passed together."""
+    modes = [flag for flag, on in (("--predict", args.predict),
+                                   ("--parameter-server", args.parameter_server),
+                                   ("--levers", args.levers)) if on]
+    if len(modes) > 1:
+        raise cli_args.UsageError(
+            f"{' and '.join(modes)} are separate measurements (received {' '.join(modes)}); "
+            "pass one of them per run")
+    if args.ps != 1 and not args.parameter_server:
+        raise cli_args.UsageError(
+            f"--ps sets the ps tasks of --parameter-server (received --ps={args.ps} without "
+            "it); add --parameter-server or drop --ps")
+    if not args.parameter_server:
+        return
+    if options.wire:
+        raise cli_args.UsageError(
+            f"--wire levers are timed in the multi-worker rows, not with --parameter-server "
+            f"(received --wire={','.join(options.wire)} --parameter-server); drop one of them")
+    if options.batch % options.workers:  # its multi_worker row splits the batch
+        raise cli_args.UsageError(
+            f"--batch must divide over the {options.workers} workers of --parameter-server's "
+            f"multi_worker row (received --batch={options.batch}, --workers={options.workers});"
+            f" e.g. --batch={max(1, options.batch // options.workers) * options.workers}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -30,6 +30,7 @@ from tfdist.launch.group import describe_status
 BASELINE_ROUTES = ("reference", "ctl")
 # Tests only: "ROW:RANK:hang" or "ROW:RANK:exit" makes that worker never finish or exit 3 at
 # once, so a failed launch is triggered by design rather than by a race against a timeout.
+# The parameter_server row names tasks instead of ranks: "parameter_server:chief:0:exit".
 FAULT_VAR = "TFDIST_BENCH_TEST_FAULT"
 FAULT_EXIT_STATUS = 3
 _PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -130,13 +131,15 @@ def _pin(rank: int, cores_per_worker: int) -> list[int]:
     return cores
 
 
-def _inject_fault(row: str, rank: int) -> None:
-    """Hangs or exits when `FAULT_VAR` names this worker (see there); else does nothing."""
+def _inject_fault(row: str, who: int | str) -> None:
+    """Hangs or exits when `FAULT_VAR` names this worker (its rank, or its task as
+    `type:id`; see there); else does nothing."""
     fault = os.environ.get(FAULT_VAR, "")
     if not fault:
         return
-    target_row, target_rank, action = fault.split(":")
-    if (target_row, int(target_rank)) != (row, rank):
+    target_row, _, rest = fault.partition(":")
+    target, _, action = rest.rpartition(":")
+    if (target_row, target) != (row, str(who)):
         return
     if action == "exit":
         sys.exit(FAULT_EXIT_STATUS)

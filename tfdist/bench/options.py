@@ -20,7 +20,7 @@ ROUTE_DESCRIPTIONS = {
 }
 # In-process strategies, and `multi_worker`: real worker processes started by tfdist.launch.
 STRATEGIES = ("default", "mirrored", "multi_worker")
-MODELS = ("dense", "cnn", "resnet")
+MODELS = ("dense", "cnn", "resnet", "embedding")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,6 +36,7 @@ MODEL_DEFAULTS = {
     "dense": ModelDefaults(batch=512, steps=100, steps_per_call=50),
     "cnn": ModelDefaults(batch=256, steps=100, steps_per_call=50),
     "resnet": ModelDefaults(batch=64, steps=10, steps_per_call=5),
+    "embedding": ModelDefaults(batch=512, steps=100, steps_per_call=50),
 }
 
 
@@ -44,7 +45,8 @@ class BenchOptions:
     """One benchmark run.
 
     Args:
-        model: `dense` (784-1024-1024-10 MLP), `cnn` or `resnet` (from the `models` registry).
+        model: `dense` (784-1024-1024-10 MLP), `cnn`, `resnet` or `embedding` (16 skewed ids
+            -> 100,000x64 table -> mean-pool -> dense head; from the `models` registry).
             Defaults to `"dense"`.
         strategies: Any of `STRATEGIES`. Defaults to all three.
         routes: Any of `ROUTES`; the reference is always run (every ratio needs it).
@@ -57,6 +59,8 @@ class BenchOptions:
         mw_reps: Timed repetitions in each multi-worker run. Defaults to 2.
         virtual_cpus: Logical CPUs `mirrored` splits the CPU into. Defaults to 2.
         workers: Worker processes of `multi_worker`, one core each. Defaults to 2.
+        ps: ps tasks of the `--parameter-server` launch (more than 1 splits large variables,
+            e.g. the embedding table, across them). Defaults to 1.
         pipeline_batches: Batches each input pipeline is timed over. Defaults to 100.
         peak_size: Side of the square float32 matmuls that measure the machine's peak (every
             "% of peak" divides by it). Smaller is quicker and less exact. Defaults to 2048.
@@ -83,6 +87,7 @@ class BenchOptions:
     mw_reps: int = 2
     virtual_cpus: int = 2
     workers: int = 2
+    ps: int = 1
     pipeline_batches: int = 100
     peak_size: int = 2048
     call_lengths: tuple[int, ...] = ()
