@@ -4,6 +4,12 @@ Multi-replica tests then use real `MirroredStrategy` instances over 2 or 4 logic
 """
 
 import os
+import runpy
+from pathlib import Path
+
+# What every child process gets at start-up (tests/startup/sitecustomize.py), here too: Keras
+# imported without scikit-learn.
+runpy.run_path(str(Path(__file__).parent / "startup" / "sitecustomize.py"))
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # Tests in this process are single-process jobs; multi-worker tests set TF_CONFIG for children.

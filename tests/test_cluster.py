@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.multiworker import PYTHONPATH
 from tfdist import cluster
 from tfdist.cluster import ClusterConfigError, ClusterInfo
 
@@ -131,7 +132,7 @@ def test_resolve_rejects(name, config, expected):
 
 def run_cli(*args, tf_config=None, extra_env=None):
     env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG" and not k.startswith("SLURM_")}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [PYTHONPATH, env.get("PYTHONPATH")]))
     if tf_config is not None:
         env["TF_CONFIG"] = tf_config
     env.update(extra_env or {})

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.multiworker import PYTHONPATH
 from tfdist import cluster
 from tfdist.cluster.check import check_peers
 
@@ -40,7 +41,7 @@ def config(own_port, *peers, task=("worker", 0)):
 
 
 def run_check(tf_config, *args):
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "TF_CONFIG": tf_config}
+    env = {**os.environ, "PYTHONPATH": PYTHONPATH, "TF_CONFIG": tf_config}
     return subprocess.run([sys.executable, "-m", "tfdist.cluster", "--check", "--linger", "0", *args],
                           env=env, capture_output=True, text=True, timeout=300, cwd=REPO_ROOT)
 
@@ -68,7 +69,7 @@ def test_own_port_is_opened_while_checking(closed_port):
     port_b = other.getsockname()[1]
     other.close()
     a = cluster.resolve(config(closed_port, f"127.0.0.1:{port_b}"))
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT),
+    env = {**os.environ, "PYTHONPATH": PYTHONPATH,
            "TF_CONFIG": config(closed_port, f"127.0.0.1:{port_b}", task=("worker", 1))}
     # The peer lingers (keeps its port open) long after its check; we stop it once we have both results.
     peer = subprocess.Popen([sys.executable, "-m", "tfdist.cluster", "--check", "--timeout", "60",
@@ -115,7 +116,7 @@ def test_cluster_package_imports_no_tensorflow():
     code = ("import sys\nimport tfdist.cluster, tfdist.cluster.cli, tfdist.launch, tfdist.launch.kubernetes\n"
             "from tfdist import cluster\ncluster.resolve()\n"
             "print(sorted(m for m in ('tensorflow', 'keras', 'kubernetes', 'ray') if m in sys.modules))")
-    result = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+    result = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": PYTHONPATH},
                             capture_output=True, text=True, timeout=60, cwd=REPO_ROOT)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"

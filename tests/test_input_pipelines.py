@@ -5,6 +5,8 @@ own slicing) and assert the shares are disjoint and together complete.
 """
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -14,6 +16,7 @@ import tensorflow_datasets as tfds
 import input_pipelines
 from input_pipelines import digits, registry, synthetic, tfrecord
 from input_pipelines import tfds as tfds_pipeline
+from tests.multiworker import REPO_ROOT, subprocess_env
 from tfdist import data
 
 
@@ -393,3 +396,20 @@ def test_dataset_spellings_load():
     sources = registry.load("synthetic:shape=6x4,classes=3,size=50,vocab=9", seed=1)
     assert (sources.input_shape, sources.num_classes, sources.train_examples, sources.vocab_size) == (
         (6, 4), 3, 50, 9)
+
+
+def test_digits_are_scikit_learns_read_without_importing_it():
+    from sklearn.datasets import load_digits
+
+    images, target = digits.load_raw()
+    expected = load_digits()
+    np.testing.assert_array_equal(images, expected.images)
+    np.testing.assert_array_equal(target, expected.target)
+    # In a fresh process (with the tests' start-up file, as every test child has): neither
+    # Keras nor the digits import scikit-learn, which costs each process ~1.5 s of CPU.
+    code = ("import sys, keras; from input_pipelines import digits; digits.load_arrays(); "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'sklearn'))")
+    result = subprocess.run([sys.executable, "-c", code], env=subprocess_env(), cwd=REPO_ROOT,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "[]"

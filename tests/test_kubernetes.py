@@ -12,6 +12,7 @@ import pytest
 yaml = pytest.importorskip("yaml")
 k8s_client = pytest.importorskip("kubernetes.client")
 
+from tests.multiworker import PYTHONPATH  # noqa: E402
 from tfdist import cluster  # noqa: E402
 from tfdist.cluster import kubernetes as k8s_source  # noqa: E402
 from tfdist.launch import kubernetes  # noqa: E402
@@ -30,7 +31,7 @@ LAYOUTS = {
 
 
 def emit(kind, flags, name="mnist", namespace="team-a", extra=()):
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    env = {**os.environ, "PYTHONPATH": PYTHONPATH}
     result = subprocess.run(
         [sys.executable, "-m", "tfdist.launch", "--emit", kind, "--image", "registry.example/mnist:1",
          "--name", name, "--namespace", namespace, "--cpu", "2", "--memory", "4Gi", *extra, *flags,
@@ -42,7 +43,7 @@ def emit(kind, flags, name="mnist", namespace="team-a", extra=()):
 def run_pod(container, env):
     """Runs the container's command as the pod would (with `python` = this interpreter)."""
     command = [sys.executable if arg == "python" else arg for arg in container["command"]]
-    result = subprocess.run(command, env={"PATH": os.environ["PATH"], "PYTHONPATH": str(REPO_ROOT), **env},
+    result = subprocess.run(command, env={"PATH": os.environ["PATH"], "PYTHONPATH": PYTHONPATH, **env},
                             capture_output=True, text=True, timeout=60, cwd=REPO_ROOT)
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
@@ -166,7 +167,7 @@ def test_manifest_rejects(kwargs, expected):
     (["--emit", "helm", "--image", "i", "--", "true"], "invalid choice: 'helm'"),
 ])
 def test_emit_cli_errors(flags, expected):
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    env = {**os.environ, "PYTHONPATH": PYTHONPATH}
     result = subprocess.run([sys.executable, "-m", "tfdist.launch", *flags], env=env, capture_output=True,
                             text=True, timeout=60, cwd=REPO_ROOT)
     assert result.returncode == 2 and result.stdout == ""
@@ -214,7 +215,7 @@ def test_from_indexed_job_rejects(overrides, expected):
 
 def test_exec_wrapper_fails_the_pod_with_one_line():
     result = subprocess.run([sys.executable, "-m", "tfdist.cluster", "--exec", "--", "true"],
-                            env={"PYTHONPATH": str(REPO_ROOT), **pod_env(JOB_COMPLETION_INDEX="7")},
+                            env={"PYTHONPATH": PYTHONPATH, **pod_env(JOB_COMPLETION_INDEX="7")},
                             capture_output=True, text=True, timeout=60, cwd=REPO_ROOT)
     assert result.returncode == 2 and result.stderr.count("\n") == 1
     assert result.stderr.startswith("error: KUBERNETES: JOB_COMPLETION_INDEX must be")

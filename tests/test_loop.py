@@ -428,7 +428,7 @@ def test_sigterm_saves_at_the_current_step_and_resume_continues(tmp_path):
     model_dir, out = tmp_path / "model", tmp_path / "out"
     out.mkdir()
     ready = tmp_path / "ready"
-    env = dict(os.environ, PYTHONPATH=str(multiworker.REPO_ROOT))
+    env = dict(os.environ, PYTHONPATH=multiworker.PYTHONPATH)
     proc = subprocess.Popen([sys.executable, JOB, str(model_dir), str(out), "100000", str(ready)],
                             env=env, cwd=multiworker.REPO_ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)

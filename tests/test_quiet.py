@@ -8,7 +8,7 @@ import re
 import subprocess
 import sys
 
-from tests.multiworker import REPO_ROOT
+from tests.multiworker import PYTHONPATH, REPO_ROOT
 from tfdist import quiet
 
 PY = sys.executable
@@ -34,7 +34,7 @@ CU_INIT = STARTUP_LINES[-1]
 
 
 def _env_without_level(**extra: str) -> dict[str, str]:
-    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), **extra)
+    env = dict(os.environ, PYTHONPATH=PYTHONPATH, **extra)
     env.pop(quiet.LOG_LEVEL_VAR, None)
     env.pop("TF_CONFIG", None)
     return env

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.multiworker import PYTHONPATH
 from tfdist import cluster
 from tfdist.launch.errors import LaunchError
 
@@ -44,7 +45,7 @@ def test_init_loopback_refuses_after_ray_import_in_cluster_mode():
     pytest.importorskip("ray")
     code = "import ray\nfrom tfdist.launch import ray as r\nr.init_loopback()"
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
-    result = subprocess.run([sys.executable, "-c", code], env={**env, "PYTHONPATH": str(REPO_ROOT)},
+    result = subprocess.run([sys.executable, "-c", code], env={**env, "PYTHONPATH": PYTHONPATH},
                             capture_output=True, text=True, timeout=300, cwd=REPO_ROOT)
     assert result.returncode == 1 and "init_loopback() must run before `import ray`" in result.stderr
 
@@ -60,7 +61,7 @@ def _is_loopback(local: str) -> bool:
 def test_keras3_fit_on_local_ray_loopback_only(tmp_path):
     pytest.importorskip("ray.train.tensorflow")
     result = subprocess.run([sys.executable, str(REPO_ROOT / "tests" / "workers" / "ray_fit.py"), str(tmp_path)],
-                            env={**os.environ, "PYTHONPATH": str(REPO_ROOT)}, capture_output=True, text=True,
+                            env={**os.environ, "PYTHONPATH": PYTHONPATH}, capture_output=True, text=True,
                             timeout=360, cwd=REPO_ROOT)
     assert result.returncode == 0, result.stderr[-3000:]
     workers = [json.loads((tmp_path / f"worker-{i}.json").read_text()) for i in (0, 1)]

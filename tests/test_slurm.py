@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.multiworker import PYTHONPATH
 from tfdist import cluster
 from tfdist.cluster import slurm
 from tfdist.launch import layout
@@ -53,7 +54,7 @@ def test_every_rank_maps_to_its_host_and_port(nodelist, per_node, expected):
 
 def test_cpu_only_node_needs_no_nvidia_smi(tmp_path):
     """No GPU probing: the CLI resolves on a node whose PATH has no nvidia-smi."""
-    env = {"PATH": str(tmp_path), "PYTHONPATH": str(REPO_ROOT), **step("cpu[1-2]", "1(x2)", 1)}
+    env = {"PATH": str(tmp_path), "PYTHONPATH": PYTHONPATH, **step("cpu[1-2]", "1(x2)", 1)}
     result = subprocess.run([sys.executable, "-m", "tfdist.cluster", "--slurm", "--port", "7000"],
                             env=env, capture_output=True, text=True, timeout=60, cwd=REPO_ROOT)
     assert result.returncode == 0, result.stderr
@@ -96,7 +97,7 @@ def test_launcher_per_node_uses_the_same_parser():
 
 def test_exec_wrapper_gives_a_plain_srun_task_its_tf_config():
     """`srun python -m tfdist.cluster --slurm --exec -- CMD`: any program gets Slurm's cluster."""
-    env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(REPO_ROOT), **step("n[1-2]", "2(x2)", 3)}
+    env = {"PATH": os.environ["PATH"], "PYTHONPATH": PYTHONPATH, **step("n[1-2]", "2(x2)", 3)}
     result = subprocess.run([sys.executable, "-m", "tfdist.cluster", "--slurm", "--port", "7000", "--exec", "--",
                              sys.executable, "-c", "import os; print(os.environ['TF_CONFIG'])"],
                             env=env, capture_output=True, text=True, timeout=60, cwd=REPO_ROOT)

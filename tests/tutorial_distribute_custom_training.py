@@ -13,18 +13,18 @@ import os
 import keras
 import numpy as np
 import tensorflow as tf
-from sklearn.datasets import load_digits
+from input_pipelines import digits as digits_data
 
 BATCH_SIZE_PER_REPLICA = 64
 
 
 def digits_28x28():
     """(train_images, train_labels), (test_images, test_labels); images 28x28x1 in [0, 1]."""
-    digits = load_digits()
-    images = np.kron(digits.images, np.ones((3, 3)))  # 8x8 -> 24x24
+    raw_images, target = digits_data.load_raw()
+    images = np.kron(raw_images, np.ones((3, 3)))  # 8x8 -> 24x24
     images = np.pad(images, ((0, 0), (2, 2), (2, 2)))[..., None] / np.float32(16)
     images = images.astype(np.float32)
-    labels = digits.target.astype(np.int64)
+    labels = target.astype(np.int64)
     return (images[:1500], labels[:1500]), (images[1500:], labels[1500:])
 
 

@@ -26,7 +26,7 @@ import sys
 import keras
 import numpy as np
 import tensorflow as tf
-from sklearn.datasets import load_digits
+from input_pipelines import digits as digits_data
 
 import tfdist
 import tfdist.estimator  # PORT 1
@@ -39,9 +39,9 @@ NUM_TRAIN = 1500
 
 
 def _digits(mode):
-    digits = load_digits()
-    images = digits.images[..., np.newaxis].astype(np.float32)
-    labels = digits.target.astype(np.int64)
+    raw_images, target = digits_data.load_raw()
+    images = raw_images[..., np.newaxis].astype(np.float32)
+    labels = target.astype(np.int64)
     if mode == tfdist.estimator.ModeKeys.TRAIN:
         return images[:NUM_TRAIN], labels[:NUM_TRAIN]
     return images[NUM_TRAIN:], labels[NUM_TRAIN:]

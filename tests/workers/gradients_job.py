@@ -12,7 +12,7 @@ import sys
 import keras
 import numpy as np
 import tensorflow as tf
-from sklearn.datasets import load_digits
+from input_pipelines import digits
 
 import tfdist
 from tfdist import data, gradients
@@ -29,7 +29,8 @@ def _build():
 def main(out_dir: str, steps: int) -> None:
     strategy = tfdist.get_strategy("multi_worker_mirrored")
     info = tfdist.cluster.resolve()
-    x, y = load_digits(return_X_y=True)
+    images, y = digits.load_raw()
+    x = images.reshape(len(y), -1)
     x = (x / 16.0).astype("float32")
     y = y.astype("int32")
     x_train, y_train, x_test, y_test = x[:1500], y[:1500], x[1500:], y[1500:]

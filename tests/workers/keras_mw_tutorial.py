@@ -27,7 +27,7 @@ import time
 import numpy as np
 import tensorflow as tf
 import keras
-from sklearn.datasets import load_digits
+from input_pipelines import digits as digits_data
 
 import tfdist
 from tfdist.keras.callbacks import BackupAndRestore
@@ -35,9 +35,9 @@ from tfdist.keras.callbacks import BackupAndRestore
 
 # --- mnist_setup.py of the tutorial ------------------------------------------------------------
 def mnist_dataset(batch_size):
-    digits = load_digits()
-    x_train = digits.images[:1437].astype(np.float32) / 16.0
-    y_train = digits.target[:1437].astype(np.int64)
+    images, target = digits_data.load_raw()
+    x_train = images[:1437].astype(np.float32) / 16.0
+    y_train = target[:1437].astype(np.int64)
     train_dataset = tf.data.Dataset.from_tensor_slices(
         (x_train, y_train)).shuffle(60000).repeat().batch(batch_size)
     return train_dataset
@@ -201,9 +201,9 @@ def _harness_callbacks(model):
 
 
 def _report(model, history, backup, out_dir):
-    digits = load_digits()
-    x_test = digits.images[1437:].astype(np.float32) / 16.0
-    y_test = digits.target[1437:].astype(np.int64)
+    images, target = digits_data.load_raw()
+    x_test = images[1437:].astype(np.float32) / 16.0
+    y_test = target[1437:].astype(np.int64)
     test = tf.data.Dataset.from_tensor_slices((x_test, y_test)).batch(40, drop_remainder=True)
     loss, accuracy = model.evaluate(test, verbose=0)
     predicted = model.predict(x_test, batch_size=40, verbose=0)
