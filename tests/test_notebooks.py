@@ -67,3 +67,23 @@ def test_readme_links_every_notebook_in_colab():
     assert len(section) == 2, "README.md has no '## Notebooks' section"
     links = re.findall(r"\((https://colab\.research\.google\.com/[^)]+)\)", section[1].split("\n## ", 1)[0])
     assert links == [colab_link(repository_url(), name) for name in NAMES], links
+
+
+def test_strip_outputs_clears_what_a_run_adds(tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("strip_outputs", NOTEBOOKS / "strip_outputs.py")
+    strip_outputs = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(strip_outputs)
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("print(1)")])
+    cell = nb.cells[0]
+    cell.metadata = {"tags": ["plot"], "execution": {"iopub.execute_input": "2026-12-01T00:00:00Z"}}
+    cell.execution_count = 3
+    cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text="1\n")]
+    path = tmp_path / "x.ipynb"
+    nbformat.write(nb, path)
+
+    assert strip_outputs.strip(path) is True
+    cell = nbformat.read(path, as_version=4).cells[0]
+    assert (cell.outputs, cell.execution_count, dict(cell.metadata)) == ([], None, {"tags": ["plot"]})
+    assert strip_outputs.strip(path) is False  # nothing left to strip
