@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import resource
 import time
 
 import nbformat
@@ -30,6 +31,12 @@ def kernel_env() -> dict[str, str]:
     env.pop("TF_CONFIG", None)        # the kernel is a single process; launches set their own
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     return env
+
+
+def children_cpu_seconds() -> float:
+    """CPU time of the finished child processes (a kernel, and the workers it started)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def execute(name: str, work_dir: pathlib.Path, seconds: float = NOTEBOOK_SECONDS):
