@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 # PYTEST_WORKERS=0 runs everything in this process.
 PYTEST_WORKERS ?= 2
 
-.PHONY: test lint install clean train
+.PHONY: test lint install clean train strip-notebooks
 
 # Re-install only when the packaging files change, so repeated runs start at once.
 $(STAMP): setup.cfg pyproject.toml
@@ -41,6 +41,10 @@ TRAIN_ARGS ?=
 train: $(STAMP)
 	@rm -rf runs/default
 	@$(VPY) -m tfdist.train --model_dir=runs/default $(TRAIN_ARGS)
+
+# Committed notebooks carry no outputs or execution counts (tests/test_notebooks.py checks it).
+strip-notebooks: | $(STAMP)
+	$(VPY) notebooks/strip_outputs.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -31,6 +31,7 @@ tf.config.set_logical_device_configuration(
 # start at once and the many quick files fill in around them, instead of one long file running
 # alone at the end. Measured: the slowest files of a run's `--durations` report.
 SLOW_FILES_FIRST = (
+    "test_notebooks_a.py", "test_notebooks_b.py",  # one per xdist worker: each runs kernels
     "test_elastic.py", "test_peer_failure.py", "test_parameter_server.py",
     "test_estimator_parameter_server.py", "test_faults.py", "test_train.py",
     "test_tutorials.py", "test_launch.py", "test_bench.py", "test_multihost.py", "test_quiet.py",

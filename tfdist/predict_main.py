@@ -16,10 +16,12 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from absl import app
 from absl import flags
 
+from tfdist import absl_entry
 from tfdist import quiet
 from tfdist.predict import formats
 
@@ -110,8 +112,13 @@ def to_options(flag_values: flags.FlagValues = flags.FLAGS):
                           wait_timeout=fv.wait_timeout)
 
 
-def main(argv: Sequence[str]) -> int:
-    """Checks the flags, sets up the process, then scores; bad input exits 2 with one line."""
+def main(argv: Sequence[str], flag_values: flags.FlagValues = FLAGS) -> int:
+    """Checks the flags, sets up the process, then scores; bad input exits 2 with one line.
+
+    Args:
+        argv: What is left of the command line after the flags (only the program name).
+        flag_values: The parsed flags. Defaults to absl's global `FLAGS` (the console script).
+    """
     if len(argv) > 1:
         print(f"tfdist-predict: error: unexpected arguments: {' '.join(argv[1:])} "
               "(flags are --name=value; see --help)", file=sys.stderr)
@@ -120,13 +127,13 @@ def main(argv: Sequence[str]) -> int:
     from tfdist.predict.errors import PredictError
 
     try:
-        options = to_options(FLAGS)
+        options = to_options(flag_values)
         locate.resolve_path(options.model)  # the cheap checks, before TensorFlow loads
         store.check_writable(options.output_dir)
     except PredictError as e:
         print(f"tfdist-predict: error: {e}", file=sys.stderr)
         return USAGE_ERROR
-    quiet.importing_tensorflow(quiet.tf_log_level_env(verbose=FLAGS.verbosity >= 1))
+    quiet.importing_tensorflow(quiet.tf_log_level_env(verbose=flag_values.verbosity >= 1))
     from tfdist import cluster, data, strategy
     from tfdist.predict import job, progress
 
@@ -139,8 +146,36 @@ def main(argv: Sequence[str]) -> int:
         print(f"tfdist-predict: error: {e}", file=sys.stderr)
         return USAGE_ERROR
     if "workers" in summary:  # the chief
-        print(json.dumps(summary, indent=1) if FLAGS.json else progress.format_summary(summary))
+        print(json.dumps(summary, indent=1) if flag_values.json else progress.format_summary(summary))
     return 0
+
+
+def run_from_notebook(*args: str, **flag_kwargs: Any) -> int:
+    """`tfdist-predict` from Python: a notebook or Colab cell, a script, a test. Never reads sys.argv.
+
+    Parses only the flags given (not the kernel's `-f kernel.json`, which absl's `app.run` would
+    reject: googlecolab/colabtools#1323), on flag values of its own, so it can be called again
+    in the same process. `tfdist.predict.run(PredictOptions(...))` is the same run as a value.
+
+    Args:
+        *args: Flags as command-line arguments, e.g. `"--argmax"`.
+        **flag_kwargs: Flags as keywords: `model="runs/default"`, `input=["digits.npy"]`
+            (lists joined with commas), `argmax=True`, `False` for `--noname`.
+
+    Returns:
+        The exit status `tfdist-predict` would have: 0 on success, 2 after one `error:` line on
+        stderr for bad input.
+
+    Example:
+
+    ```python
+    import tfdist.predict_main
+    tfdist.predict_main.run_from_notebook(model="runs/default", input=["digits.npy"],
+                                          output_dir="/tmp/scores", argmax=True)
+    ```
+    """
+    argv = [*args, *absl_entry.to_argv(flag_kwargs)]
+    return absl_entry.call("tfdist-predict", define_flags, main, argv)
 
 
 def run() -> None:

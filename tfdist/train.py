@@ -15,11 +15,12 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from absl import app
 from absl import flags
 
+from tfdist import absl_entry
 from tfdist import flags as tfdist_flags
 from tfdist import quiet
 
@@ -30,16 +31,21 @@ FLAGS = flags.FLAGS
 USAGE_ERROR = 2
 
 
-def main(argv: Sequence[str]) -> int:
-    """Sets up the process, then trains; bad combinations exit 2 with one `error:` line."""
+def main(argv: Sequence[str], flag_values: flags.FlagValues = FLAGS) -> int:
+    """Sets up the process, then trains; bad combinations exit 2 with one `error:` line.
+
+    Args:
+        argv: What is left of the command line after the flags (only the program name).
+        flag_values: The parsed flags. Defaults to absl's global `FLAGS` (the console script).
+    """
     if len(argv) > 1:
         print(f"tfdist-train: error: unexpected arguments: {' '.join(argv[1:])} "
               "(flags are --name=value; see --help)", file=sys.stderr)
         return USAGE_ERROR
-    options = tfdist_flags.to_options(FLAGS)
+    options = tfdist_flags.to_options(flag_values)
     # Before TensorFlow loads: its C++ start-up noise stays out unless --verbosity=1 (-v 1) or
     # the user set TF_CPP_MIN_LOG_LEVEL.
-    quiet.importing_tensorflow(quiet.tf_log_level_env(verbose=FLAGS.verbosity >= 1))
+    quiet.importing_tensorflow(quiet.tf_log_level_env(verbose=flag_values.verbosity >= 1))
     from tfdist import checkpoint, cluster, data, outer_loop, peer_failure, runner, strategy
     from tfdist.estimator import NanLossDuringTrainingError
 
@@ -71,6 +77,34 @@ def exit_after_peer_failure(error: peer_failure.PeerUnavailableError) -> NoRetur
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(error.exit_code)
+
+
+def run_from_notebook(*args: str, **flag_kwargs: Any) -> int:
+    """`tfdist-train` from Python: a notebook or Colab cell, a script, a test. Never reads sys.argv.
+
+    Inside a Jupyter/Colab kernel `sys.argv` is the kernel's (`-f kernel.json`), which absl's
+    `app.run` would reject (googlecolab/colabtools#1323); this parses only the flags given, on
+    flag values of its own, so it can be called again in the same process. It trains in this
+    process, so TensorFlow settings made earlier in it (logical CPUs, the dtype policy) stay.
+
+    Args:
+        *args: Flags as command-line arguments, e.g. `"--route=fit"`.
+        **flag_kwargs: Flags as keywords: `route="fit"`, `train_steps=200`, `deterministic=True`
+            (`--deterministic`), `False` for `--noname`, lists joined with commas.
+
+    Returns:
+        The exit status `tfdist-train` would have: 0 on success, 2 after one `error:` line on
+        stderr for bad flags, 1 when training failed (e.g. a non-finite loss).
+
+    Example:
+
+    ```python
+    import tfdist.train
+    status = tfdist.train.run_from_notebook(model_dir="/tmp/run", route="fit", train_steps=200)
+    ```
+    """
+    argv = [*args, *absl_entry.to_argv(flag_kwargs)]
+    return absl_entry.call("tfdist-train", tfdist_flags.define_flags, main, argv)
 
 
 def run() -> None:

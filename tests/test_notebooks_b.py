@@ -1,0 +1,23 @@
+"""Executes notebooks 03, 06 and 07 top to bottom in a real kernel (see tests/notebook_exec.py).
+
+Split from tests/test_notebooks_a.py so `make test`'s two pytest workers run them side by side.
+"""
+
+import pytest
+
+from tests import notebook_exec
+
+NAMES = ["03_estimator_migration.ipynb", "06_parameter_server.ipynb",
+         "07_batch_prediction.ipynb"]
+MULTIWORKER = {"03_estimator_migration.ipynb", "06_parameter_server.ipynb"}  # start processes
+
+
+@pytest.mark.timeout(notebook_exec.NOTEBOOK_SECONDS + 120)  # the kernel's start and stop too
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.multiworker) if n in MULTIWORKER
+                                  else n for n in NAMES])
+def test_notebook_executes(name, tmp_path):
+    cpu = notebook_exec.children_cpu_seconds()
+    nb, seconds = notebook_exec.execute(name, tmp_path)
+    notebook_exec.check_executed(name, nb)
+    # CPU time of the kernel and its workers (reaped by now): about the wall time on a quiet machine.
+    print(f"{name}: {seconds:.1f} s wall, {notebook_exec.children_cpu_seconds() - cpu:.1f} s CPU")
