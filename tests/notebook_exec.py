@@ -3,7 +3,7 @@
 The notebook is read from the repository and run from a temporary working directory, so nothing
 is written into the repository. The kernel is this interpreter's (`python3` kernelspec of the
 venv), inherits this process's environment with the repository first on PYTHONPATH (so
-`import tfdist` is this checkout), runs on CPU with matplotlib's inline backend, and gets a
+`import tfdist` is this checkout; tests/startup too, as for every test child), runs on CPU with matplotlib's inline backend, and gets a
 bound for the whole notebook: each cell's timeout is what is left of it.
 """
 
@@ -17,6 +17,8 @@ import time
 import nbformat
 from nbclient import NotebookClient
 
+from tests.multiworker import PYTHONPATH
+
 REPO = pathlib.Path(__file__).resolve().parent.parent
 NOTEBOOKS = REPO / "notebooks"
 # Generous against a loaded 2-core machine: idle, the slowest notebook takes about a third of it.
@@ -25,7 +27,8 @@ NOTEBOOK_SECONDS = 300
 
 def kernel_env() -> dict[str, str]:
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
+    # The repository and the tests' start-up file, as every test child (tests/startup).
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (PYTHONPATH, env.get("PYTHONPATH")) if p)
     env["CUDA_VISIBLE_DEVICES"] = ""  # CPU only, as in the tests
     env.pop("MPLBACKEND", None)       # ipykernel's inline backend, so figures become image/png
     env.pop("TF_CONFIG", None)        # the kernel is a single process; launches set their own
