@@ -29,16 +29,19 @@ def _canonical_device(name: str) -> str:
     ).to_string()
 
 
-def mirrored_strategy(devices: Sequence[str]) -> tf.distribute.MirroredStrategy:
+def mirrored_strategy(devices: Sequence[str], cross_device_ops: tf.distribute.CrossDeviceOps | None = None
+                      ) -> tf.distribute.MirroredStrategy:
     """The process's one `MirroredStrategy` over `devices` (created on the first call).
 
     Args:
         devices: Local device names, in any spelling and order.
+        cross_device_ops: Its reduction, used when it is created. Defaults to TensorFlow's.
 
     Returns:
         The same strategy object for the same set of devices.
     """
     key = tuple(sorted(_canonical_device(d) for d in devices))
     if key not in _STRATEGIES:
-        _STRATEGIES[key] = tf.distribute.MirroredStrategy(devices=list(devices))
+        _STRATEGIES[key] = tf.distribute.MirroredStrategy(devices=list(devices),
+                                                          cross_device_ops=cross_device_ops)
     return _STRATEGIES[key]
