@@ -59,9 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
                       help="comma-separated subset of " + ",".join(options_lib.STRATEGIES)
                            + "; default all (multi_worker: real worker processes, one core each, "
                              "against one worker with as many cores)")
-    what.add_argument("--routes", default=",".join(options_lib.ROUTES),
+    what.add_argument("--routes",
                       help="comma-separated subset of " + ",".join(options_lib.ROUTES)
-                           + "; default all (reference always runs: ratios need it)")
+                           + "; default all (reference always runs: ratios need it); with "
+                             "--targets, the multi-worker launches also time ctl if listed")
     sizes = parser.add_argument_group("sizes (defaults depend on --model)")
     sizes.add_argument("--batch", type=cli_args.int_at_least(1, 512), help="global batch size")
     sizes.add_argument("--steps", type=cli_args.int_at_least(1, 100), help="steps per timed call")
@@ -156,7 +157,9 @@ def to_options(args: argparse.Namespace) -> options_lib.BenchOptions:
         tfdist.cli_args.UsageError: A value that cannot work.
     """
     defaults = options_lib.MODEL_DEFAULTS[args.model]
-    routes = options_lib.parse_list("--routes", "route", args.routes, options_lib.ROUTES)
+    default_routes = ("reference",) if args.targets else options_lib.ROUTES
+    routes = options_lib.parse_list("--routes", "route", args.routes or ",".join(default_routes),
+                                    options_lib.ROUTES)
     if "reference" not in routes:
         routes = ("reference", *routes)
     steps = args.steps or defaults.steps

@@ -4,7 +4,8 @@ One run, in this order (child processes before this process starts TensorFlow):
 
 1. recomputation: `levers.measure_remat` (`none` and `full`, one fresh process per mode and
    repetition, interleaved);
-2. multi-worker: `multiworker.run` with the `reference` route, the wire variants `bf16` and
+2. multi-worker: `multiworker.run` with the `reference` route (and `ctl` if `options.routes`
+   has it), the wire variants `bf16` and
    `accum4` interleaved in the same launch as the row without levers, and each worker's
    breakdown (local step alone, all-reduce alone: `tfdist.bench.breakdown`);
 3. in this process: `default` and `mirrored` (2 logical CPUs) on the `reference` route,
@@ -74,7 +75,8 @@ def run(options: BenchOptions, *, remat_workload: levers.RematWorkload, work_dir
     section: dict[str, Any] = {"options": dataclasses.asdict(options)}
     section["remat"] = levers.measure_remat(REMAT_MODES, remat_workload, reps=options.mw_reps,
                                             seed=options.seed, timeout=options.timeout, say=say)
-    mw_options = dataclasses.replace(options, routes=(ROUTE,), wire=WIRE,
+    routes = (ROUTE, *(r for r in options.routes if r in multiworker.BASELINE_ROUTES and r != ROUTE))
+    mw_options = dataclasses.replace(options, routes=routes, wire=WIRE,
                                      strategies=("multi_worker",))
     section["multi_worker"] = multiworker.run(mw_options, work_dir, say, breakdown=True)
     section.update(_in_process(options, work_dir, say))
