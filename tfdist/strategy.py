@@ -202,8 +202,8 @@ def get_strategy(
         strategy = tf.distribute.OneDeviceStrategy(device)
     else:  # mirrored
         chosen = list(devices) if devices else _local_devices(virtual_cpus, num_gpus)
-        strategy = mirrored_strategy_reuse.mirrored_strategy(
-            chosen, cross_device_ops=cross_device_ops_for(chosen))
+        # Built with `cross_device_ops_for(chosen)`.
+        strategy = mirrored_strategy_reuse.mirrored_strategy(chosen)
     compat.apply(strategy)
     precision.recommend()  # once per process, a log line where bfloat16 is fast; never a switch
     return strategy

@@ -29,19 +29,22 @@ def _canonical_device(name: str) -> str:
     ).to_string()
 
 
-def mirrored_strategy(devices: Sequence[str], cross_device_ops: tf.distribute.CrossDeviceOps | None = None
-                      ) -> tf.distribute.MirroredStrategy:
+def mirrored_strategy(devices: Sequence[str]) -> tf.distribute.MirroredStrategy:
     """The process's one `MirroredStrategy` over `devices` (created on the first call).
+
+    It is created with `tfdist.strategy.cross_device_ops_for(devices)`, whoever asks first, so
+    the one strategy per device set always reduces the same way.
 
     Args:
         devices: Local device names, in any spelling and order.
-        cross_device_ops: Its reduction, used when it is created. Defaults to TensorFlow's.
 
     Returns:
         The same strategy object for the same set of devices.
     """
     key = tuple(sorted(_canonical_device(d) for d in devices))
     if key not in _STRATEGIES:
-        _STRATEGIES[key] = tf.distribute.MirroredStrategy(devices=list(devices),
-                                                          cross_device_ops=cross_device_ops)
+        from tfdist import strategy  # not at import: tfdist.strategy imports this module
+
+        _STRATEGIES[key] = tf.distribute.MirroredStrategy(
+            devices=list(devices), cross_device_ops=strategy.cross_device_ops_for(devices))
     return _STRATEGIES[key]
