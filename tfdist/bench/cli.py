@@ -133,8 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
                            "without bf16 compression and accumulation, mirrored vs default, "
                            "mixed_bfloat16 vs float32, exact-FLOP share of peak, recomputation) "
                            "and print one table: measured, spread, met, where the time goes; "
-                           "with --markdown the table for docs/benchmarks.md; ~5 min on a quiet "
-                           "2-core machine with the defaults")
+                           "with --markdown the table for docs/benchmarks.md; sized for <= 8 min on "
+                           "a quiet 2-core machine (27 min measured under load)")
     parser.add_argument("--_worker", metavar="SPEC", help=argparse.SUPPRESS)
     parser.add_argument("--_remat_worker", metavar="SPEC", help=argparse.SUPPRESS)
     parser.add_argument("--_predict_worker", metavar="SPEC", help=argparse.SUPPRESS)
