@@ -16,6 +16,7 @@ from tfdist.bench import multiworker as multiworker_lib
 from tfdist.bench import options as options_lib
 from tfdist.bench import plot
 from tfdist.bench import report as report_lib
+from tfdist.bench import targets as targets_lib
 from tfdist.bench import timing
 
 # Small enough to run in seconds; big enough that every route runs whole tf.function calls.
@@ -93,24 +94,58 @@ def test_in_process_smoke_reports_every_route_under_default_and_mirrored(tmp_pat
 
 
 @pytest.mark.multiworker
-def test_multi_worker_smoke_merges_both_launches(tmp_path):
-    out = tmp_path / "bench.json"
-    # Two launches, each stopped after 240 s: within the 560 s this run gets (and pytest's 900 s).
-    # 61 s a launch seen with the machine loaded by a full test run.
-    # --routes ctl: the reference is added (every ratio needs it).
-    result = _bench("--strategies", "multi_worker", "--routes", "ctl", *SMOKE,
-                    "--timeout", "240", "--json", str(out), timeout=560)
+def test_targets_smoke_measures_every_issue_19_target_and_merges_both_launches(tmp_path):
+    out = tmp_path / "targets.json"
+    # One --targets run at smoke size: the recomputation processes, the two multi-worker
+    # launches (stopped after 240 s each; 61 s a launch seen under a full test run's load) and
+    # the in-process rows, within the 600 s it gets (and pytest's 900 s).
+    result = _bench("--targets", *SMOKE, "--remat-batch", "2",
+                    "--remat-seq-len", "16", "--timeout", "240", "--json", str(out),
+                    "--markdown", timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
-    rows = json.loads(out.read_text())["results"]
-    assert list(rows) == ["one_worker", "multi_worker"]
+    section = json.loads(out.read_text())["targets"]
+    rows = section["multi_worker"]
+    assert list(rows) == ["one_worker", "multi_worker", "multi_worker+bf16",
+                          "multi_worker+accum4"]
     assert rows["one_worker"]["workers"] == 1 and rows["one_worker"]["cores_per_worker"] == 2
     assert rows["multi_worker"]["workers"] == 2 and rows["multi_worker"]["cores_per_worker"] == 1
     assert [peak["size"] for peak in rows["multi_worker"]["worker_peaks"]] == [256, 256]
     for row in rows.values():
-        assert list(row["routes"]) == ["reference", "ctl"]
-        for route in row["routes"].values():
-            _check_route(route)
-    assert "2 workers x 1 core" in result.stdout
+        assert list(row["routes"]) == ["reference"]
+        _check_route(row["routes"]["reference"])
+    # Each worker timed its local step and the all-reduce apart (float32 and bf16).
+    for worker in rows["multi_worker"]["breakdown"]:
+        assert worker["replicas"] == 2 and worker["per_replica_batch"] == 8
+        _positive_summary(worker["local_step_ms"])
+        assert set(worker["all_reduce_ms"]) == {"none", "bfloat16"}
+    assert rows["one_worker"]["breakdown"][0]["all_reduce_ms"] == {}
+    _positive_summary(section["breakdown"]["mirrored"]["all_reduce_ms"]["none"])
+    targets = section["targets"]
+    assert len(targets) == targets_lib.TARGET_COUNT
+    names = " / ".join(t["name"] for t in targets)
+    for what in ("bf16 gradient compression >= 0.9x", "without levers >= 0.75x",
+                 "accumulation of 4 micro-batches >= 0.95x", "mixed_bfloat16 dense >= 1.6x",
+                 "mirrored (2 logical CPUs) >= 0.95x", "85% of the float32 matmul peak",
+                 "recomputation: peak memory <= 0.7x"):
+        assert what in names
+    for t in targets:
+        assert math.isfinite(t["value"]) and t["value"] > 0, t
+        assert t["spread"][0] <= t["spread"][1] and t["n"] >= 1 and t["where"] and t["how"]
+        assert isinstance(t["met"], bool)
+    table = [line for line in result.stdout.splitlines() if line.startswith("| ")]
+    assert len(table) == 1 + targets_lib.TARGET_COUNT  # header + one row per target
+    assert "where the time goes" in table[0]
+
+
+def test_exact_training_flops_of_the_dense_model():
+    import keras
+
+    model = keras.Sequential([keras.Input((784,)), keras.layers.Dense(1024), keras.layers.Dense(10)])
+    # First layer: forward + weight gradient; second: + its input gradient.
+    assert targets_lib.exact_train_flops(model) == 2 * 784 * 1024 * 2 + 2 * 1024 * 10 * 3
+    conv = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(2, 3)])
+    with pytest.raises(ValueError, match=r"`model`. Received a Conv2D layer"):
+        targets_lib.exact_train_flops(conv)
 
 
 def plot_available() -> bool:
@@ -145,6 +180,8 @@ def plot_available() -> bool:
     (["--wire", "fp16/-3"], ["--wire", "'fp16/-3'"]),
     (["--wire", "bf16", "--strategies", "default"], ["--wire", "add multi_worker"]),
     (["--parameter-server", "--levers"], ["--parameter-server and --levers", "pass one of them"]),
+    (["--targets", "--levers"], ["--levers and --targets", "pass one of them"]),
+    (["--targets", "--wire", "bf16"], ["--wire=bf16 --targets", "bf16,accum4", "drop --wire"]),
     (["--ps", "2"], ["--ps=2 without it", "add --parameter-server"]),
     (["--parameter-server", "--ps", "0"], ["--ps", "'0'", ">= 1"]),
     (["--parameter-server", "--wire", "bf16"], ["--wire=bf16 --parameter-server", "drop one"]),

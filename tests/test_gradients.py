@@ -64,15 +64,19 @@ def _loop(strategy, accumulation_steps=1, options=None):
     return trainer.model.get_weights(), loss
 
 
-def _fit(strategy, accumulation_steps=1, options=None):
+def _fit(strategy, accumulation_steps=1, options=None, optimizer=None):
     with strategy.scope():
         model = _build()
-        model.compile(keras.optimizers.SGD(0.1), "mse", steps_per_execution=3)
+        # `optimizer` builds one (in the scope); SGD(0.1) by default.
+        model.compile(optimizer() if optimizer else keras.optimizers.SGD(0.1), "mse",
+                      steps_per_execution=3)
     spec = _spec(accumulation_steps)
     tfdist.keras.gradients.configure(model, gradients=options, data=spec)
     history = model.fit(data.for_fit(strategy, spec), epochs=1, steps_per_epoch=STEPS,
                         verbose=0, shuffle=False)
     assert int(model.optimizer.iterations.numpy()) == STEPS  # one optimizer step per batch
+    if optimizer is not None:
+        return model.get_weights(), history.history["loss"][-1], model.optimizer
     return model.get_weights(), history.history["loss"][-1]
 
 
@@ -118,6 +122,27 @@ def test_fit_route_accumulation(cpus):
     (accumulated, loss), seen = _micro_batches(_fit, strategy, accumulation_steps=4)
     assert BATCH // 8 in seen  # (Keras also builds the model symbolically on a whole batch)
     assert _max_diff(base, accumulated) < 1e-5 and loss == pytest.approx(base_loss, rel=1e-5)
+
+
+def test_fit_route_accumulation_with_a_loss_scale_optimizer(cpus):
+    # mixed_float16's optimizer: fit's train_step scales the loss; the micro-batches' scaled
+    # gradients are summed, then unscaled, checked and applied once per batch.
+    strategy = tfdist.get_strategy("mirrored", devices=cpus(2))
+
+    def scaled():  # growth every 4 finite steps: the scale changes within the 6 steps
+        return keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD(0.1),
+                                                   initial_scale=2.0**10, dynamic_growth_steps=4)
+
+    base, base_loss, base_opt = _fit(strategy, optimizer=scaled)
+    (accumulated, loss, opt), seen = _micro_batches(_fit, strategy, accumulation_steps=4,
+                                                    optimizer=scaled)
+    assert BATCH // 8 in seen
+    assert _max_diff(base, accumulated) < 1e-5 and loss == pytest.approx(base_loss, rel=1e-5)
+    plain, _ = _fit(strategy)
+    assert _max_diff(plain, accumulated) < 1e-5  # the scale was divided out again
+    # One scale update per optimizer step, not per micro-batch: 6 steps -> grown once (at 4).
+    assert float(opt.dynamic_scale.numpy()) == float(base_opt.dynamic_scale.numpy()) == 2.0**11
+    assert int(opt.step_counter.numpy()) == int(base_opt.step_counter.numpy()) == 2
 
 
 def test_estimator_route_compression_and_accumulation(cpus, tmp_path):
@@ -209,9 +234,7 @@ def test_bad_fit_configuration(cpus):
         model = _build()
     with pytest.raises(ValueError, match=r"`model`.*not compiled"):
         tfdist.keras.gradients.configure(model, accumulation_steps=2)
-    model.compile(keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD()), "mse")
-    with pytest.raises(ValueError, match=r"accumulation_steps=2 with a LossScaleOptimizer"):
-        tfdist.keras.gradients.configure(model, accumulation_steps=2)
+    model.compile(keras.optimizers.SGD(), "mse")
     with pytest.raises(ValueError, match=r"accumulation steps once"):
         tfdist.keras.gradients.configure(model, data=_spec(2), accumulation_steps=2)
     with pytest.raises(ValueError, match=r"`gradients`.*gradients='x'"):

@@ -4,6 +4,8 @@ import json
 import subprocess
 import sys
 
+import keras
+import numpy as np
 import pytest
 import tensorflow as tf
 
@@ -61,6 +63,63 @@ def test_mirrored_is_one_strategy_per_device_set_however_spelled(cpus):
     assert tfdist.get_strategy("mirrored", devices=cpus(3)) is not s
     total = s.reduce("SUM", s.run(lambda: tf.constant(1.0)), axis=None)
     assert float(total) == 2.0
+
+
+def _op_types(fn):
+    graph = fn.get_concrete_function().graph.as_graph_def()
+    nodes = list(graph.node) + [n for f in graph.library.function for n in f.node_def]
+    return {n.op for n in nodes}
+
+
+def test_mirrored_over_logical_cpus_reduces_on_one_device_and_trains_alike(cpus):
+    # Logical CPUs share one memory: adding on one device beats TensorFlow's collective ring.
+    assert isinstance(strategy.cross_device_ops_for(cpus(2)), tf.distribute.ReductionToOneDevice)
+    assert strategy.cross_device_ops_for(["/gpu:0", "/gpu:1"]) is None  # TensorFlow's choice
+    assert strategy.cross_device_ops_for(cpus(1)) is None
+    s = tfdist.get_strategy("mirrored", devices=cpus(2))
+
+    @tf.function
+    def all_reduce():
+        def replica():
+            grads = [tf.ones([3, 2]), tf.ones([2])]
+            return tf.distribute.get_replica_context().all_reduce("SUM", grads)
+        return s.run(replica)
+
+    types = _op_types(all_reduce)
+    assert "AddN" in types and not any(t.startswith("Collective") for t in types), types
+    for reduced in all_reduce():  # the sum, on both replicas
+        for local in s.experimental_local_results(reduced):
+            np.testing.assert_array_equal(local.numpy(), 2.0)
+    # Training is unchanged: 2 replicas of 8 give the weights one device gets from 16.
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(16, 4)).astype("float32"), rng.normal(size=(16, 1)).astype("float32")
+    weights = {}
+    for name, run_on in (("default", tfdist.get_strategy("default")), ("mirrored", s)):
+        keras.utils.set_random_seed(1)
+        with run_on.scope():
+            model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, "tanh"),
+                                      keras.layers.Dense(1)])
+            optimizer = keras.optimizers.SGD(0.1)
+            optimizer.build(model.trainable_variables)
+        dataset = run_on.experimental_distribute_dataset(
+            tf.data.Dataset.from_tensor_slices((x, y)).repeat().batch(16))
+
+        def step(batch, model=model, optimizer=optimizer):
+            with tf.GradientTape() as tape:
+                loss = tf.nn.compute_average_loss(
+                    tf.square(model(batch[0]) - batch[1])[:, 0], global_batch_size=16)
+            optimizer.apply_gradients(zip(tape.gradient(loss, model.trainable_variables),
+                                          model.trainable_variables))
+
+        @tf.function
+        def train(iterator, run_on=run_on, step=step):
+            for _ in tf.range(5):
+                run_on.run(step, args=(next(iterator),))
+
+        train(iter(dataset))
+        weights[name] = model.get_weights()
+    for a, b in zip(weights["default"], weights["mirrored"]):
+        np.testing.assert_allclose(a, b, atol=1e-6)
 
 
 def test_auto_with_virtual_cpus_mirrors_over_them():

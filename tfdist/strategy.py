@@ -82,6 +82,21 @@ def _local_devices(virtual_cpus: int | None, num_gpus: int | None) -> list[str]:
     return ["/cpu:0"]
 
 
+def cross_device_ops_for(devices: Sequence[str]) -> tf.distribute.CrossDeviceOps | None:
+    """How `get_strategy("mirrored")` reduces across `devices`: `None` for TensorFlow's choice.
+
+    Logical CPUs of one process share one memory and one thread pool, so TensorFlow's default
+    for them, `CollectiveAllReduce` (a ring through the collective executor), is pure overhead:
+    `ReductionToOneDevice` (add the replicas' tensors on the first device, hand the sum to the
+    others) costs less CPU per step, measured with the dense model (docs/performance.md,
+    Mirrored overhead). GPUs keep TensorFlow's choice (NCCL or collectives).
+    """
+    if len(devices) > 1 and all(
+            (tf.DeviceSpec.from_string(d).device_type or "CPU").upper() == "CPU" for d in devices):
+        return tf.distribute.ReductionToOneDevice()
+    return None
+
+
 def _communication_options(communication: str) -> tf.distribute.experimental.CommunicationOptions:
     impl = {
         "auto": tf.distribute.experimental.CommunicationImplementation.AUTO,
@@ -187,6 +202,7 @@ def get_strategy(
         strategy = tf.distribute.OneDeviceStrategy(device)
     else:  # mirrored
         chosen = list(devices) if devices else _local_devices(virtual_cpus, num_gpus)
+        # Built with `cross_device_ops_for(chosen)`.
         strategy = mirrored_strategy_reuse.mirrored_strategy(chosen)
     compat.apply(strategy)
     precision.recommend()  # once per process, a log line where bfloat16 is fast; never a switch

@@ -59,9 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
                       help="comma-separated subset of " + ",".join(options_lib.STRATEGIES)
                            + "; default all (multi_worker: real worker processes, one core each, "
                              "against one worker with as many cores)")
-    what.add_argument("--routes", default=",".join(options_lib.ROUTES),
+    what.add_argument("--routes",
                       help="comma-separated subset of " + ",".join(options_lib.ROUTES)
-                           + "; default all (reference always runs: ratios need it)")
+                           + "; default all (reference always runs: ratios need it); with "
+                             "--targets, the multi-worker launches also time ctl if listed")
     sizes = parser.add_argument_group("sizes (defaults depend on --model)")
     sizes.add_argument("--batch", type=cli_args.int_at_least(1, 512), help="global batch size")
     sizes.add_argument("--steps", type=cli_args.int_at_least(1, 100), help="steps per timed call")
@@ -127,6 +128,13 @@ def build_parser() -> argparse.ArgumentParser:
     sizes.add_argument("--remat-seq-len", type=cli_args.int_at_least(1, 256), default=256,
                        help="with --levers: its sequence length (attention memory grows with "
                             "its square); default 256")
+    what.add_argument("--targets", action="store_true",
+                      help="measure every target of issue 19 in one run (multi-worker with and "
+                           "without bf16 compression and accumulation, mirrored vs default, "
+                           "mixed_bfloat16 vs float32, exact-FLOP share of peak, recomputation) "
+                           "and print one table: measured, spread, met, where the time goes; "
+                           "with --markdown the table for docs/benchmarks.md; sized for <= 8 min on "
+                           "a quiet 2-core machine (27 min measured under load)")
     parser.add_argument("--_worker", metavar="SPEC", help=argparse.SUPPRESS)
     parser.add_argument("--_remat_worker", metavar="SPEC", help=argparse.SUPPRESS)
     parser.add_argument("--_predict_worker", metavar="SPEC", help=argparse.SUPPRESS)
@@ -149,7 +157,9 @@ def to_options(args: argparse.Namespace) -> options_lib.BenchOptions:
         tfdist.cli_args.UsageError: A value that cannot work.
     """
     defaults = options_lib.MODEL_DEFAULTS[args.model]
-    routes = options_lib.parse_list("--routes", "route", args.routes, options_lib.ROUTES)
+    default_routes = ("reference",) if args.targets else options_lib.ROUTES
+    routes = options_lib.parse_list("--routes", "route", args.routes or ",".join(default_routes),
+                                    options_lib.ROUTES)
     if "reference" not in routes:
         routes = ("reference", *routes)
     steps = args.steps or defaults.steps
@@ -181,7 +191,8 @@ def _check_modes(args: argparse.Namespace, options: options_lib.BenchOptions) ->
     """Flags that belong to one measurement mode, and modes passed together."""
     modes = [flag for flag, on in (("--predict", args.predict),
                                    ("--parameter-server", args.parameter_server),
-                                   ("--levers", args.levers)) if on]
+                                   ("--levers", args.levers),
+                                   ("--targets", args.targets)) if on]
     if len(modes) > 1:
         raise cli_args.UsageError(
             f"{' and '.join(modes)} are separate measurements (received {' '.join(modes)}); "
@@ -190,6 +201,13 @@ def _check_modes(args: argparse.Namespace, options: options_lib.BenchOptions) ->
         raise cli_args.UsageError(
             f"--ps sets the ps tasks of --parameter-server (received --ps={args.ps} without "
             "it); add --parameter-server or drop --ps")
+    if args.targets and options.wire:
+        from tfdist.bench import targets as targets_lib
+
+        raise cli_args.UsageError(
+            f"--targets times its own wire variants ({','.join(targets_lib.WIRE)}) (received "
+            f"--wire={','.join(options.wire)} --targets); drop --wire, or run it without "
+            "--targets")
     if not args.parameter_server:
         return
     if options.wire:
@@ -241,6 +259,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _parameter_server(options)
     if args.levers:
         return _levers(args, options)
+    if args.targets:
+        return _targets(args, options)
     try:
         report = benchmark.run(options)
     except (multiworker.BenchError, StrategyError) as err:
@@ -332,6 +352,32 @@ def _levers(args: argparse.Namespace, options: options_lib.BenchOptions) -> int:
     if options.json_path:
         with open(options.json_path, "w") as f:
             json.dump({"levers": section}, f, indent=1)
+    return 0
+
+
+def _targets(args: argparse.Namespace, options: options_lib.BenchOptions) -> int:
+    import shutil
+    import tempfile
+
+    from tfdist.bench import levers
+    from tfdist.bench import multiworker
+    from tfdist.bench import targets
+
+    work_dir = tempfile.mkdtemp(prefix="tfdist-bench-targets-")
+    try:
+        section = targets.run(
+            options, remat_workload=levers.RematWorkload(batch=args.remat_batch,
+                                                         seq_len=args.remat_seq_len),
+            work_dir=work_dir, say=lambda line: print(line, file=sys.stderr, flush=True))
+    except multiworker.BenchError as err:
+        print(f"{PROG}: error: {err}", file=sys.stderr, flush=True)
+        return FAILURE
+    finally:
+        shutil.rmtree(work_dir, ignore_errors=True)
+    print(targets.render(section, markdown=args.markdown), flush=True)
+    if options.json_path:
+        with open(options.json_path, "w") as f:
+            json.dump({"targets": section}, f, indent=1)
     return 0
 
 

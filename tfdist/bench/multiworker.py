@@ -45,12 +45,12 @@ def _tail(text: str, lines: int = 25) -> str:
 
 
 def _launch(row: str, workers: int, cores_per_worker: int, options: BenchOptions,
-            work_dir: str, wire: tuple[str, ...] = ()) -> dict[str, Any]:
+            work_dir: str, wire: tuple[str, ...] = (), breakdown: bool = False) -> dict[str, Any]:
     from tfdist import launch  # no TensorFlow import
 
     out_dir = tempfile.mkdtemp(prefix=f"{row.replace('+', '_')}-", dir=work_dir)
     spec = {"row": row, "cores_per_worker": cores_per_worker, "out_dir": out_dir,
-            "options": dataclasses.asdict(options), "wire": list(wire)}
+            "options": dataclasses.asdict(options), "wire": list(wire), "breakdown": breakdown}
     spec_path = os.path.join(out_dir, "spec.json")
     with open(spec_path, "w") as f:
         json.dump(spec, f)
@@ -74,6 +74,8 @@ def _launch(row: str, workers: int, cores_per_worker: int, options: BenchOptions
         raise BenchError(f"{row}: expected {workers} worker report(s) in {out_dir}, found "
                          f"{len(reports)}")
     rows = {row: _merge(row, reports, workers, cores_per_worker)}
+    if breakdown:
+        rows[row]["breakdown"] = [r.get("breakdown") for r in sorted(reports, key=lambda r: r["rank"])]
     for variant in wire:
         name = f"{row}+{variant}"
         rows[name] = _merge(name, reports, workers, cores_per_worker)
@@ -95,10 +97,13 @@ def _merge(row: str, reports: list[dict[str, Any]], workers: int,
     return merged
 
 
-def run(options: BenchOptions, work_dir: str, say: Any = print) -> dict[str, dict[str, Any]]:
+def run(options: BenchOptions, work_dir: str, say: Any = print,
+        breakdown: bool = False) -> dict[str, dict[str, Any]]:
     """Runs the baseline and the multi-worker launch; returns rows `one_worker`, `multi_worker`
     and, in the same launch and repetitions, one `multi_worker+VARIANT` per `options.wire`
     variant (so their ratios to `multi_worker` are paired, whatever else loads the machine).
+    With `breakdown`, each worker also times its local step and the all-reduce apart
+    (`tfdist.bench.breakdown`): the rows get `breakdown`, one entry per rank.
 
     Raises:
         BenchError: A worker failed or reported nothing.
@@ -115,7 +120,8 @@ def run(options: BenchOptions, work_dir: str, say: Any = print) -> dict[str, dic
             levered = [r for r in options.routes if r in BASELINE_ROUTES]
             say(f"tfdist-bench: {row}: also with gradient levers {', '.join(wire)} (routes "
                 f"{', '.join(levered)}), interleaved in the same repetitions")
-        rows.update(_launch(row, workers, cores, row_options, work_dir, wire=wire))
+        rows.update(_launch(row, workers, cores, row_options, work_dir, wire=wire,
+                            breakdown=breakdown))
     return rows
 
 
@@ -192,6 +198,12 @@ def worker_main(spec_path: str) -> int:
         work_dir=os.path.join(os.path.dirname(spec["out_dir"]), row), wires=wires,
         routes_of={name: BASELINE_ROUTES for name in wires if name != row})
     report = {"rank": rank, "cores": cores, "peak": peak, "results": results}
+    if spec.get("breakdown"):
+        from tfdist.bench import breakdown
+
+        report["breakdown"] = breakdown.measure(
+            strategy, workload, options.batch, steps=options.steps, reps=options.mw_reps,
+            compressions=("none", "bfloat16"))
     path = os.path.join(spec["out_dir"], f"worker-{rank}.json")
     with open(path + ".tmp", "w") as f:
         json.dump(report, f)

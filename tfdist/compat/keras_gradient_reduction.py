@@ -12,6 +12,10 @@ The fix: `_all_reduce_sum_gradients` is replaced by one that, for an optimizer r
 other optimizer reduces exactly as upstream. `collect` lets the `fit` route's accumulation run
 Keras's `train_step` on micro-batches with the optimizer's `apply` (which `apply_gradients`
 calls) recording the gradients instead of applying them (tfdist.compat.keras_fit_accumulation).
+`keras.optimizers.LossScaleOptimizer` overrides `apply` itself, so it records the same way: the
+gradients it records are still scaled (the scale only changes when it applies), and applying
+their mean once unscales, checks them for non-finite values and updates the scale once per
+optimizer step.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from typing import Any
 
 import tensorflow as tf
 from keras.src.backend.tensorflow import optimizer as keras_tf_optimizer
+from keras.src.optimizers import loss_scale_optimizer as keras_loss_scale_optimizer
 
 from tfdist import gradients as gradients_lib
 
@@ -32,6 +37,8 @@ UPSTREAM = "https://github.com/keras-team/keras/blob/v3.15.0/keras/src/backend/t
 _TARGET = keras_tf_optimizer.TFOptimizer
 _original_all_reduce = _TARGET._all_reduce_sum_gradients
 _base_apply = keras_tf_optimizer.base_optimizer.BaseOptimizer.apply
+_LOSS_SCALE = keras_loss_scale_optimizer.LossScaleOptimizer
+_loss_scale_apply = _LOSS_SCALE.apply
 
 _options: weakref.WeakKeyDictionary[Any, gradients_lib.GradientOptions] = weakref.WeakKeyDictionary()
 _local = threading.local()  # per replica thread: optimizer -> list collecting grads_and_vars
@@ -84,20 +91,35 @@ def collect(optimizer: Any) -> Iterator[list[list[tuple[Any, Any]]]]:
         del collectors[id(optimizer)]
 
 
-def _apply(self, grads, trainable_variables=None):
+def _recorded(self, grads, trainable_variables) -> bool:
     calls = getattr(_local, "collectors", {}).get(id(self))
     if calls is None:
-        return _base_apply(self, grads, trainable_variables)
+        return False
     if trainable_variables is None:
         trainable_variables = self._trainable_variables
     calls.append(list(zip(grads, trainable_variables)))
+    return True
+
+
+def _apply(self, grads, trainable_variables=None):
+    if not _recorded(self, grads, trainable_variables):
+        return _base_apply(self, grads, trainable_variables)
+    return None
+
+
+@functools.wraps(_loss_scale_apply)
+def _apply_loss_scaled(self, grads, trainable_variables=None):
+    if not _recorded(self, grads, trainable_variables):
+        return _loss_scale_apply(self, grads, trainable_variables)
     return None
 
 
 def install() -> None:
-    """Patches `TFOptimizer._all_reduce_sum_gradients` and adds `TFOptimizer.apply` (idempotent)."""
+    """Patches `TFOptimizer._all_reduce_sum_gradients`, adds `TFOptimizer.apply` and wraps
+    `LossScaleOptimizer.apply` (idempotent)."""
     _TARGET._all_reduce_sum_gradients = _all_reduce_sum_gradients
     _TARGET.apply = _apply
+    _LOSS_SCALE.apply = _apply_loss_scaled
 
 
 def uninstall() -> None:
@@ -105,3 +127,4 @@ def uninstall() -> None:
     _TARGET._all_reduce_sum_gradients = _original_all_reduce
     if "apply" in vars(_TARGET):
         del _TARGET.apply
+    _LOSS_SCALE.apply = _loss_scale_apply

@@ -32,6 +32,9 @@ def _canonical_device(name: str) -> str:
 def mirrored_strategy(devices: Sequence[str]) -> tf.distribute.MirroredStrategy:
     """The process's one `MirroredStrategy` over `devices` (created on the first call).
 
+    It is created with `tfdist.strategy.cross_device_ops_for(devices)`, whoever asks first, so
+    the one strategy per device set always reduces the same way.
+
     Args:
         devices: Local device names, in any spelling and order.
 
@@ -40,5 +43,8 @@ def mirrored_strategy(devices: Sequence[str]) -> tf.distribute.MirroredStrategy:
     """
     key = tuple(sorted(_canonical_device(d) for d in devices))
     if key not in _STRATEGIES:
-        _STRATEGIES[key] = tf.distribute.MirroredStrategy(devices=list(devices))
+        from tfdist import strategy  # not at import: tfdist.strategy imports this module
+
+        _STRATEGIES[key] = tf.distribute.MirroredStrategy(
+            devices=list(devices), cross_device_ops=strategy.cross_device_ops_for(devices))
     return _STRATEGIES[key]

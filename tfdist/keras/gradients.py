@@ -33,8 +33,7 @@ def configure(model: keras.Model, *, gradients: gradients_lib.GradientOptions | 
 
     Raises:
         ValueError: An uncompiled model, options of the wrong type, both `data` and
-            `accumulation_steps`, a batch that does not split into the micro-batches, or
-            accumulation with a `LossScaleOptimizer`.
+            `accumulation_steps`, or a batch that does not split into the micro-batches.
 
     Example:
 
@@ -64,11 +63,6 @@ def configure(model: keras.Model, *, gradients: gradients_lib.GradientOptions | 
         steps = data.accumulation_steps
     elif accumulation_steps is not None:
         steps = checks.positive_int("accumulation_steps", accumulation_steps)
-    if steps > 1 and isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer):
-        raise ValueError(
-            f"Invalid value for argument `accumulation_steps`. Received: accumulation_steps="
-            f"{steps} with a LossScaleOptimizer, which tfdist cannot accumulate for in fit. Use "
-            "accumulation_steps=1, or the tfdist.loop route (which accumulates in its own step).")
     compat.apply()
     keras_gradient_reduction.configure(model.optimizer, gradients)
     keras_fit_accumulation.configure(model, steps)
