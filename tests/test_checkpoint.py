@@ -20,7 +20,7 @@ import tensorflow as tf
 
 import tfdist
 from tests import multiworker
-from tfdist import checkpoint, cluster
+from tfdist import checkpoint, checkpoint_recovery, cluster
 
 JOB = str(multiworker.REPO_ROOT / "tests" / "workers" / "checkpoint_job.py")
 _OTHER_WORKER = cluster.ClusterInfo(task_type="worker", task_id=1,
@@ -136,6 +136,42 @@ def test_restore_loads_a_checkpoint_with_more_objects_than_asked_for(tmp_path):
     manager = checkpoint.CheckpointManager(tf.train.Checkpoint(value=only_value), str(tmp_path))
     assert manager.restore_latest().endswith("ckpt-1")  # the unmatched `extra` is no error
     assert float(only_value.numpy()) == 5.0
+
+
+@pytest.mark.parametrize("model_dir", ["rel/run", "./rel/run", "rel/run/"])
+def test_a_relative_model_dir_restores_and_recovers_like_an_absolute_one(tmp_path, monkeypatch,
+                                                                         model_dir):
+    # The state file's entries are relative to model_dir; tf.train.get_checkpoint_state already
+    # joins them onto it, so joining again made every checkpoint of a relative model_dir look
+    # missing (a silent restart from scratch).
+    monkeypatch.chdir(tmp_path)
+    value = tf.Variable(0.0)
+    manager = checkpoint.CheckpointManager(tf.train.Checkpoint(value=value), model_dir)
+    for step in (1, 2):
+        value.assign(float(step))
+        manager.save(step=step)
+    newest, older = os.path.join(model_dir, "ckpt-2"), os.path.join(model_dir, "ckpt-1")
+    assert checkpoint_recovery.candidates(model_dir) == ([newest, older], [])
+    assert checkpoint.newest_restorable(model_dir) == newest
+    fresh = tf.Variable(-1.0)
+    assert checkpoint.CheckpointManager(tf.train.Checkpoint(value=fresh), model_dir).restore_latest() == newest
+    assert float(fresh.numpy()) == 2.0
+
+    # Recovery too: a truncated newest checkpoint is moved aside, the one before restored, and
+    # the rewritten state file keeps the older one (and its save time) for rotation.
+    data = tmp_path / "rel" / "run" / "ckpt-2.data-00000-of-00001"
+    with open(data, "r+b") as f:
+        f.truncate(data.stat().st_size // 2)
+    saved_at = tf.train.get_checkpoint_state(model_dir).all_model_checkpoint_timestamps[0]
+    fresh.assign(-1.0)
+    recovering = checkpoint.CheckpointManager(tf.train.Checkpoint(value=fresh), model_dir)
+    assert recovering.restore_latest() == older and float(fresh.numpy()) == 1.0
+    assert (tmp_path / "rel" / "run" / "unreadable" / "ckpt-2" / "ckpt-2.index").exists()
+    state = tf.train.get_checkpoint_state(str(tmp_path / "rel" / "run"))
+    assert list(state.all_model_checkpoint_paths) == [str(tmp_path / "rel" / "run" / "ckpt-1")]
+    assert list(state.all_model_checkpoint_timestamps) == [saved_at]
+    recovering.save(step=3)
+    assert checkpoint_recovery.candidates(model_dir)[0] == [os.path.join(model_dir, "ckpt-3"), older]
 
 
 @pytest.mark.parametrize("value", [0, -1, 2.5, "3", None])

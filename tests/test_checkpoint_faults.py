@@ -240,6 +240,17 @@ def test_ctl_and_estimator_resume_from_the_previous_checkpoint_when_the_newest_i
     assert (tmp_path / "unreadable" / "ckpt-20" / "ckpt-20.index").exists()
 
 
+def test_tfdist_train_with_a_relative_model_dir_resumes(tmp_path, monkeypatch):
+    # `make train` and `tfdist-train --model_dir=runs/default` pass a relative directory. The
+    # estimator route: its start step also comes from `newest_restorable` (ctl and fit resume
+    # through `CheckpointManager.restore_latest`, tested in-process in test_loop and test_fit;
+    # the fit route deletes its backup after a finished run, so it restarts by design).
+    monkeypatch.chdir(tmp_path)
+    _train("runs/default", "estimator", 10)
+    report = _train("runs/default", "estimator", 20)
+    assert (report["start_step"], report["steps"]) == (10, 20)
+
+
 def test_fit_backup_resumes_from_the_previous_backup_when_the_newest_is_truncated(tmp_path, caplog):
     x = np.random.default_rng(0).normal(size=(64, 4)).astype("float32")
     y = (x.sum(axis=1) > 0).astype("float32")

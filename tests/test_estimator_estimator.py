@@ -43,6 +43,19 @@ def test_train_twice_then_a_restarted_job_resumes(tmp_path, cpus):
     assert restarted.get_variable_value("global_step") == 120
 
 
+def test_a_relative_model_dir_resumes_and_a_fresh_estimator_evaluates_it(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    trained = _estimator("runs/est")
+    trained.train(_input_fn(), steps=20)
+    expected = trained.evaluate(_input_fn(repeat=False))
+    # A fresh Estimator (a new process) reads the trained variables, not its initial ones.
+    assert _estimator("runs/est").evaluate(_input_fn(repeat=False)) == pytest.approx(expected)
+    restarted, recorder = _estimator("runs/est"), _Recorder()
+    restarted.train(_input_fn(), max_steps=25, hooks=[recorder])
+    assert (recorder.steps[0], recorder.steps[-1]) == (21, 25)
+    assert restarted.latest_checkpoint() == "runs/est/ckpt-25"
+
+
 def test_one_and_two_replicas_train_the_same_weights(tmp_path, cpus):
     """Loss scaling: each replica's mean loss is divided by the replica count."""
     weights, results = [], []

@@ -190,6 +190,18 @@ def test_backup_resumes_mid_epoch_in_process(tmp_path, cpus):
     assert not Path(backup).exists()  # removed after success
 
 
+def test_backup_in_a_relative_directory_resumes(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    strategy = tfdist.get_strategy("default")
+    _model(strategy).fit(_dataset(), epochs=2, steps_per_epoch=5, verbose=0, callbacks=[
+        callbacks.BackupAndRestore("runs/backup", delete_checkpoint=False)])
+    fresh = _model(strategy)
+    restore = callbacks.BackupAndRestore("runs/backup")
+    history = fresh.fit(_dataset(), epochs=3, steps_per_epoch=5, verbose=0, callbacks=[restore])
+    assert (restore.restored_epoch, restore.restored_step) == (2, 0)
+    assert int(fresh.optimizer.iterations.numpy()) == 15 and len(history.history["loss"]) == 1
+
+
 def _lazy_model(input_shape):
     """Built the way Keras builds without a strategy: variables at the first traced step."""
     keras.utils.set_random_seed(5)

@@ -150,6 +150,19 @@ def test_resume_matches_an_uninterrupted_run(tmp_path, cpus, strategy_name):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
+def test_a_relative_model_dir_resumes_at_the_saved_step_and_is_evaluated(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # `tfdist-train --model_dir=runs/default` from the repository
+    first = ctl_job.make_trainer(tfdist.get_strategy("default"))
+    _controller(first, "runs/default", export=False).train(10)
+    second = ctl_job.make_trainer(tfdist.get_strategy("default"))
+    resumed = _controller(second, "runs/default", export=False)
+    assert (resumed.global_step, resumed.restored_from) == (10, "runs/default/ckpt-10")
+    for a, b in zip(_weights(first), _weights(second)):
+        np.testing.assert_array_equal(a, b)
+    # The evaluator task finds it in the same relative directory.
+    assert resumed.evaluate_continuously(10, timeout=30)["global_step"] == 10
+
+
 def test_nonfinite_loss_stops_naming_the_step(tmp_path):
     trainer = ctl_job.make_trainer(tfdist.get_strategy("default"), optimizer=keras.optimizers.SGD(1e30))
     controller = _controller(trainer, tmp_path, export=False)

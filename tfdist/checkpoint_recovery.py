@@ -116,7 +116,8 @@ def candidates(directory: str) -> tuple[list[str], list[str]]:
     listed = list(state.all_model_checkpoint_paths) if state is not None else []
     if state is not None and state.model_checkpoint_path:
         listed.append(state.model_checkpoint_path)
-    listed = [p if os.path.isabs(p) or "://" in p else os.path.join(directory, p) for p in listed]
+    # Already resolved: get_checkpoint_state joins the file's relative entries onto `directory`
+    # (as `_on_disk` does), so a relative `directory` must not be joined on a second time.
     if listed:
         newest = max(_number(p) for p in listed)
         return (_newest_first(listed),
