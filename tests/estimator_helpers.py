@@ -8,7 +8,7 @@ import numpy as np
 import tensorflow as tf
 
 import tfdist.estimator as est
-from tests.workers import estimator_job
+from input_pipelines import digits as digits_data
 
 JOB = str(Path(__file__).parent / "workers" / "estimator_job.py")
 
@@ -87,10 +87,11 @@ class _Recorder(est.SessionRunHook):
 
 def _check_export(export_dir):
     serving = tf.saved_model.load(export_dir)
-    images = (estimator_job.load_digits().images[:20, ..., None] / 16).astype(np.float32)
+    raw_images, target = digits_data.load_raw()
+    images = (raw_images[:20, ..., None] / 16).astype(np.float32)
     outputs = serving.signatures["serving_default"](images=tf.constant(images))
     assert outputs["logits"].shape == (20, 10)
-    accuracy = np.mean(outputs["classes"].numpy() == estimator_job.load_digits().target[:20])
+    accuracy = np.mean(outputs["classes"].numpy() == target[:20])
     assert accuracy > 0.6, accuracy
 
 

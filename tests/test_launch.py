@@ -793,11 +793,18 @@ def test_servers_are_stopped_at_once_when_the_chief_fails_after_a_ps(tmp_path):
 
 
 def test_run_starts_parameter_servers_and_stops_them_when_the_chief_is_done(tmp_path):
+    # The others tell the chief they have printed (a file each), so the chief, done at once,
+    # never has them stopped before their line is out.
     code = textwrap.dedent("""
         import json, os, sys, time
-        print(json.loads(os.environ["TF_CONFIG"])["task"]["type"], flush=True)
-        if os.environ["TFDIST_TASK_TYPE"] != "chief":
+        task = json.loads(os.environ["TF_CONFIG"])["task"]
+        print(task["type"], flush=True)
+        if task["type"] != "chief":
+            open(os.path.join(sys.argv[1], f"{task['type']}-{task['index']}.printed"), "w").close()
             time.sleep(300)
+        deadline = time.monotonic() + 50
+        while len(os.listdir(sys.argv[1])) < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
     """)
     results = launch.run([PY, "-c", code, str(tmp_path)], num_workers=1, chief=True, num_ps=2,
                          stream=False, grace=1, timeout=60)

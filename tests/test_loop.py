@@ -1,5 +1,6 @@
 """Tests for route 1 (tfdist.loop): loss scaling, resume, preemption, multi-worker, errors."""
 
+import importlib
 import json
 import os
 import signal
@@ -109,6 +110,9 @@ def test_train_checkpoints_exports_and_learns(tmp_path, cpus):
 
 def test_progress_off_a_terminal_is_plain_lines(tmp_path, capsys):
     # Keras's Progbar would redraw one line with \r and colour codes even into a pipe or a log.
+    # ipykernel imported is not a notebook: a notebook runner (nbclient's kernel lookup, the
+    # notebook tests in this process) imports it too.
+    importlib.import_module("ipykernel.kernelspec")
     trainer = ctl_job.make_trainer(tfdist.get_strategy("default"))
     _controller(trainer, tmp_path, progress=True, export=False).train(10)
     out = capsys.readouterr().out

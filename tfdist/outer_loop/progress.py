@@ -39,8 +39,21 @@ class LineProgress:
         print(" - ".join(fields), flush=True)
 
 
+def in_notebook_kernel() -> bool:
+    """Whether this process is a Jupyter or Colab kernel.
+
+    Not merely "ipykernel is imported": a program that runs notebooks (nbclient, whose kernel
+    lookup imports `ipykernel.kernelspec`) imports it too, and its output is a pipe or a log.
+    """
+    ipython = sys.modules.get("IPython")
+    if ipython is None or "ipykernel" not in sys.modules:
+        return False
+    shell = ipython.get_ipython()
+    return shell is not None and getattr(shell, "kernel", None) is not None
+
+
 def progress_bar(target: int) -> keras.utils.Progbar | LineProgress:
     """A redrawn `keras.utils.Progbar` on a terminal or in a notebook; `LineProgress` otherwise."""
-    if sys.stdout.isatty() or "ipykernel" in sys.modules:
+    if sys.stdout.isatty() or in_notebook_kernel():
         return keras.utils.Progbar(target, stateful_metrics=None, unit_name="step")
     return LineProgress(target)
