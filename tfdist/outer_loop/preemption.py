@@ -29,7 +29,7 @@ class StepPreemption:
         """Starts catching SIGTERM (main thread only); call it after the strategy exists.
 
         A multi-worker strategy replaces the process's SIGTERM handler with TensorFlow's, which
-        only records the signal (FINDINGS §13b): installed before it, ours would be lost.
+        only records the signal (docs/reliability.md): installed before it, ours would be lost.
         """
         self._watcher.close()  # still installed if an earlier run ended with an error
         self._watcher = checkpoint_lib.PreemptionWatcher().install()
