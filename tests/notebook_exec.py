@@ -77,3 +77,19 @@ def check_executed(name: str, nb) -> None:
             assert image_outputs(cell), f"{name}: cell {index} is tagged `plot` but has no image/png output"
         text = "".join(out.get("text", "") for out in cell.get("outputs", []))
         assert "UnrecognizedFlagError" not in text, f"{name}: cell {index}: {text[-2000:]}"
+
+
+def params(names, multiworker):
+    """`names` as pytest parameters; those in `multiworker` (they start processes) so marked."""
+    import pytest
+
+    return [pytest.param(n, marks=pytest.mark.multiworker) if n in multiworker else n for n in names]
+
+
+def execute_and_check(name: str, work_dir: pathlib.Path) -> None:
+    """`execute`, then `check_executed`; prints the notebook's wall and CPU seconds."""
+    cpu = children_cpu_seconds()
+    nb, seconds = execute(name, work_dir)
+    check_executed(name, nb)
+    # CPU time of the kernel and its workers (reaped by now): about the wall time on a quiet machine.
+    print(f"{name}: {seconds:.1f} s wall, {children_cpu_seconds() - cpu:.1f} s CPU")

@@ -13,11 +13,6 @@ MULTIWORKER = {"02_multi_worker.ipynb"}  # starts worker processes
 
 
 @pytest.mark.timeout(notebook_exec.NOTEBOOK_SECONDS + 120)  # the kernel's start and stop too
-@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.multiworker) if n in MULTIWORKER
-                                  else n for n in NAMES])
+@pytest.mark.parametrize("name", notebook_exec.params(NAMES, MULTIWORKER))
 def test_notebook_executes(name, tmp_path):
-    cpu = notebook_exec.children_cpu_seconds()
-    nb, seconds = notebook_exec.execute(name, tmp_path)
-    notebook_exec.check_executed(name, nb)
-    # CPU time of the kernel and its workers (reaped by now): about the wall time on a quiet machine.
-    print(f"{name}: {seconds:.1f} s wall, {notebook_exec.children_cpu_seconds() - cpu:.1f} s CPU")
+    notebook_exec.execute_and_check(name, tmp_path)

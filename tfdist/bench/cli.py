@@ -11,7 +11,8 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from tfdist import cli_args
 from tfdist import quiet
@@ -326,59 +327,54 @@ def remat_modes(text: str) -> tuple[str, ...]:
     return options_lib.parse_list("--remat-modes", "mode", text, recompute.MODES)
 
 
-def _levers(args: argparse.Namespace, options: options_lib.BenchOptions) -> int:
+def _section(key: str, measure: Callable[[str, Callable[[str], None]], dict[str, Any]],
+             render: Callable[[dict[str, Any]], str], json_path: str | None) -> int:
+    """Runs `measure(work_dir, say)` in a scratch directory, prints `render(section)`, writes
+    `{key: section}` to `json_path`; a `BenchError` is one `tfdist-bench: error:` line."""
     import shutil
     import tempfile
 
-    from tfdist.bench import levers
     from tfdist.bench import multiworker
 
-    work_dir = tempfile.mkdtemp(prefix="tfdist-bench-levers-")
+    work_dir = tempfile.mkdtemp(prefix=f"tfdist-bench-{key}-")
     try:
-        section = levers.run(
+        section = measure(work_dir, lambda line: print(line, file=sys.stderr, flush=True))
+    except multiworker.BenchError as err:
+        print(f"{PROG}: error: {err}", file=sys.stderr, flush=True)
+        return FAILURE
+    finally:
+        shutil.rmtree(work_dir, ignore_errors=True)
+    print(render(section), flush=True)
+    if json_path:
+        with open(json_path, "w") as f:
+            json.dump({key: section}, f, indent=1)
+    return 0
+
+
+def _levers(args: argparse.Namespace, options: options_lib.BenchOptions) -> int:
+    from tfdist.bench import levers
+
+    return _section(
+        "levers",
+        lambda work_dir, say: levers.run(
             model_name=options.model, batch=options.batch, steps=options.steps,
             steps_per_call=options.steps_per_call, reps=options.reps,
             peak_size=options.peak_size, seed=options.seed, remat_modes=args.remat_modes_parsed,
-            remat_workload=levers.RematWorkload(batch=args.remat_batch,
-                                                seq_len=args.remat_seq_len),
-            timeout=options.timeout, work_dir=work_dir,
-            say=lambda line: print(line, file=sys.stderr, flush=True))
-    except multiworker.BenchError as err:
-        print(f"{PROG}: error: {err}", file=sys.stderr, flush=True)
-        return FAILURE
-    finally:
-        shutil.rmtree(work_dir, ignore_errors=True)
-    print(levers.render(section, markdown=args.markdown), flush=True)
-    if options.json_path:
-        with open(options.json_path, "w") as f:
-            json.dump({"levers": section}, f, indent=1)
-    return 0
+            remat_workload=levers.RematWorkload(batch=args.remat_batch, seq_len=args.remat_seq_len),
+            timeout=options.timeout, work_dir=work_dir, say=say),
+        lambda section: levers.render(section, markdown=args.markdown), options.json_path)
 
 
 def _targets(args: argparse.Namespace, options: options_lib.BenchOptions) -> int:
-    import shutil
-    import tempfile
-
     from tfdist.bench import levers
-    from tfdist.bench import multiworker
     from tfdist.bench import targets
 
-    work_dir = tempfile.mkdtemp(prefix="tfdist-bench-targets-")
-    try:
-        section = targets.run(
-            options, remat_workload=levers.RematWorkload(batch=args.remat_batch,
-                                                         seq_len=args.remat_seq_len),
-            work_dir=work_dir, say=lambda line: print(line, file=sys.stderr, flush=True))
-    except multiworker.BenchError as err:
-        print(f"{PROG}: error: {err}", file=sys.stderr, flush=True)
-        return FAILURE
-    finally:
-        shutil.rmtree(work_dir, ignore_errors=True)
-    print(targets.render(section, markdown=args.markdown), flush=True)
-    if options.json_path:
-        with open(options.json_path, "w") as f:
-            json.dump({"targets": section}, f, indent=1)
-    return 0
+    workload = levers.RematWorkload(batch=args.remat_batch, seq_len=args.remat_seq_len)
+    return _section(
+        "targets",
+        lambda work_dir, say: targets.run(options, remat_workload=workload, work_dir=work_dir,
+                                          say=say),
+        lambda section: targets.render(section, markdown=args.markdown), options.json_path)
 
 
 def run() -> None:
