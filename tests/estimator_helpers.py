@@ -28,11 +28,15 @@ def _input_fn(batch=32, repeat=True, num=256):
     return input_fn
 
 
-def _model_fn(models=None, lr=0.3, **spec_overrides):
-    """model_fn building a Keras model inside; `models` records every model it builds."""
+def _model_fn(models=None, lr=0.3, activation="relu", **spec_overrides):
+    """model_fn building a Keras model inside; `models` records every model it builds.
+
+    `activation` is the hidden layer's (`None`: a linear model, through which NaN inputs always
+    reach the loss).
+    """
 
     def model_fn(features, labels, mode):
-        model = keras.Sequential([keras.layers.Dense(8, activation="relu"), keras.layers.Dense(2)])
+        model = keras.Sequential([keras.layers.Dense(8, activation=activation), keras.layers.Dense(2)])
         if models is not None:
             models.append(model)
         logits = model(features["x"] if isinstance(features, dict) else features)
