@@ -289,13 +289,18 @@ def _exact_share(section: dict[str, Any], row: dict[str, Any], exact: int) -> di
     where = (f"{_ms(rates) * exact / 1e9:.1f} of {statistics.median(peaks) / 1e9:.1f} GFLOP/s "
              f"({size}^2 matmul chain, a call in each repetition); exact = {exact / fwd:.2f}x "
              "forward")
+    how = "default strategy, reference route; paired per repetition with the peak call"
     if "cpu" in shares:
+        # Shown met or not: under load the wall share can read far off (the chain, split
+        # statically over the threads, loses more to a neighbour than the step does), while
+        # the share per CPU-second stays close to the work done.
         cpu = shares["cpu"]
-        where += (f"; per CPU-second {_ms(cpu):.3f} ({cpu['min']:.3f}-{cpu['max']:.3f}) of the "
+        by_cpu = (f"per CPU-second {_ms(cpu):.3f} ({cpu['min']:.3f}-{cpu['max']:.3f}) of the "
                   "chain's")
+        where += f"; {by_cpu}"
+        how += f"; {by_cpu}"
     return _target(name, f">= {EXACT_PEAK_FRACTION}", _ms(wall), _ms(wall) >= EXACT_PEAK_FRACTION,
-                   (wall["min"], wall["max"]), len(wall["samples"]), where,
-                   "default strategy, reference route; paired per repetition with the peak call")
+                   (wall["min"], wall["max"]), len(wall["samples"]), where, how)
 
 
 TARGET_COUNT = 7  # rows a whole report has (the tests check it)
