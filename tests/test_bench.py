@@ -120,6 +120,11 @@ def test_targets_smoke_measures_every_issue_19_target_and_merges_both_launches(t
         assert set(worker["all_reduce_ms"]) == {"none", "bfloat16"}
     assert rows["one_worker"]["breakdown"][0]["all_reduce_ms"] == {}
     _positive_summary(section["breakdown"]["mirrored"]["all_reduce_ms"]["none"])
+    # A peak call in each in-process repetition, and the route's CPU seconds beside its wall.
+    default = section["in_process"]["default"]
+    assert len(default["peak_calls"]) == 2
+    assert all(c["flops_per_sec"] > 0 and c["flops_per_cpu_sec"] > 0 for c in default["peak_calls"])
+    _positive_summary(default["routes"]["reference"]["cpu_seconds"])
     targets = section["targets"]
     assert len(targets) == targets_lib.TARGET_COUNT
     names = " / ".join(t["name"] for t in targets)
@@ -135,6 +140,33 @@ def test_targets_smoke_measures_every_issue_19_target_and_merges_both_launches(t
     table = [line for line in result.stdout.splitlines() if line.startswith("| ")]
     assert len(table) == 1 + targets_lib.TARGET_COUNT  # header + one row per target
     assert "where the time goes" in table[0]
+
+
+def test_dense_share_of_peak_is_paired_per_repetition_by_wall_and_by_cpu_time():
+    exact = 1000
+    # Rep 1: 10 examples/s over 2 s (20,000 FLOPs in 4 CPU-s) against a peak call of 20,000
+    # FLOP/s (10,000 per CPU-s); rep 2: the machine twice as slow for both. Paired: 0.5 each.
+    row = {"routes": {"reference": {
+        "seconds": timing.summary([2.0, 4.0]),
+        "examples_per_sec": timing.summary([10.0, 5.0]),
+        "cpu_seconds": timing.summary([4.0, 8.0])}},
+        "peak_calls": [{"flops_per_sec": 20_000.0, "flops_per_cpu_sec": 10_000.0},
+                       {"flops_per_sec": 10_000.0, "flops_per_cpu_sec": 5_000.0}]}
+    shares = targets_lib.exact_shares(row, exact)
+    assert shares["wall"]["samples"] == [0.5, 0.5]
+    assert shares["cpu"]["samples"] == [0.5, 0.5]
+    section = {"model": {"flops_per_example": 400, "exact_train_flops_per_example": exact},
+               "peak": {"size": 256, "peak": 40_000.0},
+               "in_process": {"default": row, "mirrored": row}}
+    (dense,) = [t for t in targets_lib.targets(section) if t["name"].startswith("dense >=")]
+    assert dense["value"] == 0.5 and not dense["met"] and dense["n"] == 2
+    assert "a call in each repetition" in dense["where"] and "per CPU-second 0.500" in dense["where"]
+    assert "per CPU-second 0.500" in dense["how"]  # the table shows `how` for a met target
+    # Unpaired against the best call (40,000), the same report would have said 7.5 / 40 = 0.19.
+    del row["peak_calls"]
+    (old,) = [t for t in targets_lib.targets(section) if t["name"].startswith("dense >=")]
+    assert old["value"] == pytest.approx(7.5 * exact / 40_000) and "best call" in old["where"]
+    assert targets_lib.exact_shares(row, exact) is None
 
 
 def test_exact_training_flops_of_the_dense_model():

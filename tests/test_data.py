@@ -291,3 +291,57 @@ def test_a_worker_index_tensor_as_input_pipeline_id_shards_by_example():
     ctx = tf.distribute.InputContext(num_input_pipelines=2, input_pipeline_id=tf.constant(1, tf.int64))
     batches = [b.numpy().tolist() for b in data.input_fn(spec)(ctx)]
     assert batches == [[1, 3], [5, 7]]
+
+
+# --- in-memory arrays, read by index -------------------------------------------------------------
+
+
+def _arrays() -> tuple[np.ndarray, np.ndarray]:
+    x = np.arange(NUM_EXAMPLES * 3, dtype=np.float32).reshape(NUM_EXAMPLES, 3)
+    return x, (np.arange(NUM_EXAMPLES) % 7).astype(np.int32)
+
+
+def _batches(ds: tf.data.Dataset, count: int | None = None) -> list[list[np.ndarray]]:
+    ds = ds if count is None else ds.take(count)
+    return [[part.numpy() for part in tf.nest.flatten(batch)] for batch in ds]
+
+
+@pytest.mark.parametrize("options, ctx, start_step, count", [
+    (dict(seed=5), _ctx(2, 1), 3, 12),  # shuffled, sharded by example, resumed, repeating
+    (dict(shuffle_buffer=0), None, 0, 12),
+    (dict(training=False), _ctx(2, 0), 0, None),  # one pass, short final batch kept
+    (dict(seed=5, map_fn=lambda x, y: (2 * x, y)), _ctx(2, 1), 0, 6),  # sliced: per-example map
+])
+def test_arrays_give_the_batches_from_tensor_slices_gives(options, ctx, start_step, count):
+    x, y = _arrays()
+    by_slices = data.DataSpec(source=tf.data.Dataset.from_tensor_slices((x, y)),
+                              global_batch_size=16, **options)
+    by_index = dataclasses.replace(by_slices, source=data.Arrays((x, y)))
+    expected = _batches(data.make_dataset(by_slices, ctx, start_step=start_step), count)
+    got = _batches(data.make_dataset(by_index, ctx, start_step=start_step), count)
+    assert len(got) == len(expected) > 1
+    for mine, theirs in zip(got, expected):
+        for a, b in zip(mine, theirs):
+            np.testing.assert_array_equal(a, b)
+    if "map_fn" not in options:  # read by index: no per-example slicing in the pipeline
+        graph = data.make_dataset(by_index, ctx)._as_serialized_graph().numpy()
+        assert b"TensorSliceDataset" not in graph and b"RangeDataset" in graph
+
+
+def test_arrays_keep_a_dict_structure_and_reach_the_distributed_dataset():
+    x, y = _arrays()
+    spec = data.DataSpec(source=data.Arrays({"x": x, "y": y}), global_batch_size=8,
+                         shuffle_buffer=0)
+    batch = next(iter(data.distribute(tf.distribute.get_strategy(), spec)))
+    np.testing.assert_array_equal(batch["x"].numpy(), x[:8])
+    np.testing.assert_array_equal(batch["y"].numpy(), y[:8])
+
+
+@pytest.mark.parametrize("arrays, message", [
+    ((), "Received: an empty tuple"),
+    ((np.float32(1.0),), "Received: an array of shape ()"),
+    ((np.zeros((4, 2)), np.zeros(5)), "Received: arrays with 4, 5 rows"),
+])
+def test_arrays_reject_what_has_no_rows_per_example(arrays, message):
+    with pytest.raises(data.DataConfigError, match=re.escape(message)):
+        data.Arrays(arrays)

@@ -10,6 +10,11 @@ out in the form each route needs:
 - `per_worker(strategy, spec)`: under `ParameterServerStrategy`, a per-worker dataset whose
   pipeline on worker `i` of `n` reads every `n`-th example from the `i`-th.
 
+In-memory arrays (`Arrays((x, y))`) are read by index: the pipeline shards, shuffles, repeats
+and batches example indices, then takes each batch with one `tf.gather` per array, instead of
+slicing every example and copying it into a batch (`from_tensor_slices(...).batch()`). The
+batches are the same (shuffling indices with a seed permutes them as it would the examples).
+
 Sharding (see `plan_sharding`): by file when there are at least as many files as input pipelines
 (every worker shuffles the file list with the same seed, then takes its slice), otherwise by
 example. Sharding happens before shuffling, and TensorFlow's own auto-sharding is switched off on
@@ -26,6 +31,7 @@ import random
 from collections.abc import Callable, Sequence
 from typing import Any, Union
 
+import numpy as np
 import tensorflow as tf
 from absl import logging
 
@@ -35,7 +41,6 @@ from tfdist.compat.iterator_teardown import release_iterator  # noqa: F401  (par
 
 SHARDING_POLICIES = ("auto", "off", "file", "data")
 DatasetFn = Callable[[tf.distribute.InputContext], tf.data.Dataset]
-Source = Union[tf.data.Dataset, DatasetFn, str, Sequence[str]]
 
 DEFAULT_SHUFFLE_BUFFER = 10_000
 # Odd constant that spreads per-pipeline seeds apart; any fixed value keeps runs reproducible.
@@ -46,14 +51,74 @@ class DataConfigError(ValueError):
     """A `DataSpec` or its use does not fit the strategy or the data."""
 
 
+@dataclasses.dataclass(frozen=True, eq=False)
+class Arrays:
+    """In-memory examples, one row per example: a `DataSpec` source read by index.
+
+    Each batch is one `tf.gather` per array over the batch's indices, not one slice per example
+    and a copy into the batch: the same batches as `tf.data.Dataset.from_tensor_slices(data)`,
+    with less work per step (docs/performance.md#input-pipeline-for-in-memory-arrays). With a
+    `map_fn` or `cache`, which work example by example, the examples are sliced as before.
+
+    Args:
+        data: A NumPy array or tensor, or a tuple or dict of them, all with the same leading
+            dimension (the examples), e.g. `(x, y)`.
+
+    Raises:
+        DataConfigError: No arrays, an array without a leading dimension, or leading dimensions
+            that differ.
+
+    Example:
+
+    ```python
+    spec = tfdist.data.DataSpec(source=tfdist.data.Arrays((x, y)), global_batch_size=256)
+    ```
+    """
+
+    data: Any
+
+    def __post_init__(self) -> None:
+        leaves = tf.nest.flatten(self.data)
+        if not leaves:
+            raise DataConfigError("Invalid value for argument `data`. Received: an empty "
+                                  f"{type(self.data).__name__}. Pass arrays with one row per "
+                                  "example, e.g. Arrays((x, y)).")
+        sizes = [tuple(getattr(leaf, "shape", np.shape(leaf)))[:1] for leaf in leaves]
+        if () in sizes:
+            raise DataConfigError("Invalid value for argument `data`. Received: an array of shape "
+                                  f"{tuple(np.shape(leaves[sizes.index(())]))}. Every array needs "
+                                  "a leading dimension, one row per example.")
+        if len(set(sizes)) > 1:
+            raise DataConfigError(
+                "Invalid value for argument `data`. Received: arrays with "
+                f"{', '.join(str(size[0]) for size in sizes)} rows. Every array needs one row per "
+                "example, the same number of rows.")
+
+    @property
+    def num_examples(self) -> int:
+        """Rows (examples) in each array."""
+        leaf = tf.nest.flatten(self.data)[0]
+        return int(tuple(getattr(leaf, "shape", np.shape(leaf)))[0])
+
+    def gather_fn(self) -> Callable[[tf.Tensor], Any]:
+        """`take(indices)`: the rows at `indices` of every array, in `data`'s structure."""
+        tensors = tf.nest.map_structure(tf.convert_to_tensor, self.data)
+        return lambda indices: tf.nest.map_structure(lambda t: tf.gather(t, indices), tensors)
+
+
+Source = Union[tf.data.Dataset, Arrays, DatasetFn, str, Sequence[str]]
+
+
 @dataclasses.dataclass(frozen=True)
 class DataSpec:
     """What to read and how to batch it; the data layer derives everything per replica.
 
     Args:
-        source: The examples, unbatched: a `tf.data.Dataset`; a `dataset_fn(input_context)`
-            returning this input pipeline's examples (it shards itself, as with
-            `distribute_datasets_from_function`); or TFRecord file patterns (a string or a list).
+        source: The examples, unbatched: a `tf.data.Dataset`; in-memory arrays (`Arrays`,
+            read by index: less work per step than `from_tensor_slices`); a
+            `dataset_fn(input_context)` returning this input pipeline's examples (it shards
+            itself, as with `distribute_datasets_from_function`); or TFRecord file patterns (a
+            string or a list).
         global_batch_size: Examples per step across all replicas and workers.
         training: Training data shuffles, repeats and drops the short final batch by default;
             evaluation data does none of these. Defaults to `True`.
@@ -112,9 +177,10 @@ class DataSpec:
         checks.non_negative_int("shuffle_buffer", self.shuffle_buffer, allow_none=True,
                                 none_means="10,000 when training, else 0", error=DataConfigError)
         if not callable(self.source):
-            checks.instance("source", self.source, (tf.data.Dataset, str, list, tuple),
-                            what="a tf.data.Dataset, a dataset_fn(input_context), or TFRecord "
-                                 "file patterns", error=DataConfigError)
+            checks.instance("source", self.source, (tf.data.Dataset, Arrays, str, list, tuple),
+                            what="a tf.data.Dataset, tfdist.data.Arrays, a "
+                                 "dataset_fn(input_context), or TFRecord file patterns",
+                            error=DataConfigError)
         for name in ("map_fn", "batch_map_fn"):
             checks.function(name, getattr(self, name), allow_none=True, error=DataConfigError)
         if self.sharding == "file" and not self._is_files():
@@ -366,6 +432,7 @@ def make_dataset(
     _log_once(info)
     n, i = info.num_input_pipelines, info.input_pipeline_id
 
+    take = None  # Arrays read by index: indices -> the batch's rows
     if spec._is_files():
         files = info.files  # this pipeline's slice under file sharding, else every file
         ds = tf.data.Dataset.from_tensor_slices(list(files))
@@ -377,6 +444,13 @@ def make_dataset(
         )
     elif isinstance(spec.source, tf.data.Dataset):
         ds = spec.source
+    elif isinstance(spec.source, Arrays):
+        if spec.map_fn is None and not spec.cache:
+            # Indices go through shard/shuffle/repeat/batch; each batch is one gather per array.
+            ds = tf.data.Dataset.range(spec.source.num_examples)
+            take = spec.source.gather_fn()
+        else:
+            ds = tf.data.Dataset.from_tensor_slices(spec.source.data)
     elif callable(spec.source):
         ds = spec.source(ctx)
         if not isinstance(ds, tf.data.Dataset):
@@ -408,6 +482,8 @@ def make_dataset(
     if skipped:
         ds = ds.skip(skipped)
     ds = ds.batch(info.per_replica_batch_size, drop_remainder=spec.effective_drop_remainder)
+    if take is not None:
+        ds = ds.map(take)
     if spec.batch_map_fn is not None:
         ds = ds.map(
             spec.batch_map_fn,

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import functools
 import os
+from collections.abc import Callable
 from typing import Any
 
 import tensorflow as tf
 
+from tfdist.bench import peak as peak_lib
 from tfdist.bench import routes as routes_lib
 from tfdist.bench import teardown
 from tfdist.bench import timing
@@ -33,6 +35,7 @@ def measure(
     call_lengths: tuple[int, ...] = (),
     wires: dict[str, WireVariant | None] | None = None,
     routes_of: dict[str, tuple[str, ...]] | None = None,
+    peak_call: Callable[[], peak_lib.Call] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Times every route under every strategy, all interleaved in each repetition.
 
@@ -51,10 +54,15 @@ def measure(
         wires: Row -> the gradient levers its routes train with. Defaults to none.
         routes_of: Row -> the routes it runs, where not `route_names` (those in
             `route_names` only; `"reference"` always). Defaults to `route_names` everywhere.
+        peak_call: One timed call of the matmul peak (`tfdist.bench.peak.chain`), made once
+            in every repetition after the routes, so a share of the peak can be paired per
+            repetition. Defaults to none.
 
     Returns:
         row -> `{"routes": {route: result}}` (see `route_result`), plus, with `call_lengths`,
-        `"call_lengths": {route: {str(steps): seconds summary}}`.
+        `"call_lengths": {route: {str(steps): seconds summary}}`, and with `peak_call`,
+        `"peak_calls": [{"flops_per_sec", "flops_per_cpu_sec"}, ...]` (one per repetition, the
+        same list in every row).
     """
     built: dict[tuple[str, str], routes_lib.Route] = {}
     teardown.keep(built)  # their iterators must not be destroyed mid-run (see teardown)
@@ -72,10 +80,18 @@ def measure(
                                                 steps_per_call,
                                                 os.path.join(work_dir, row.replace("+", "_")),
                                                 wire=wires.get(row))
-    runs = {key: functools.partial(route.run, steps) for key, route in built.items()}
+    runs: dict[Any, Callable[[], Any]] = {
+        key: functools.partial(_with_cpu, route.run, steps) for key, route in built.items()}
+    if peak_call is not None:
+        runs["peak"] = peak_call
     for route in built.values():  # warm-up, not counted: one more tf.function call each
         route.run(steps_per_call)
-    seconds = timing.interleaved(runs, reps)
+    timed = timing.interleaved(runs, reps)
+    peak_calls = [{"flops_per_sec": call.flops / call.seconds,
+                   "flops_per_cpu_sec": call.flops / call.cpu_seconds}
+                  for call in timed.pop("peak", [])]
+    seconds = {key: [wall for wall, _ in samples] for key, samples in timed.items()}
+    cpu = {key: [used for _, used in samples] for key, samples in timed.items()}
     results: dict[str, dict[str, Any]] = {}
     for row in strategies:
         reference = seconds[row, "reference"]
@@ -83,9 +99,11 @@ def measure(
         results[row] = {"routes": {
             name: route_result(built[row, name], seconds[row, name], reference, ctl,
                                steps=steps, batch=batches[row], workload=workload,
-                               peak_flops=peak_flops)
+                               peak_flops=peak_flops, cpu_seconds=cpu[row, name])
             for name in names[row]
         }}
+        if peak_calls:
+            results[row]["peak_calls"] = peak_calls
     plain = next((row for row in strategies if wires.get(row) is None), None)
     for row in strategies:
         if wires.get(row) is None or plain is None:
@@ -106,15 +124,23 @@ def measure(
     return results
 
 
+def _with_cpu(run: Callable[[int], float], steps: int) -> tuple[float, float]:
+    """`run(steps)`'s wall seconds and this process's CPU seconds over it."""
+    started = timing.cpu_seconds()
+    wall = run(steps)
+    return wall, timing.cpu_seconds() - started
+
+
 def route_result(route: routes_lib.Route, seconds: list[float], reference: list[float],
                  ctl: list[float] | None, *, steps: int, batch: int, workload: Workload,
-                 peak_flops: float) -> dict[str, Any]:
+                 peak_flops: float, cpu_seconds: list[float] | None = None) -> dict[str, Any]:
     """One route's numbers (JSON-safe).
 
     Rates are summaries over the repetitions; ratios are taken per repetition (route and
     reference timed in the same repetition) and summarised. `time_to_first_step_s` is the
     first call's time less the steady-state time of any extra steps it ran (fit's first call
-    is a whole execution).
+    is a whole execution). `cpu_seconds` (the process's CPU time over each timed call, all
+    threads) is summarised when given.
     """
     steps_per_sec = [steps / s for s in seconds]
     median_rate = timing.summary(steps_per_sec)["median"]
@@ -133,4 +159,6 @@ def route_result(route: routes_lib.Route, seconds: list[float], reference: list[
     }
     if ctl is not None:
         result["ratio_to_ctl"] = timing.paired_ratio(ctl, seconds)
+    if cpu_seconds is not None:
+        result["cpu_seconds"] = timing.summary(cpu_seconds)
     return result

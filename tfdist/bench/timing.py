@@ -6,11 +6,24 @@ load, frequency changes) hits all of them alike; ratios are taken within a repet
 
 from __future__ import annotations
 
+import resource
 import statistics
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import Any, TypeVar
 
 _Key = TypeVar("_Key", bound=Hashable)
+_Value = TypeVar("_Value")
+
+
+def cpu_seconds() -> float:
+    """This process's CPU time so far, user + system, all threads (tf.data's included).
+
+    On a shared machine a neighbour's load stretches wall time but not the work a call does, so
+    FLOPs per CPU-second rank variants where wall times cannot (threads that spin while they wait
+    count too, so it is not a pure work measure with several threads).
+    """
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def summary(samples: Sequence[float]) -> dict[str, Any]:
@@ -28,13 +41,14 @@ def summary(samples: Sequence[float]) -> dict[str, Any]:
             "q1": q1, "q3": q3, "samples": [float(s) for s in samples]}
 
 
-def interleaved(runs: Mapping[_Key, Callable[[], float]], reps: int) -> dict[_Key, list[float]]:
+def interleaved(runs: Mapping[_Key, Callable[[], _Value]],
+                reps: int) -> dict[_Key, list[_Value]]:
     """Calls every `runs` entry once per repetition, in order, `reps` times.
 
     Returns:
         key -> the values returned, one per repetition.
     """
-    out: dict[_Key, list[float]] = {name: [] for name in runs}
+    out: dict[_Key, list[_Value]] = {name: [] for name in runs}
     for _ in range(reps):
         for name, run in runs.items():
             out[name].append(run())
