@@ -372,6 +372,7 @@ def test_remat_worker_trains_and_reports_its_memory(capsys):
     assert levers.remat_worker_main(json.dumps(spec)) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["mode"] == "full" and len(result["step_seconds"]) == 2
+    assert len(result["step_cpu_seconds"]) == 2 and min(result["step_cpu_seconds"]) > 0
     assert result["peak_rss_mb"] >= result["base_rss_mb"] > 100  # TensorFlow alone is more
     assert math.isfinite(result["first_loss"])
 
@@ -387,7 +388,7 @@ def test_levers_targets_and_render():
     def mode(peak, base, step):
         return {"peak_rss_mb": timing.summary([peak]), "base_rss_mb": timing.summary([base]),
                 "training_mb": timing.summary([peak - base]), "step_seconds": timing.summary([step]),
-                "first_loss": 2.3}
+                "step_cpu_seconds": timing.summary([step / 2]), "first_loss": 2.3}
 
     section = {
         "precision": {"model": "dense", "description": "MLP", "batch": 512, "steps": 10,
@@ -403,6 +404,7 @@ def test_levers_targets_and_render():
     assert bf16["met"] and bf16["value"] == pytest.approx(1.833, abs=1e-3)  # median of 2.0, 1.67
     full = checks["remat=full: peak memory <= 0.7x at <= 1.35x step time"]
     assert full["met"] and full["value"] == pytest.approx(0.65)
+    assert "step time 1.30x, CPU time 1.30x" in full["detail"]
     slow = checks["remat=activations: peak memory <= 0.7x at <= 1.35x step time"]
     assert not slow["met"] and "step time 1.50x" in slow["detail"]  # memory alone is not enough
     section["targets"] = levers.targets(section)
