@@ -100,7 +100,7 @@ def test_targets_smoke_measures_every_issue_19_target_and_merges_both_launches(t
     # launches (stopped after 240 s each; 61 s a launch seen under a full test run's load) and
     # the in-process rows, within the 600 s it gets (and pytest's 900 s).
     result = _bench("--targets", *SMOKE, "--remat-batch", "2",
-                    "--remat-seq-len", "16", "--timeout", "240", "--json", str(out),
+                    "--remat-seq-len", "16", "--remat-blocks", "1", "--timeout", "240", "--json", str(out),
                     "--markdown", timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     section = json.loads(out.read_text())["targets"]
@@ -176,6 +176,7 @@ def plot_available() -> bool:
     (["--levers", "--remat-modes", "none,blocks"],
      ["--remat-modes", "'blocks'", "none,full,activations"]),
     (["--levers", "--remat-batch", "0"], ["--remat-batch", "'0'", ">= 1"]),
+    (["--levers", "--remat-blocks", "0"], ["--remat-blocks", "'0'", ">= 1"]),
     (["--wire", "bf16,int8"], ["--wire", "'int8'", "bf16, fp16, fp16/SCALE, accumN"]),
     (["--wire", "fp16/-3"], ["--wire", "'fp16/-3'"]),
     (["--wire", "bf16", "--strategies", "default"], ["--wire", "add multi_worker"]),
