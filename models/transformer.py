@@ -4,7 +4,8 @@ Token ids of shape `(seq_len,)` go through an embedding (`vocab_size` set); floa
 shape `(seq_len, features)` -- or images `(height, width, channels)`, read row by row as a
 sequence of `height` tokens -- go through a Dense projection (`vocab_size=None`). Then learned
 position embeddings, `num_layers` pre-norm encoder blocks (self-attention and a feed-forward
-layer, each with a residual connection), mean pooling over positions and the logits. There is no
+layer, each with a residual connection; each block is one nested layer, `encoder_block_<i>`, so
+that recomputation can checkpoint whole blocks), mean pooling over positions and the logits. There is no
 padding mask: every position counts.
 """
 
@@ -107,21 +108,28 @@ def build(config: TransformerConfig) -> keras.Model:
             x = keras.layers.Reshape((height, width * channels))(x)
         x = keras.layers.Dense(dim, name="input_projection")(x)
     x = PositionEmbedding(config.seq_len, name="position_embedding")(x)
-    for _ in range(config.num_layers):
-        h = keras.layers.LayerNormalization(epsilon=1e-6)(x)
-        h = keras.layers.MultiHeadAttention(config.num_heads, dim // config.num_heads)(h, h)
-        if config.dropout:
-            h = keras.layers.Dropout(config.dropout)(h)
-        x = keras.layers.Add()([x, h])
-        h = keras.layers.LayerNormalization(epsilon=1e-6)(x)
-        h = keras.layers.Dense(config.ff_dim, activation="gelu")(h)
-        h = keras.layers.Dense(dim)(h)
-        if config.dropout:
-            h = keras.layers.Dropout(config.dropout)(h)
-        x = keras.layers.Add()([x, h])
+    for index in range(config.num_layers):
+        x = _encoder_block(config, x.shape[1:], name=f"encoder_block_{index}")(x)
     x = keras.layers.LayerNormalization(epsilon=1e-6)(x)
     x = keras.layers.GlobalAveragePooling1D()(x)
     return keras.Model(inputs, common.logits(x, config.num_classes), name="transformer")
+
+
+def _encoder_block(config: TransformerConfig, shape: tuple, name: str) -> keras.Model:
+    """One pre-norm encoder block as a layer of its own: the unit `--remat=full` recomputes."""
+    dim = config.embed_dim
+    inputs = keras.Input(shape, name=f"{name}_inputs")
+    h = keras.layers.LayerNormalization(epsilon=1e-6)(inputs)
+    h = keras.layers.MultiHeadAttention(config.num_heads, dim // config.num_heads)(h, h)
+    if config.dropout:
+        h = keras.layers.Dropout(config.dropout)(h)
+    x = keras.layers.Add()([inputs, h])
+    h = keras.layers.LayerNormalization(epsilon=1e-6)(x)
+    h = keras.layers.Dense(config.ff_dim, activation="gelu")(h)
+    h = keras.layers.Dense(dim)(h)
+    if config.dropout:
+        h = keras.layers.Dropout(config.dropout)(h)
+    return keras.Model(inputs, keras.layers.Add()([x, h]), name=name)
 
 
 FAMILY = registry.register(registry.ModelFamily(

@@ -100,7 +100,7 @@ def test_targets_smoke_measures_every_issue_19_target_and_merges_both_launches(t
     # launches (stopped after 240 s each; 61 s a launch seen under a full test run's load) and
     # the in-process rows, within the 600 s it gets (and pytest's 900 s).
     result = _bench("--targets", *SMOKE, "--remat-batch", "2",
-                    "--remat-seq-len", "16", "--timeout", "240", "--json", str(out),
+                    "--remat-seq-len", "16", "--remat-blocks", "1", "--timeout", "240", "--json", str(out),
                     "--markdown", timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     section = json.loads(out.read_text())["targets"]
@@ -208,6 +208,7 @@ def plot_available() -> bool:
     (["--levers", "--remat-modes", "none,blocks"],
      ["--remat-modes", "'blocks'", "none,full,activations"]),
     (["--levers", "--remat-batch", "0"], ["--remat-batch", "'0'", ">= 1"]),
+    (["--levers", "--remat-blocks", "0"], ["--remat-blocks", "'0'", ">= 1"]),
     (["--wire", "bf16,int8"], ["--wire", "'int8'", "bf16, fp16, fp16/SCALE, accumN"]),
     (["--wire", "fp16/-3"], ["--wire", "'fp16/-3'"]),
     (["--wire", "bf16", "--strategies", "default"], ["--wire", "add multi_worker"]),
@@ -404,6 +405,7 @@ def test_remat_worker_trains_and_reports_its_memory(capsys):
     assert levers.remat_worker_main(json.dumps(spec)) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["mode"] == "full" and len(result["step_seconds"]) == 2
+    assert len(result["step_cpu_seconds"]) == 2 and min(result["step_cpu_seconds"]) > 0
     assert result["peak_rss_mb"] >= result["base_rss_mb"] > 100  # TensorFlow alone is more
     assert math.isfinite(result["first_loss"])
 
@@ -419,7 +421,7 @@ def test_levers_targets_and_render():
     def mode(peak, base, step):
         return {"peak_rss_mb": timing.summary([peak]), "base_rss_mb": timing.summary([base]),
                 "training_mb": timing.summary([peak - base]), "step_seconds": timing.summary([step]),
-                "first_loss": 2.3}
+                "step_cpu_seconds": timing.summary([step / 2]), "first_loss": 2.3}
 
     section = {
         "precision": {"model": "dense", "description": "MLP", "batch": 512, "steps": 10,
@@ -435,6 +437,7 @@ def test_levers_targets_and_render():
     assert bf16["met"] and bf16["value"] == pytest.approx(1.833, abs=1e-3)  # median of 2.0, 1.67
     full = checks["remat=full: peak memory <= 0.7x at <= 1.35x step time"]
     assert full["met"] and full["value"] == pytest.approx(0.65)
+    assert "step time 1.30x, CPU time 1.30x" in full["detail"]
     slow = checks["remat=activations: peak memory <= 0.7x at <= 1.35x step time"]
     assert not slow["met"] and "step time 1.50x" in slow["detail"]  # memory alone is not enough
     section["targets"] = levers.targets(section)

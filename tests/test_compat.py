@@ -668,22 +668,27 @@ def test_canary_keras_remat_still_recomputes_outside_the_autocast_scope():
     np.testing.assert_allclose(grads[0], np.full((3, 4), 2.0))  # d/dk sum(relu(x @ k)), x = 1
 
 
-def test_canary_keras_remat_still_marks_the_model_itself():
-    """Fails when a functional model built in a RematScope is no longer marked itself: then
-    compat.keras_remat.unmark_model can go."""
+def test_canary_keras_remat_still_marks_the_model_itself_and_nested_layers():
+    """Fails when a functional model built in a RematScope is no longer marked itself, nor the
+    layers nested in its layers: then compat.keras_remat.unmark_model can go."""
     from tfdist import recompute
 
     def build():
         inputs = keras.Input((3,))
-        hidden = keras.layers.Dense(4)(inputs)
+        block_inputs = keras.Input((3,))
+        block = keras.Model(block_inputs, keras.layers.Dense(3, name="inner")(block_inputs),
+                            name="block")
+        hidden = keras.layers.Dense(4)(block(inputs))
         return keras.Model(inputs, keras.layers.Dropout(0.5)(hidden))
 
     with keras.RematScope(mode="full"):
         upstream = build()
     assert upstream._remat_mode is not None
+    assert upstream.get_layer("block").get_layer("inner")._remat_mode is not None
     model = recompute.builder(build, "full")()
     assert model._remat_mode is None
-    dense, dropout = model.layers[1:]
+    block, dense, dropout = model.layers[1:]
+    assert block._remat_mode is not None and block.get_layer("inner")._remat_mode is None
     assert dense._remat_mode is not None and dropout._remat_mode is None  # masks are kept
 
 

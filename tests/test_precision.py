@@ -5,6 +5,8 @@ process, one device: bfloat16 is emulated (slow) on CPUs without AMX/AVX512_BF16
 keeps that cheap.
 """
 
+import functools
+
 import keras
 import numpy as np
 import pytest
@@ -71,26 +73,70 @@ def test_recompute_builder_marks_the_layers_and_checks_its_arguments():
         recompute.builder(build, "larger_than")  # fails inside tf.function upstream
 
 
-def test_recomputed_gradients_equal_stored_ones():
+def _transformer(**options):
+    return models.build("transformer", input_shape=(16, 8), num_classes=4, embed_dim=16,
+                        num_heads=2, ff_dim=32, num_layers=2, **options)
+
+
+def _marked(model):
+    return [layer.name for layer in model._flatten_layers() if layer._remat_mode is not None]
+
+
+def test_full_recomputation_checkpoints_whole_encoder_blocks_and_keeps_dropout_masks():
+    model = recompute.builder(_transformer, "full")()
+    assert _marked(model) == ["input_projection", "position_embedding", "encoder_block_0",
+                              "encoder_block_1", model.layers[-3].name, model.layers[-2].name,
+                              "logits"]  # nothing nested in a block: each layer recomputes once
+    # A recomputed block would draw new dropout masks: its own layers recompute instead, and
+    # the Dropout layers keep their masks.
+    model = recompute.builder(lambda: _transformer(dropout=0.1), "full")()
+    block = model.get_layer("encoder_block_0")
+    assert "encoder_block_0" not in _marked(model)
+    assert _marked(block) == [layer.name for layer in block.layers
+                              if not isinstance(layer, (keras.layers.InputLayer,
+                                                        keras.layers.Dropout))]
+    assert sum(isinstance(layer, keras.layers.Dropout) for layer in block.layers) == 2
+
+
+def test_recomputed_gradients_equal_stored_ones_and_the_forward_runs_once_more():
     # Same weights, same batch: recomputing the forward pass in the backward pass changes
-    # memory and time, never the gradients.
+    # memory and time, never the gradients. Compiled, as every route trains.
     def build():
         keras.utils.set_random_seed(1)
-        return models.build("transformer", input_shape=(16, 8), num_classes=4, embed_dim=16,
-                            num_heads=2, ff_dim=32, num_layers=2)
+        return _transformer()
 
     x = tf.constant(np.random.default_rng(0).normal(size=(8, 16, 8)), tf.float32)
     y = tf.constant(np.arange(8) % 4)
     loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-    grads = []
+    grads, projections = [], []
     for mode in ("none", "full"):
         model = recompute.builder(build, mode)()
-        with tf.GradientTape() as tape:
-            value = loss(y, model(x, training=True))
-        grads.append(tape.gradient(value, model.trainable_variables))
+        # Each call of an attention projection (EinsumDense) while tracing is one run of it in
+        # the compiled step: the forward pass, plus one per recomputation that includes it.
+        calls = []
+        for layer in model._flatten_layers():
+            if isinstance(layer, keras.layers.EinsumDense):
+                layer.call = functools.partial(_counted, layer.call, calls)
+
+        @tf.function
+        def gradients(model=model):
+            with tf.GradientTape() as tape:
+                value = loss(y, model(x, training=True))
+            return tape.gradient(value, model.trainable_variables)
+
+        grads.append(gradients())
+        projections.append(len(calls))
     assert len(grads[0]) == len(grads[1]) > 10
     for stored, recomputed in zip(*grads):
         np.testing.assert_allclose(recomputed.numpy(), stored.numpy(), rtol=1e-4, atol=1e-6)
+    # 2 blocks x 4 projections; recomputing each block once runs them twice (marks nested in
+    # the block, as Keras's RematScope leaves them, would run them three times).
+    assert projections == [8, 16]
+
+
+def _counted(call, calls, *args, **kwargs):
+    calls.append(1)
+    return call(*args, **kwargs)
 
 
 def test_tfdist_train_checks_precision_and_remat(tmp_path):

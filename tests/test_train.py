@@ -142,17 +142,22 @@ def test_fit_route_backup_covers_a_short_last_epoch(tmp_path, monkeypatch):
     assert not (tmp_path / "backup").exists()
 
 
-@pytest.mark.parametrize("route, model, model_options, dataset", [
-    ("ctl", "mlp", "hidden=64", "tfrecord"),
-    ("fit", "resnet", "depth=8,width=8", "digits"),
-    ("estimator", "transformer", "num_layers=1", "synthetic:shape=12,vocab=40,classes=3,size=256"),
+@pytest.mark.parametrize("route, model, model_options, dataset, remat", [
+    ("ctl", "mlp", "hidden=64", "tfrecord", "none"),
+    ("fit", "resnet", "depth=8,width=8", "digits", "none"),
+    # Estimator graph mode, replica threads, encoder blocks recomputed whole (--remat=full).
+    ("estimator", "transformer", "num_layers=1", "synthetic:shape=12,vocab=40,classes=3,size=256",
+     "full"),
 ])
-def test_every_model_family_and_dataset_kind_runs(tmp_path, route, model, model_options, dataset):
+def test_every_model_family_and_dataset_kind_runs(tmp_path, route, model, model_options, dataset,
+                                                  remat):
     if dataset == "tfrecord":
         input_pipelines.tfrecord.write_sources(input_pipelines.digits.sources(), str(tmp_path / "tfr"), 4)
         dataset = f"tfrecord:{tmp_path / 'tfr'}"
     report = _in_process(tmp_path / "run", route, "mirrored", model=model, dataset=dataset,
-                         model_options=model_options, train_steps=20, steps_per_loop=10)
+                         model_options=model_options, train_steps=20, steps_per_loop=10,
+                         remat=remat)
+    assert report["remat"] == remat
     data = input_pipelines.load(dataset)
     overrides = dict(input_shape=data.input_shape, num_classes=data.num_classes,
                      **models.parse_options(model_options))

@@ -145,8 +145,9 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
                       "--mixed_precision picks.", flag_values=fv)
     flags.DEFINE_enum("remat", d["remat"], list(recompute_lib.MODES),
                       "Recompute activations in the backward pass instead of storing them "
-                      "(less memory, more compute): none, or a keras.RematScope mode applied to "
-                      "the model's layers (docs/performance.md#recomputation).", flag_values=fv)
+                      "(less memory, more compute): none, full (each of the model's own layers "
+                      "once, whole: the Transformer's encoder blocks) or activations "
+                      "(docs/performance.md#recomputation).", flag_values=fv)
     flags.DEFINE_enum("on_nonfinite", d["on_nonfinite"], ["stop", "restore"],
                       "A NaN/inf training loss: stop with an error naming the step, or restore "
                       "the newest checkpoint (fit: backup) and train on.", flag_values=fv)

@@ -7,8 +7,14 @@ compute (up to one more forward pass) for the memory of everything the layer com
 attention scores and softmax, the intermediates of GELU or normalisation. A layer whose only
 intermediate is its own output (a Dense + ReLU in a plain MLP) saves nothing.
 
-`"full"` on a model built by `builder` marks its layers, not the model itself (see
-`tfdist.compat.keras_remat`, which also makes marked layers work inside `tf.function`).
+`"full"` on a model built by `builder` recomputes each of the model's own layers once: not the
+model itself, and not the layers nested in them (Keras's `RematScope` marks all three, and
+nested recomputations rerun inner layers once per level). A layer that groups others is
+therefore recomputed whole from its inputs: the registry Transformer's encoder blocks are such
+layers, so `full` keeps only each block's input and one block's activations at a time (classic
+per-block checkpointing). A layer that holds an active Dropout is not recomputed whole (it would
+draw a new mask); its own layers are, the Dropout keeps its mask. See `tfdist.compat.keras_remat`,
+which also makes marked layers work inside `tf.function`.
 
 Every route takes a model *builder* (`Trainer(model=...)`, an Estimator `model_fn`, the code that
 builds a model for `fit`), so `builder(build, mode)` is the switch for all three. Keras keeps the
@@ -43,7 +49,8 @@ def scope(mode: str) -> Iterator[None]:
     """Layers created in the block recompute as `mode` says (`"none"`: a no-op block).
 
     Args:
-        mode: One of `MODES`. `"full"`: every layer; `"activations"`: only the activation
+        mode: One of `MODES`. `"full"`: every layer (once the model is built by `builder`:
+            each of the model's own layers, whole); `"activations"`: only the activation
             functions of layers that have one.
 
     Raises:
@@ -86,8 +93,8 @@ def builder(build: Callable[[], T], mode: str) -> Callable[[], T]:
 
         with scope(mode):
             model = build(*args, **kwargs)
-        # The model is a layer created in the scope too; recomputing it whole on top of its
-        # layers would run the forward pass three times for no further saving.
+        # The model and the layers nested in its layers are marked too; recomputations inside
+        # recomputations rerun the inner forward once per level for no further saving.
         return keras_remat.unmark_model(model)
 
     return build_recomputing

@@ -12,11 +12,14 @@ import json
 import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tfdist import cli_args
 from tfdist import quiet
 from tfdist.bench import options as options_lib
+
+if TYPE_CHECKING:
+    from tfdist.bench import levers
 
 PROG = "tfdist-bench"
 USAGE_ERROR = 2
@@ -129,6 +132,9 @@ def build_parser() -> argparse.ArgumentParser:
     sizes.add_argument("--remat-seq-len", type=cli_args.int_at_least(1, 256), default=256,
                        help="with --levers: its sequence length (attention memory grows with "
                             "its square); default 256")
+    sizes.add_argument("--remat-blocks", type=cli_args.int_at_least(1, 8), default=8,
+                       help="with --levers: its encoder blocks (recomputation keeps one block's "
+                            "activations at a time: more blocks, more saving); default 8")
     what.add_argument("--targets", action="store_true",
                       help="measure every target of issue 19 in one run (multi-worker with and "
                            "without bf16 compression and accumulation, mirrored vs default, "
@@ -360,16 +366,22 @@ def _levers(args: argparse.Namespace, options: options_lib.BenchOptions) -> int:
             model_name=options.model, batch=options.batch, steps=options.steps,
             steps_per_call=options.steps_per_call, reps=options.reps,
             peak_size=options.peak_size, seed=options.seed, remat_modes=args.remat_modes_parsed,
-            remat_workload=levers.RematWorkload(batch=args.remat_batch, seq_len=args.remat_seq_len),
+            remat_workload=_remat_workload(args),
             timeout=options.timeout, work_dir=work_dir, say=say),
         lambda section: levers.render(section, markdown=args.markdown), options.json_path)
 
 
-def _targets(args: argparse.Namespace, options: options_lib.BenchOptions) -> int:
+def _remat_workload(args: argparse.Namespace) -> levers.RematWorkload:
     from tfdist.bench import levers
+
+    return levers.RematWorkload(batch=args.remat_batch, seq_len=args.remat_seq_len,
+                                num_layers=args.remat_blocks)
+
+
+def _targets(args: argparse.Namespace, options: options_lib.BenchOptions) -> int:
     from tfdist.bench import targets
 
-    workload = levers.RematWorkload(batch=args.remat_batch, seq_len=args.remat_seq_len)
+    workload = _remat_workload(args)
     return _section(
         "targets",
         lambda work_dir, say: targets.run(options, remat_workload=workload, work_dir=work_dir,

@@ -235,7 +235,7 @@ def targets(section: dict[str, Any]) -> list[dict[str, Any]]:
         where = (f"peak RSS {_ms(full['peak_rss_mb']):,.0f} vs {_ms(base['peak_rss_mb']):,.0f} MB; "
                  f"above the built model {above:.2f}x ({_ms(full['training_mb']):,.0f} vs "
                  f"{_ms(base['training_mb']):,.0f} MB); step time {step:.2f}x "
-                 f"(<= {levers.REMAT_STEP_RATIO})")
+                 f"(<= {levers.REMAT_STEP_RATIO}){levers.cpu_ratio(full, base)}")
         spread = (full["peak_rss_mb"]["min"] / base["peak_rss_mb"]["max"],
                   full["peak_rss_mb"]["max"] / base["peak_rss_mb"]["min"])
         out.append(_target(

@@ -1,6 +1,6 @@
 """Keras 3 rematerialisation (`keras.RematScope`) on TensorFlow inside `tf.function`.
 
-Two upstream problems, both met as soon as a `RematScope` model trains in a compiled step:
+Three upstream problems, all met as soon as a `RematScope` model trains in a compiled step:
 
 1. **Keyword arguments** (keras-team/keras#21207, open): Keras runs a marked layer as
    `backend.core.remat(layer.call)(*args, **kwargs)`, and the TensorFlow backend's `remat` is
@@ -10,15 +10,21 @@ Two upstream problems, both met as soon as a `RematScope` model trains in a comp
    `fit`, custom-loop or Estimator step fails. `install()` replaces the backend's `remat` with
    one that moves tensor keywords into positional arguments and closes over the rest (flags
    such as `training`), so gradients still flow to every tensor argument.
-2. **The model itself is marked too**: a functional model built inside the scope is a layer
-   created in it, so `"full"` also wraps the whole model in one recomputation around the
-   per-layer ones: the forward pass then runs three times per step for no further saving.
-   `unmark_model` clears the model's own mark (private `_remat_mode`), leaving its layers'.
+2. **Nested layers are marked too**: `"full"` marks every layer created in the scope, the
+   model itself and the layers nested in others (a functional model built inside the scope is a
+   layer created in it; a block's attention, its projections, ...). Recomputations then nest:
+   recomputing the model whole on top of its layers runs the forward pass three times, and a
+   layer nested in a marked one runs once more per level, for no further saving (only the
+   outermost marked layer's inputs are kept anyway). `unmark_model` leaves one mark on each
+   path from the model down (private `_remat_mode`): on the model's own layers, or one level
+   further in where a layer holds a random layer (see 3).
 3. **Mixed precision and randomness are not replayed**: the recomputation runs in the backward
    pass, outside the layer's autocast scope, so a `mixed_bfloat16` layer recomputes in float32
    and its gradient ops fail on mixed dtypes ("Input 'features' of 'ReluGrad' Op has type
    float32 that does not match type bfloat16"); `remat` re-enters the scope. Dropout layers
-   would draw a new mask when recomputed: `unmark_model` leaves them storing theirs.
+   would draw a new mask when recomputed (their seed generator advances on every call), and so
+   would any recomputed layer that holds one: `unmark_model` leaves them storing theirs, and
+   marks the layers inside a layer that holds an active one (rate > 0) instead of that layer.
 
 The canary tests in tests/test_compat.py fail once Keras handles them (then this module goes).
 """
@@ -68,11 +74,51 @@ _RANDOM_LAYERS = (keras.layers.Dropout, keras.layers.GaussianNoise, keras.layers
                   keras.layers.AlphaDropout)
 
 
+def _draws_random_numbers(layer: Any) -> bool:
+    """A random layer that is not a no-op (a Dropout of rate 0 returns its inputs)."""
+    return isinstance(layer, _RANDOM_LAYERS) and bool(
+        getattr(layer, "rate", None) or getattr(layer, "stddev", None))
+
+
+def _sublayers(layer: Any) -> list[Any]:
+    return list(layer._flatten_layers(include_self=False, recursive=False))
+
+
+def _keep_outermost(layer: Any, mark: Any) -> None:
+    """Marks `layer` (storing only its inputs) and clears every mark nested in it, or, if a
+    random layer hides in it, leaves it unmarked and does the same one level further in."""
+    inner = list(layer._flatten_layers(include_self=False))
+    if isinstance(layer, keras.layers.InputLayer):  # never called: nothing to recompute
+        layer._remat_mode = None
+        return
+    if _draws_random_numbers(layer) or any(_draws_random_numbers(sub) for sub in inner):
+        layer._remat_mode = None
+        for sub in _sublayers(layer):
+            _keep_outermost(sub, mark)
+        return
+    layer._remat_mode = mark
+    for sub in inner:
+        sub._remat_mode = None
+
+
 def unmark_model(model: Any) -> Any:
-    """Clears the recomputation mark of a built model itself and of its random layers; returns it."""
-    if getattr(model, "layers", None) and hasattr(model, "_remat_mode"):
-        model._remat_mode = None
-        for layer in model._flatten_layers(include_self=False):
-            if isinstance(layer, _RANDOM_LAYERS):
-                layer._remat_mode = None
+    """Leaves each layer of a model built in `RematScope` recomputing once; returns the model.
+
+    `"full"`: the model's own layers keep their mark and the layers nested in them lose theirs,
+    except where a marked layer would redraw random numbers (then its sublayers are marked
+    instead, and the random layers store their outputs). Other modes (`"activations"`): the
+    model itself and its random layers lose their marks (nothing nests there: only activation
+    functions recompute).
+    """
+    mark = getattr(model, "_remat_mode", None)
+    if not getattr(model, "layers", None) or mark is None:
+        return model
+    model._remat_mode = None
+    if mark.mode == "full":
+        for layer in _sublayers(model):
+            _keep_outermost(layer, mark)
+        return model
+    for layer in model._flatten_layers(include_self=False):
+        if isinstance(layer, _RANDOM_LAYERS):
+            layer._remat_mode = None
     return model

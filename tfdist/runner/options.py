@@ -45,8 +45,8 @@ class TrainOptions:
         precision: A `tfdist.precision.POLICIES` name, e.g. `"mixed_bfloat16"`; `""` leaves the
             policy in force (float32 unless `mixed_precision`). Defaults to `""`.
         remat: Recompute activations in the backward pass instead of storing them: a
-            `tfdist.recompute.MODES` name (`"none"`, `"blocks"`, `"full"`, ...). Defaults to
-            `"none"`.
+            `tfdist.recompute.MODES` name (`"none"`, `"full"`: each of the model's own layers
+            recomputed once, whole; `"activations"`). Defaults to `"none"`.
         progress: Print progress (chief only). Defaults to `True`.
         on_nonfinite: A NaN/inf training loss: `"stop"` with an error naming the step, or
             `"restore"` the newest checkpoint (fit: backup) and train on. Defaults to `"stop"`.
