@@ -673,13 +673,15 @@ def test_canary_keras_remat_still_marks_the_model_itself_and_nested_layers():
     layers nested in its layers: then compat.keras_remat.unmark_model can go."""
     from tfdist import recompute
 
+    def block(name):
+        block_inputs = keras.Input((3,))
+        return keras.Model(block_inputs, keras.layers.Dense(3, name="inner")(block_inputs),
+                           name=name)
+
     def build():
         inputs = keras.Input((3,))
-        block_inputs = keras.Input((3,))
-        block = keras.Model(block_inputs, keras.layers.Dense(3, name="inner")(block_inputs),
-                            name="block")
-        hidden = keras.layers.Dense(4)(block(inputs))
-        return keras.Model(inputs, keras.layers.Dropout(0.5)(hidden))
+        hidden = block("block")(keras.layers.Dense(3, name="dense")(inputs))
+        return keras.Model(inputs, block("last")(keras.layers.Dropout(0.5)(hidden)))
 
     with keras.RematScope(mode="full"):
         upstream = build()
@@ -687,9 +689,11 @@ def test_canary_keras_remat_still_marks_the_model_itself_and_nested_layers():
     assert upstream.get_layer("block").get_layer("inner")._remat_mode is not None
     model = recompute.builder(build, "full")()
     assert model._remat_mode is None
-    block, dense, dropout = model.layers[1:]
-    assert block._remat_mode is not None and block.get_layer("inner")._remat_mode is None
+    dense, first, dropout, last = model.layers[1:]
     assert dense._remat_mode is not None and dropout._remat_mode is None  # masks are kept
+    assert first._remat_mode is not None and first.get_layer("inner")._remat_mode is None
+    assert last._remat_mode is None and last.get_layer("inner")._remat_mode is None  # tfdist's
+    # choice, not upstream's: the last block's backward comes first, recomputing it saves nothing
 
 
 # --- Gradient reduction and accumulation (tfdist.compat.keras_gradient_reduction, ----------------

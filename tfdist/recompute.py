@@ -13,8 +13,10 @@ nested recomputations rerun inner layers once per level). A layer that groups ot
 therefore recomputed whole from its inputs: the registry Transformer's encoder blocks are such
 layers, so `full` keeps only each block's input and one block's activations at a time (classic
 per-block checkpointing). A layer that holds an active Dropout is not recomputed whole (it would
-draw a new mask); its own layers are, the Dropout keeps its mask. See `tfdist.compat.keras_remat`,
-which also makes marked layers work inside `tf.function`.
+draw a new mask); its own layers are, the Dropout keeps its mask. The last block and the layers
+after it (in a model without blocks, the last layer) are not recomputed: their backward runs
+first, right after the forward, so recomputing them costs time and lowers no peak. See
+`tfdist.compat.keras_remat`, which also makes marked layers work inside `tf.function`.
 
 Every route takes a model *builder* (`Trainer(model=...)`, an Estimator `model_fn`, the code that
 builds a model for `fit`), so `builder(build, mode)` is the switch for all three. Keras keeps the

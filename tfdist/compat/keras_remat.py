@@ -101,6 +101,22 @@ def _keep_outermost(layer: Any, mark: Any) -> None:
         sub._remat_mode = None
 
 
+def _store_the_last_block(layers: list[Any]) -> None:
+    """Unmarks the model's last block and the layers after it (`layers` in model order).
+
+    Their backward runs first, straight after the forward: recomputing them would rebuild at
+    once what the forward has just dropped, for time and no lower peak (the peak comes while
+    one block's activations are alive, whichever block). A block is a layer that groups others
+    (e.g. an encoder block); in a model without any, only the last layer stores its work.
+    """
+    blocks = [i for i, layer in enumerate(layers) if _sublayers(layer)]
+    start = blocks[-1] if blocks else len(layers) - 1
+    for layer in layers[max(start, 0):]:
+        layer._remat_mode = None
+        for sub in layer._flatten_layers(include_self=False):
+            sub._remat_mode = None
+
+
 def unmark_model(model: Any) -> Any:
     """Leaves each layer of a model built in `RematScope` recomputing once; returns the model.
 
@@ -115,8 +131,10 @@ def unmark_model(model: Any) -> Any:
         return model
     model._remat_mode = None
     if mark.mode == "full":
-        for layer in _sublayers(model):
+        layers = _sublayers(model)
+        for layer in layers:
             _keep_outermost(layer, mark)
+        _store_the_last_block(layers)
         return model
     for layer in model._flatten_layers(include_self=False):
         if isinstance(layer, _RANDOM_LAYERS):
