@@ -693,7 +693,7 @@ def test_canary_keras_remat_still_marks_the_model_itself_and_nested_layers():
     assert dense._remat_mode is not None and dropout._remat_mode is None  # masks are kept
     assert first._remat_mode is not None and first.get_layer("inner")._remat_mode is None
     assert last._remat_mode is None and last.get_layer("inner")._remat_mode is None  # tfdist's
-    # choice, not upstream's: the last block's backward comes first, recomputing it saves nothing
+    # choice, not upstream's: the last block's backward comes first, recomputing it saves ~nothing
 
 
 # --- Gradient reduction and accumulation (tfdist.compat.keras_gradient_reduction, ----------------

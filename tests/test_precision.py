@@ -68,7 +68,7 @@ def test_recompute_builder_marks_the_layers_and_checks_its_arguments():
     *hidden, last = [layer for layer in marked.layers if layer.weights]
     assert hidden and all(layer._remat_mode is not None and layer._remat_mode.mode == "full"
                           for layer in hidden)
-    assert last._remat_mode is None  # its backward comes first: recomputing it saves nothing
+    assert last._remat_mode is None  # its backward comes first: recomputing it saves ~nothing
     assert all(layer._remat_mode is None for layer in build().layers)
     with pytest.raises(ValueError, match=r"Received: remat='larger_than'\. Valid values: none, "
                                          r"full, activations"):
@@ -87,7 +87,7 @@ def _marked(model):
 def test_full_recomputation_checkpoints_whole_encoder_blocks_and_keeps_dropout_masks():
     model = recompute.builder(_transformer, "full")()
     # Nothing nested in a block: each layer recomputes once. The last block and what follows
-    # it store their work: their backward runs first, so recomputing them lowers no peak.
+    # it store their work: their backward runs first, so recomputing them barely lowers the peak.
     assert _marked(model) == ["input_projection", "position_embedding", "encoder_block_0"]
     # A recomputed block would draw new dropout masks: its own layers recompute instead, and
     # the Dropout layers keep their masks.

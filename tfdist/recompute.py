@@ -15,7 +15,7 @@ layers, so `full` keeps only each block's input and one block's activations at a
 per-block checkpointing). A layer that holds an active Dropout is not recomputed whole (it would
 draw a new mask); its own layers are, the Dropout keeps its mask. The last block and the layers
 after it (in a model without blocks, the last layer) are not recomputed: their backward runs
-first, right after the forward, so recomputing them costs time and lowers no peak. See
+first, right after the forward, so recomputing them costs time and barely lowers the peak. See
 `tfdist.compat.keras_remat`, which also makes marked layers work inside `tf.function`.
 
 Every route takes a model *builder* (`Trainer(model=...)`, an Estimator `model_fn`, the code that

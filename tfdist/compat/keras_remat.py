@@ -105,9 +105,11 @@ def _store_the_last_block(layers: list[Any]) -> None:
     """Unmarks the model's last block and the layers after it (`layers` in model order).
 
     Their backward runs first, straight after the forward: recomputing them would rebuild at
-    once what the forward has just dropped, for time and no lower peak (the peak comes while
-    one block's activations are alive, whichever block). A block is a layer that groups others
-    (e.g. an encoder block); in a model without any, only the last layer stores its work.
+    once what the forward has just dropped, costing time for little lower a peak (the peak
+    comes while one block's activations are alive, whichever block; measured on the bench's
+    8-block Transformer: step 1.23x instead of 1.41x, peak 0.650x instead of 0.629x). A block is
+    a layer that groups others (e.g. an encoder block); in a model without any, only the last
+    layer stores its work.
     """
     blocks = [i for i, layer in enumerate(layers) if _sublayers(layer)]
     start = blocks[-1] if blocks else len(layers) - 1
